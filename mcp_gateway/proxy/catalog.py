@@ -1,0 +1,161 @@
+"""The gateway's merged catalog: every ready upstream's tools, prompts and resources under
+gateway names, and the way back from a gateway name to `(upstream, original name)`.
+
+Names: a tool or prompt `t` of an upstream with namespace `ns` is `ns__t`; a resource URI
+`u` is `ns+u` (a valid URI scheme prefix, so clients still see a URI). With an empty
+namespace names pass through unchanged. Two upstreams claiming one gateway name is a
+collision: the upstream listed first in the configuration keeps the name, the other's
+entry is left out and the collision is reported, never silently shadowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = "__"
+KINDS = ("tools", "prompts", "resources", "templates")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One catalog item: the upstream that serves it and its definitions on both sides."""
+
+    upstream: Upstream
+    original: str
+    exposed: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    upstream: Upstream
+    pattern: re.Pattern[str]
+    exposed: dict[str, Any]
+
+
+@dataclass
+class Snapshot:
+    """An immutable view of the merged catalog; replaced whole on every change."""
+
+    tools: dict[str, Entry] = field(default_factory=dict)
+    prompts: dict[str, Entry] = field(default_factory=dict)
+    resources: dict[str, Entry] = field(default_factory=dict)
+    templates: list[Template] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    def listing(self, kind: str) -> list[dict[str, Any]]:
+        if kind == "templates":
+            return [t.exposed for t in self.templates]
+        entries: dict[str, Entry] = getattr(self, kind)
+        return [e.exposed for e in entries.values()]
+
+
+def exposed_name(upstream: Upstream, name: str) -> str:
+    return f"{upstream.namespace}{SEPARATOR}{name}" if upstream.namespace else name
+
+
+def exposed_uri(upstream: Upstream, uri: str) -> str:
+    return f"{upstream.namespace}+{uri}" if upstream.namespace else uri
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regex matching the URIs an RFC 6570 template expands to (enough to route reads)."""
+    out, pos = [], 0
+    for match in re.finditer(r"\{([^}]*)\}", template):
+        out.append(re.escape(template[pos : match.start()]))
+        op = match.group(1)[:1]
+        out.append(".*" if op in "+#/?&;." and op else "[^/]*")
+        pos = match.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+class Catalog:
+    """Builds snapshots from upstreams and resolves gateway names."""
+
+    def __init__(self, upstreams: Iterable[Upstream]) -> None:
+        self.upstreams = list(upstreams)
+        self.by_namespace = {u.namespace: u for u in self.upstreams if u.namespace}
+        self.unprefixed = [u for u in self.upstreams if not u.namespace]
+        self.snapshot = Snapshot()
+
+    def rebuild(self) -> set[str]:
+        """Recompute from the upstreams' current catalogs; returns the kinds that changed."""
+        new = Snapshot()
+        for upstream in self.upstreams:
+            if upstream.state != "ready":
+                continue
+            cat = upstream.catalog
+            self._add(new, new.tools, "tool", upstream, cat.tools, "name", exposed_name)
+            self._add(new, new.prompts, "prompt", upstream, cat.prompts, "name", exposed_name)
+            self._add(new, new.resources, "resource", upstream, cat.resources, "uri", exposed_uri)
+            for item in cat.templates:
+                exposed = {**item, "uriTemplate": exposed_uri(upstream, item["uriTemplate"])}
+                new.templates.append(Template(upstream, template_pattern(exposed["uriTemplate"]), exposed))
+        old, self.snapshot = self.snapshot, new
+        for conflict in new.conflicts:
+            if conflict not in old.conflicts:
+                log.error("name collision: %s", conflict)
+        return {k for k in KINDS if old.listing(k) != new.listing(k)}
+
+    @staticmethod
+    def _add(
+        snap: Snapshot,
+        into: dict[str, Entry],
+        what: str,
+        upstream: Upstream,
+        items: list[dict[str, Any]],
+        key: str,
+        rename: Any,
+    ) -> None:
+        for item in items:
+            original = item[key]
+            name = rename(upstream, original)
+            holder = into.get(name)
+            if holder is not None:
+                snap.conflicts.append(
+                    f"{what} {name!r} of upstream {upstream.name!r} collides with upstream "
+                    f"{holder.upstream.name!r}; it is left out (give one of them a namespace)"
+                )
+                continue
+            into[name] = Entry(upstream, original, {**item, key: name} if name != original else item)
+
+    def tool(self, name: str) -> Entry | None:
+        return self.snapshot.tools.get(name)
+
+    def prompt(self, name: str) -> Entry | None:
+        return self.snapshot.prompts.get(name)
+
+    def route_uri(self, uri: str) -> tuple[Upstream, str] | None:
+        """The upstream that serves a gateway resource URI, and the URI it knows it by."""
+        snap = self.snapshot
+        entry = snap.resources.get(uri)
+        if entry is not None:
+            return entry.upstream, entry.original
+        scheme, plus, rest = uri.partition("+")
+        if plus:
+            upstream = self.by_namespace.get(scheme)
+            if upstream is not None:
+                return upstream, rest
+        for template in snap.templates:
+            if template.pattern.match(uri):
+                upstream = template.upstream
+                return upstream, uri[len(upstream.namespace) + 1 :] if upstream.namespace else uri
+        if len(self.unprefixed) == 1:
+            return self.unprefixed[0], uri
+        return None
+
+    def route_template(self, uri_template: str) -> tuple[Upstream, str] | None:
+        for template in self.snapshot.templates:
+            if template.exposed["uriTemplate"] == uri_template:
+                upstream = template.upstream
+                original = uri_template[len(upstream.namespace) + 1 :] if upstream.namespace else uri_template
+                return upstream, original
+        return None

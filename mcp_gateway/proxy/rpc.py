@@ -1,0 +1,247 @@
+"""One JSON-RPC conversation with an upstream server, over any transport.
+
+`RpcConnection` matches responses to requests and routes everything else the upstream
+sends. Many downstream calls share one connection, so traffic that belongs to a call
+(progress, log messages, server-to-client requests such as sampling or elicitation)
+must reach the right caller:
+
+- progress is routed by token: the connection gives every request that asked for
+  progress a token of its own and maps it back;
+- over HTTP the transport knows which POST stream carried a message (`related`);
+- over stdio nothing says which call a message belongs to: when exactly one call is in
+  flight it is that call, otherwise log messages go to the connection-level handler and
+  requests are refused, rather than guessed.
+
+A call's side traffic goes to its `Sink`. Messages that belong to no call go to
+`on_notification`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from .. import jsonrpc
+from ..errors import INTERNAL_ERROR, METHOD_NOT_FOUND, GatewayError, ProtocolError, RpcError, UpstreamError, UpstreamTimeout
+from ..jsonrpc import Message, RequestId
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where the side traffic of one upstream request goes: the downstream call that made it."""
+
+    async def notify(self, message: Message) -> None:
+        """A notification about this call (progress with the sink's own token restored, or a log)."""
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A request the upstream makes of the client while serving this call; returns its result."""
+
+
+class Transport(Protocol):
+    """Moves messages to and from one upstream. Inbound messages go to the connection's `feed`."""
+
+    async def send(self, message: Message, headers: dict[str, str] | None = None) -> None: ...
+
+    def abandon(self, request_id: RequestId) -> bool:
+        """Stop waiting for `request_id`. True when a `notifications/cancelled` should be sent too."""
+        ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    sink: Sink | None
+    progress_token: Any = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    response: Message | None = None
+
+
+NotificationHandler = Callable[[Message], Awaitable[None]]
+
+
+class RpcConnection:
+    """Request/response matching and routing for one upstream connection."""
+
+    def __init__(self, name: str, on_notification: NotificationHandler) -> None:
+        self.name = name
+        self.transport: Transport | None = None
+        self._on_notification = on_notification
+        self._ids = itertools.count(1)
+        self._pending: dict[RequestId, _Pending] = {}
+        self._progress: dict[Any, tuple[_Pending, Any]] = {}
+        self._asks: dict[RequestId, anyio.CancelScope] = {}
+        self._tasks: Any = None  # the task group that serves upstream-initiated requests
+        self.closed = anyio.Event()
+        self.close_reason = ""
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def bind(self, transport: Transport, task_group: Any) -> None:
+        self.transport = transport
+        self._tasks = task_group
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        sink: Sink | None = None,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Send a request and wait for its result; an error response raises `RpcError`."""
+        if self.closed.is_set() or self.transport is None:
+            raise UpstreamError(f"upstream {self.name!r} is not connected", {"upstream": self.name})
+        request_id = next(self._ids)
+        pending = _Pending(sink)
+        if params is not None:
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and "progressToken" in meta:
+                # The caller's token is unique only on its own session; ours is unique here.
+                pending.progress_token = meta["progressToken"]
+                params = {**params, "_meta": {**meta, "progressToken": request_id}}
+                self._progress[request_id] = (pending, pending.progress_token)
+        self._pending[request_id] = pending
+        try:
+            await self.transport.send(jsonrpc.request(request_id, method, params), headers)
+            if timeout is None:
+                await pending.done.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await pending.done.wait()
+        except TimeoutError:
+            await self._cancel(request_id, "timeout")
+            raise UpstreamTimeout(
+                f"upstream {self.name!r} did not answer {method} within {timeout:g}s",
+                {"upstream": self.name, "timeout": timeout},
+            ) from None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._cancel(request_id, "cancelled by the client")
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+            if pending.progress_token is not None:
+                self._progress.pop(request_id, None)
+        response = pending.response
+        assert response is not None
+        if "error" in response:
+            error = response["error"]
+            raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": str(error)})
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(f"upstream {self.name!r} sent a result that is not an object", {"upstream": self.name})
+        return result
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        if self.transport is not None and not self.closed.is_set():
+            await self.transport.send(jsonrpc.notification(method, params))
+
+    async def _cancel(self, request_id: RequestId, reason: str) -> None:
+        if self.transport is None or request_id not in self._pending:
+            return
+        if self.transport.abandon(request_id) and not self.closed.is_set():
+            try:
+                with anyio.move_on_after(1):
+                    await self.notify("notifications/cancelled", {"requestId": request_id, "reason": reason})
+            except (GatewayError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.debug("%s: could not send cancellation for %s", self.name, request_id)
+
+    def close(self, reason: str) -> None:
+        """Fail every pending request; the connection is finished."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        for request_id, pending in list(self._pending.items()):
+            pending.response = jsonrpc.error(
+                request_id, UpstreamError(f"upstream {self.name!r} disconnected: {reason}", {"upstream": self.name})
+            )
+            pending.done.set()
+        for scope in self._asks.values():
+            scope.cancel()
+
+    # -- inbound ---------------------------------------------------------------------
+
+    def _call_for(self, related: RequestId | None) -> _Pending | None:
+        if related is not None:
+            return self._pending.get(related)
+        # Without a stream to go by, only a lone call can own the message. Requests with
+        # no caller (a long-lived listen, a catalog refresh) cannot own anything.
+        owner = None
+        for pending in self._pending.values():
+            if pending.sink is not None:
+                if owner is not None:
+                    return None
+                owner = pending
+        return owner
+
+    async def feed(self, message: Message, related: RequestId | None = None) -> None:
+        """Route one message from the upstream. `related` is the request whose stream carried it."""
+        if "method" not in message:
+            pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+            if pending is not None and pending.response is None:
+                pending.response = message
+                pending.done.set()
+            return
+        method = message["method"]
+        if "id" in message:
+            if self._tasks is None:
+                return
+            self._tasks.start_soon(self._serve_request, message, related)
+            return
+        params = jsonrpc.params_of(message)
+        if method == "notifications/progress":
+            entry = self._progress.get(params.get("progressToken"))
+            if entry is not None and entry[0].sink is not None:
+                restored = {**params, "progressToken": entry[1]}
+                await entry[0].sink.notify(jsonrpc.notification(method, restored))
+            return
+        if method == "notifications/cancelled":
+            scope = self._asks.get(params.get("requestId"))  # type: ignore[arg-type]
+            if scope is not None:
+                scope.cancel()
+            return
+        if method == "notifications/message":
+            call = self._call_for(related)
+            if call is not None and call.sink is not None:
+                await call.sink.notify(message)
+                return
+        await self._on_notification(message)
+
+    async def _serve_request(self, message: Message, related: RequestId | None) -> None:
+        """Answer a request the upstream sends us (ping, sampling, elicitation, roots)."""
+        request_id = message["id"]
+        method = message["method"]
+        reply: Message
+        with anyio.CancelScope() as scope:
+            self._asks[request_id] = scope
+            try:
+                if method == "ping":
+                    reply = jsonrpc.result(request_id, {})
+                else:
+                    call = self._call_for(related)
+                    if call is None or call.sink is None:
+                        raise ProtocolError(
+                            METHOD_NOT_FOUND if related is None and not self._pending else INTERNAL_ERROR,
+                            f"{method} arrived outside any call the gateway can attribute it to",
+                        )
+                    reply = jsonrpc.result(request_id, await call.sink.ask(method, jsonrpc.params_of(message)))
+            except GatewayError as exc:
+                reply = jsonrpc.error(request_id, exc)
+            finally:
+                self._asks.pop(request_id, None)
+        if scope.cancelled_caught:
+            return
+        if self.transport is not None and not self.closed.is_set():
+            try:
+                await self.transport.send(reply)
+            except (GatewayError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.debug("%s: could not answer %s", self.name, method)

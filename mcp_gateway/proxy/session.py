@@ -1,0 +1,140 @@
+"""Downstream state: who is connected, at which protocol revision, and one request in flight.
+
+A `Session` is one client: a Streamable HTTP session (handshake revisions), a stdio
+connection, or, at 2026-07-28 where there are no sessions, the envelope of a single
+request. A `Call` is one request being served; the transport that received it supplies
+how to reach the client while it runs (`emit` for notifications about it, `ask` for
+requests to the client when the revision has a back channel).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from .. import jsonrpc
+from ..errors import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError, RpcError
+from ..identity import Principal
+from ..jsonrpc import Message, RequestId
+
+MODERN_VERSIONS = ("2026-07-28",)
+HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_LOG_RANK = {level: rank for rank, level in enumerate(LOG_LEVELS)}
+
+Emit = Callable[[Message], Awaitable[None]]
+Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def is_modern(version: str) -> bool:
+    return version in MODERN_VERSIONS
+
+
+def log_allowed(message_level: Any, threshold: str | None) -> bool:
+    if threshold is None:
+        return True
+    return _LOG_RANK.get(message_level, len(LOG_LEVELS)) >= _LOG_RANK.get(threshold, 0)
+
+
+@dataclass(eq=False)
+class Session:
+    """One downstream client."""
+
+    principal: Principal
+    id: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    protocol_version: str = ""
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    client_info: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None
+    initialized: bool = False
+    subscriptions: set[str] = field(default_factory=set)
+    outbox: Emit | None = None
+    """The channel for messages that belong to no request (GET stream, stdout); None if closed."""
+    calls: dict[RequestId, anyio.CancelScope] = field(default_factory=dict)
+    """Requests in flight, so `notifications/cancelled` can stop them."""
+    ephemeral: bool = False
+    """A 2026-07-28 request envelope rather than a lasting session."""
+    asks: AskTable = field(default_factory=lambda: AskTable())
+    """Requests the gateway sent this client, waiting for its answers."""
+
+    async def send(self, message: Message) -> bool:
+        """Send a session-level message; False when the client has no open channel for it."""
+        if self.outbox is None:
+            return False
+        await self.outbox(message)
+        return True
+
+
+@dataclass(eq=False)
+class _Waiting:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    response: Message | None = None
+
+
+class AskTable:
+    """Requests sent to a client and the answers it posts back, matched by id."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._waiting: dict[RequestId, _Waiting] = {}
+
+    async def ask(self, send: Emit, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._next += 1
+        request_id = f"gw-{self._next}"
+        waiting = _Waiting()
+        self._waiting[request_id] = waiting
+        try:
+            await send(jsonrpc.request(request_id, method, params))
+            await waiting.done.wait()
+        finally:
+            self._waiting.pop(request_id, None)
+        response = waiting.response
+        assert response is not None
+        if "error" in response:
+            error = response["error"]
+            raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": str(error)})
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError(INVALID_PARAMS, f"the client's answer to {method} is not an object")
+        return result
+
+    def answer(self, response: Message) -> bool:
+        """Deliver a client's response; False when nothing was waiting for it."""
+        waiting = self._waiting.get(response.get("id"))  # type: ignore[arg-type]
+        if waiting is None or waiting.response is not None:
+            return False
+        waiting.response = response
+        waiting.done.set()
+        return True
+
+
+async def _no_emit(message: Message) -> None:
+    return None
+
+
+@dataclass(eq=False)
+class Call:
+    """One request from a client, being served."""
+
+    session: Session
+    id: RequestId
+    method: str
+    params: dict[str, Any]
+    emit: Emit = _no_emit
+    ask: Ask | None = None
+    """Sends a request to the client and returns its result; None at 2026-07-28 (no back channel)."""
+    protocol_version: str = ""
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None
+
+    @property
+    def modern(self) -> bool:
+        return is_modern(self.protocol_version)
+
+    @property
+    def principal(self) -> Principal:
+        return self.session.principal

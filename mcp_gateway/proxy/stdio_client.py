@@ -1,0 +1,172 @@
+"""The stdio transport to an upstream: a child process speaking JSON-RPC, one message per line.
+
+The child gets a small allow-listed environment plus what its configuration names, so
+the gateway's own secrets do not leak into every server it runs. Its stderr is relayed
+to the gateway's log under the upstream's name. Shutdown closes stdin, then terminates,
+then kills, each after a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import Process, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from .. import jsonrpc
+from ..config import StdioUpstream, resolve
+from ..errors import GatewayError, ProtocolError, UpstreamError
+from ..jsonrpc import Message, RequestId
+
+log = logging.getLogger(__name__)
+
+INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+MAX_LINE = 64 * 1024 * 1024
+GRACE = 2.0
+
+Feed = Callable[[Message, RequestId | None], Awaitable[None]]
+
+
+def child_environment(config: StdioUpstream) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV and not v.startswith("()")}
+    env.update({k: resolve(v) for k, v in config.env.items()})
+    return env
+
+
+class StdioTransport:
+    """Writes messages to the child's stdin; a reader task feeds its stdout to the connection."""
+
+    def __init__(self, name: str, process: Process) -> None:
+        self.name = name
+        self.process = process
+        self._lock = anyio.Lock()
+
+    async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
+        stdin = self.process.stdin
+        if stdin is None:
+            raise UpstreamError(f"upstream {self.name!r}: stdin is closed", {"upstream": self.name})
+        data = jsonrpc.dumps(message) + b"\n"
+        try:
+            async with self._lock:
+                await stdin.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise UpstreamError(f"upstream {self.name!r} is gone: {exc}", {"upstream": self.name}) from None
+
+    def abandon(self, request_id: RequestId) -> bool:
+        return True
+
+    async def read_stdout(self, feed: Feed) -> None:
+        """Feed each stdout line to the connection until the child closes it."""
+        assert self.process.stdout is not None
+        buffered = BufferedByteReceiveStream(self.process.stdout)
+        while True:
+            try:
+                line = await buffered.receive_until(b"\n", MAX_LINE)
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except anyio.DelimiterNotFound:
+                log.error("%s: a stdout line exceeded %d bytes; closing the connection", self.name, MAX_LINE)
+                return
+            if not line.strip():
+                continue
+            try:
+                message = jsonrpc.parse_incoming(line)
+            except ProtocolError as exc:
+                log.warning("%s: ignoring a stdout line that is not JSON-RPC (%s): %.200r", self.name, exc, line)
+                continue
+            try:
+                await feed(message, None)
+            except GatewayError as exc:
+                log.warning("%s: could not route a message: %s", self.name, exc)
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        buffered = BufferedByteReceiveStream(self.process.stderr)
+        while True:
+            try:
+                line = await buffered.receive_until(b"\n", 64 * 1024)
+            except anyio.DelimiterNotFound:
+                continue
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            log.info("%s: %s", self.name, line.decode("utf-8", "replace").rstrip())
+
+
+async def _stop(process: Process) -> None:
+    if process.stdin is not None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await process.stdin.aclose()
+            except (OSError, anyio.BrokenResourceError):
+                pass
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(GRACE):
+            await process.wait()
+        if process.returncode is None:
+            _signal_group(process, signal.SIGTERM)
+            with anyio.move_on_after(GRACE):
+                await process.wait()
+        if process.returncode is None:
+            _signal_group(process, signal.SIGKILL)
+            with anyio.move_on_after(GRACE):
+                await process.wait()
+
+
+def _signal_group(process: Process, sig: int) -> None:
+    # The child leads its own process group, so helpers it started go down with it.
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+@asynccontextmanager
+async def open_stdio(name: str, config: StdioUpstream, tg: TaskGroup, feed: Feed) -> AsyncIterator[StdioTransport]:
+    """Spawn the child; on exit, stop it. The reader tasks run in `tg`."""
+    command = sys.executable if config.command == "python" else shutil.which(config.command) or config.command
+    try:
+        process = await anyio.open_process(
+            [command, *config.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_environment(config),
+            cwd=config.cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise UpstreamError(f"upstream {name!r}: cannot start {config.command!r}: {exc.strerror or exc}") from None
+    transport = StdioTransport(name, process)
+    done = anyio.Event()
+
+    async def stdout() -> None:
+        try:
+            await transport.read_stdout(feed)
+        finally:
+            done.set()
+
+    tg.start_soon(stdout)
+    tg.start_soon(transport.read_stderr)
+    try:
+        yield transport
+    finally:
+        await _stop(process)
+
+
+def exited(transport: Any) -> int | None:
+    """The child's exit status, if it has exited."""
+    if isinstance(transport, StdioTransport):
+        return transport.process.returncode
+    return None

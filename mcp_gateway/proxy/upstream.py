@@ -1,0 +1,512 @@
+"""One upstream MCP server: its supervised connection, its protocol era and its catalog.
+
+`Upstream.run` owns the connection for the life of the gateway: it connects (spawning
+the process or reaching the URL), negotiates the protocol era, reads the catalog, serves
+calls, and when the connection dies it fails the calls in flight, reports itself down
+(its tools leave the gateway's catalog), and reconnects with exponential backoff. One
+upstream's failure never touches another's.
+
+Era: with `protocol: auto` the gateway probes `server/discover` and speaks 2026-07-28 when
+the upstream does, because there every request is self-contained and elicitation or
+sampling come back as the call's own result; otherwise it performs the `initialize`
+handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx2
+from anyio.abc import TaskGroup
+from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
+
+from .. import __version__, jsonrpc
+from ..config import HttpUpstream, StdioUpstream, Upstream as UpstreamConfig, resolve
+from ..errors import ConfigError, GatewayError, RpcError, UpstreamError
+from ..jsonrpc import Message
+from . import http_client, stdio_client
+from .rpc import RpcConnection, Sink
+
+log = logging.getLogger(__name__)
+
+MODERN = "2026-07-28"
+HANDSHAKE = "2025-11-25"
+PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION, CLIENT_CAPABILITIES, CLIENT_INFO, LOG_LEVEL})
+
+GATEWAY_INFO = {"name": "mcp-gateway", "version": __version__}
+# What the gateway can relay to its clients. Whether a given client can answer is
+# checked per call; a handshake-era upstream learns the capabilities once, at initialize.
+CLIENT_CAPS: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+_NAME_HEADER_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_LIST_METHODS = {
+    "tools": ("tools/list", "tools"),
+    "prompts": ("prompts/list", "prompts"),
+    "resources": ("resources/list", "resources"),
+    "templates": ("resources/templates/list", "resourceTemplates"),
+}
+_CHANGED = {
+    "notifications/tools/list_changed": ("tools",),
+    "notifications/prompts/list_changed": ("prompts",),
+    "notifications/resources/list_changed": ("resources", "templates"),
+}
+MAX_PAGES = 100
+
+State = Literal["connecting", "ready", "down", "disabled"]
+
+
+@dataclass
+class Catalog:
+    """What one upstream offers, as it sent it."""
+
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, kind: str) -> list[dict[str, Any]]:
+        return getattr(self, kind)  # type: ignore[no-any-return]
+
+
+class Events:
+    """What an upstream tells the gateway about itself."""
+
+    async def catalog_changed(self, upstream: Upstream) -> None:
+        """Its state or catalog changed."""
+
+    async def resource_updated(self, upstream: Upstream, uri: str, params: dict[str, Any]) -> None:
+        """A resource someone subscribed to changed."""
+
+
+class Upstream:
+    """A supervised connection to one upstream server."""
+
+    def __init__(
+        self,
+        name: str,
+        config: UpstreamConfig,
+        events: Events,
+        http: httpx2.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.namespace = name if config.namespace is None else config.namespace
+        self.events = events
+        self._http = http
+        self.state: State = "connecting" if config.enabled else "disabled"
+        self.since = time.time()
+        self.last_error = ""
+        self.restarts = 0
+        self.protocol_version = ""
+        self.modern = False
+        self.capabilities: dict[str, Any] = {}
+        self.server_info: dict[str, Any] = {}
+        self.instructions: str | None = None
+        self.catalog = Catalog()
+        self.ready = anyio.Event()
+        self.subscriptions: set[str] = set()
+        self._conn: RpcConnection | None = None
+        self._transport: Any = None
+        self._tg: TaskGroup | None = None
+        self._dirty: set[str] = set()
+        self._refresh_wake = anyio.Event()
+        self._listen_scope: anyio.CancelScope | None = None
+        self._schemas: dict[str, dict[tuple[str, ...], str]] = {}
+
+    # -- supervision -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep a connection up until cancelled."""
+        if not self.config.enabled:
+            return
+        delay = 0.25
+        while True:
+            started = time.monotonic()
+            try:
+                await self._serve_one_connection()
+            except ConfigError as exc:
+                self._set_down(str(exc))
+            except (GatewayError, OSError, httpx2.TransportError, anyio.BrokenResourceError) as exc:
+                self._set_down(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # the top of a supervision loop: never die, report
+                log.exception("%s: connection failed", self.name)
+                self._set_down(f"{type(exc).__name__}: {exc}")
+            await self.events.catalog_changed(self)
+            self.restarts += 1
+            if time.monotonic() - started > 30:
+                delay = 0.25  # it ran a good while: reconnect quickly
+            await anyio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, 30.0)
+
+    def _set_down(self, reason: str) -> None:
+        if self.state != "down":
+            log.warning("%s: down: %s", self.name, reason)
+            self.since = time.time()
+        self.state = "down"
+        self.last_error = reason
+        self.ready = anyio.Event()
+        self.catalog = Catalog()
+        self._schemas = {}
+
+    async def _serve_one_connection(self) -> None:
+        conn = RpcConnection(self.name, self._on_notification)
+        async with AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            transport, lost = await self._open(stack, tg, conn)
+            conn.bind(transport, tg)
+            self._conn, self._transport, self._tg = conn, transport, tg
+            try:
+                with anyio.fail_after(self.config.connect_timeout):
+                    await self._negotiate(conn, transport)
+                    self.catalog = await self._read_catalog(conn, set(_LIST_METHODS))
+                self._update_schemas()
+                self.state, self.since, self.last_error = "ready", time.time(), ""
+                self.ready.set()
+                log.info("%s: ready (%s, %d tools)", self.name, self.protocol_version, len(self.catalog.tools))
+                await self.events.catalog_changed(self)
+                tg.start_soon(self._refresher, conn)
+                await self._resubscribe(conn)
+                await lost.wait()
+            except anyio.get_cancelled_exc_class():
+                conn.close("the gateway is shutting down")
+                self._conn, self.state = None, "down"
+                raise
+            finally:
+                reason = getattr(transport, "broken_reason", "") or "connection closed"
+                exit_code = stdio_client.exited(transport)
+                if exit_code is not None:
+                    reason = f"process exited with status {exit_code}"
+                if not conn.closed.is_set():
+                    conn.close(reason)
+                    self._conn = None
+                    self._set_down(reason)
+        raise UpstreamError(self.last_error)
+
+    async def _open(self, stack: AsyncExitStack, tg: TaskGroup, conn: RpcConnection) -> tuple[Any, anyio.Event]:
+        """Open the transport; returns it and an event set when the connection is lost."""
+        config = self.config
+        lost = anyio.Event()
+        if isinstance(config, StdioUpstream):
+            transport = await stack.enter_async_context(stdio_client.open_stdio(self.name, config, tg, conn.feed))
+
+            async def watch_exit() -> None:
+                await transport.process.wait()
+                lost.set()
+
+            tg.start_soon(watch_exit)
+            return transport, lost
+        assert isinstance(config, HttpUpstream)
+        if self._http is None:
+            self._http = await stack.enter_async_context(http_client.new_client())
+        headers = {k.lower(): resolve(v) for k, v in config.headers.items()}
+        http = http_client.HttpTransport(self.name, config.url, headers, self._http, tg, conn.feed)
+        stack.push_async_callback(http.terminate)
+
+        async def watch_broken() -> None:
+            await http.broken.wait()
+            lost.set()
+
+        tg.start_soon(watch_broken)
+        return http, lost
+
+    # -- negotiation -----------------------------------------------------------------
+
+    async def _negotiate(self, conn: RpcConnection, transport: Any) -> None:
+        if self.config.protocol != "handshake" and await self._discover(conn, transport):
+            return
+        if self.config.protocol == "modern":
+            raise UpstreamError(f"upstream {self.name!r} does not speak {MODERN}")
+        await self._initialize(conn, transport)
+
+    async def _discover(self, conn: RpcConnection, transport: Any) -> bool:
+        if isinstance(transport, http_client.HttpTransport):
+            transport.protocol_version = MODERN
+            transport.modern = True
+        try:
+            with anyio.fail_after(10):
+                result = await conn.request("server/discover", self._envelope({}, CLIENT_CAPS), headers=self._headers("server/discover", {}))
+        except (RpcError, TimeoutError, UpstreamError) as exc:
+            log.debug("%s: server/discover failed (%s); using the initialize handshake", self.name, exc)
+            if isinstance(transport, http_client.HttpTransport):
+                transport.protocol_version = None
+                transport.modern = False
+            return False
+        versions = result.get("supportedVersions")
+        if not isinstance(versions, list) or MODERN not in versions:
+            if isinstance(transport, http_client.HttpTransport):
+                transport.protocol_version = None
+                transport.modern = False
+            return False
+        self.modern = True
+        self.protocol_version = MODERN
+        self.capabilities = result.get("capabilities") or {}
+        self.instructions = result.get("instructions")
+        self.server_info = {}
+        return True
+
+    async def _initialize(self, conn: RpcConnection, transport: Any) -> None:
+        params = {"protocolVersion": HANDSHAKE, "capabilities": CLIENT_CAPS, "clientInfo": GATEWAY_INFO}
+        result = await conn.request("initialize", params)
+        version = result.get("protocolVersion")
+        if not isinstance(version, str):
+            raise UpstreamError(f"upstream {self.name!r} sent an initialize result without protocolVersion")
+        self.modern = False
+        self.protocol_version = version
+        self.capabilities = result.get("capabilities") or {}
+        self.server_info = result.get("serverInfo") or {}
+        self.instructions = result.get("instructions")
+        if isinstance(transport, http_client.HttpTransport):
+            transport.protocol_version = version
+        await conn.notify("notifications/initialized")
+        if isinstance(transport, http_client.HttpTransport) and transport.session_id is not None:
+            assert self._tg is not None
+            self._tg.start_soon(transport.listen)
+        if "logging" in self.capabilities:
+            # Let everything through; each client's own level is applied at the gateway.
+            try:
+                await conn.request("logging/setLevel", {"level": "debug"}, timeout=10)
+            except GatewayError as exc:
+                log.debug("%s: logging/setLevel failed: %s", self.name, exc)
+
+    def _envelope(
+        self, params: dict[str, Any], caps: dict[str, Any], log_level: str | None = None
+    ) -> dict[str, Any]:
+        """Params with the 2026-07-28 per-request `_meta` envelope: the gateway is the client here."""
+        meta = {k: v for k, v in jsonrpc.meta_of(params).items() if k not in ENVELOPE_KEYS}
+        meta[PROTOCOL_VERSION] = MODERN
+        meta[CLIENT_CAPABILITIES] = caps
+        meta[CLIENT_INFO] = GATEWAY_INFO
+        if log_level is not None:
+            meta[LOG_LEVEL] = log_level
+        return {**params, "_meta": meta}
+
+    def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str] | None:
+        """2026-07-28 HTTP routing headers for one request."""
+        if not isinstance(self.config, HttpUpstream):
+            return None
+        headers = {"mcp-method": method}
+        key = _NAME_HEADER_PARAM.get(method)
+        if key is not None and isinstance(params.get(key), str):
+            headers["mcp-name"] = encode_header_value(params[key])
+        if method == "tools/call":
+            header_map = self._schemas.get(params.get("name", ""))
+            arguments = params.get("arguments")
+            if header_map and isinstance(arguments, dict):
+                headers.update(mcp_param_headers(header_map, arguments))
+        return headers
+
+    def _update_schemas(self) -> None:
+        """Remember which tools mirror arguments into `Mcp-Param-*` headers."""
+        schemas: dict[str, dict[tuple[str, ...], str]] = {}
+        for tool in self.catalog.tools:
+            schema = tool.get("inputSchema")
+            if isinstance(schema, dict) and find_invalid_x_mcp_header(schema) is None:
+                header_map = x_mcp_header_map(schema)
+                if header_map:
+                    schemas[tool["name"]] = header_map
+        self._schemas = schemas
+
+    # -- catalog -----------------------------------------------------------------------
+
+    async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> Catalog:
+        catalog = Catalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
+        for kind in kinds:
+            capability = "resources" if kind == "templates" else kind
+            if capability not in self.capabilities:
+                setattr(catalog, kind, [])
+                continue
+            method, key = _LIST_METHODS[kind]
+            items: list[dict[str, Any]] = []
+            cursor: str | None = None
+            for _ in range(MAX_PAGES):
+                params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+                try:
+                    page = await self._request(conn, method, params, CLIENT_CAPS, None, None)
+                except RpcError as exc:
+                    if kind == "templates":
+                        break  # optional even where resources are offered
+                    raise UpstreamError(f"upstream {self.name!r}: {method} failed: {exc.message}") from None
+                entries = page.get(key)
+                if isinstance(entries, list):
+                    items.extend(e for e in entries if isinstance(e, dict) and _has_identity(kind, e))
+                next_cursor = page.get("nextCursor")
+                if not isinstance(next_cursor, str) or not next_cursor or next_cursor == cursor:
+                    break
+                cursor = next_cursor
+            setattr(catalog, kind, items)
+        return catalog
+
+    async def _refresher(self, conn: RpcConnection) -> None:
+        """Re-read the lists an upstream said changed, coalescing bursts of notifications."""
+        while True:
+            await self._refresh_wake.wait()
+            self._refresh_wake = anyio.Event()
+            await anyio.sleep(0.05)
+            kinds, self._dirty = self._dirty, set()
+            try:
+                self.catalog = await self._read_catalog(conn, kinds)
+            except GatewayError as exc:
+                log.warning("%s: refreshing %s failed: %s", self.name, ", ".join(sorted(kinds)), exc)
+                continue
+            self._update_schemas()
+            await self.events.catalog_changed(self)
+
+    async def _on_notification(self, message: Message) -> None:
+        method = message["method"]
+        params = jsonrpc.params_of(message)
+        kinds = _CHANGED.get(method)
+        if kinds is not None:
+            self._dirty.update(kinds)
+            self._refresh_wake.set()
+        elif method == "notifications/resources/updated":
+            uri = params.get("uri")
+            if isinstance(uri, str):
+                await self.events.resource_updated(self, uri, params)
+        elif method == "notifications/message":
+            log.debug("%s: log message with no caller to deliver it to: %s", self.name, params.get("data"))
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def subscribe(self, uri: str) -> None:
+        if uri in self.subscriptions:
+            return
+        self.subscriptions.add(uri)
+        await self._apply_subscription("resources/subscribe", uri)
+
+    async def unsubscribe(self, uri: str) -> None:
+        if uri not in self.subscriptions:
+            return
+        self.subscriptions.discard(uri)
+        await self._apply_subscription("resources/unsubscribe", uri)
+
+    async def _apply_subscription(self, method: str, uri: str) -> None:
+        conn = self._conn
+        if conn is None or self.state != "ready":
+            return  # applied on reconnect
+        if self.modern:
+            self._restart_listen(conn)
+        else:
+            await self._request(conn, method, {"uri": uri}, CLIENT_CAPS, None, self.config.timeout)
+
+    async def _resubscribe(self, conn: RpcConnection) -> None:
+        if self.modern:
+            self._restart_listen(conn)
+            return
+        for uri in sorted(self.subscriptions):
+            try:
+                await self._request(conn, "resources/subscribe", {"uri": uri}, CLIENT_CAPS, None, self.config.timeout)
+            except GatewayError as exc:
+                log.warning("%s: resubscribing to %s failed: %s", self.name, uri, exc)
+
+    def _restart_listen(self, conn: RpcConnection) -> None:
+        """At 2026-07-28 change notifications flow on a `subscriptions/listen` stream."""
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+        caps = self.capabilities
+        wanted: dict[str, Any] = {}
+        if caps.get("tools", {}).get("listChanged"):
+            wanted["toolsListChanged"] = True
+        if caps.get("prompts", {}).get("listChanged"):
+            wanted["promptsListChanged"] = True
+        resources = caps.get("resources", {})
+        if resources.get("listChanged"):
+            wanted["resourcesListChanged"] = True
+        if resources.get("subscribe") and self.subscriptions:
+            wanted["resourceSubscriptions"] = sorted(self.subscriptions)
+        if not wanted:
+            return
+        scope = anyio.CancelScope()
+        self._listen_scope = scope
+
+        async def listen() -> None:
+            with scope:
+                try:
+                    await self._request(conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None)
+                except GatewayError as exc:
+                    log.debug("%s: listen stream ended: %s", self.name, exc)
+
+        assert self._tg is not None
+        self._tg.start_soon(listen)
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        conn: RpcConnection,
+        method: str,
+        params: dict[str, Any],
+        caps: dict[str, Any],
+        sink: Sink | None,
+        timeout: float | None,
+        log_level: str | None = None,
+    ) -> dict[str, Any]:
+        if self.modern:
+            params = self._envelope(params, caps, log_level)
+            headers = self._headers(method, params)
+        else:
+            meta = jsonrpc.meta_of(params)
+            if meta.keys() & ENVELOPE_KEYS:
+                params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}}
+            headers = None
+        return await conn.request(method, params, sink=sink, timeout=timeout, headers=headers)
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        sink: Sink | None = None,
+        client_caps: dict[str, Any] | None = None,
+        log_level: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Forward one request; raises `UpstreamError` when the upstream is not there."""
+        conn = self._conn
+        if conn is None or self.state != "ready":
+            detail = f": {self.last_error}" if self.last_error else ""
+            raise UpstreamError(
+                f"upstream {self.name!r} is {self.state}{detail}",
+                {"upstream": self.name, "state": self.state},
+            )
+        caps = CLIENT_CAPS if client_caps is None else {k: v for k, v in client_caps.items() if k in CLIENT_CAPS}
+        result = await self._request(
+            conn, method, params, caps, sink, timeout or self.config.timeout, log_level
+        )
+        meta = result.get("_meta")
+        if isinstance(meta, dict) and SERVER_INFO in meta:
+            # Clients talk to the gateway; the upstream's identity stamp is not theirs to see.
+            rest = {k: v for k, v in meta.items() if k != SERVER_INFO}
+            result = {**result, "_meta": rest} if rest else {k: v for k, v in result.items() if k != "_meta"}
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "since": self.since,
+            "protocol": self.protocol_version or None,
+            "last_error": self.last_error or None,
+            "restarts": self.restarts,
+            "tools": len(self.catalog.tools),
+            "in_flight": self._conn.in_flight if self._conn is not None else 0,
+        }
+
+
+def _has_identity(kind: str, entry: dict[str, Any]) -> bool:
+    key = {"resources": "uri", "templates": "uriTemplate"}.get(kind, "name")
+    return isinstance(entry.get(key), str)
+
+
+UpstreamFactory = Callable[[str, UpstreamConfig], Awaitable[Upstream]]

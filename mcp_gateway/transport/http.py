@@ -1,0 +1,446 @@
+"""Streamable HTTP for agents: the `/mcp` endpoint.
+
+Serves both protocol eras on one URL, routed by the `MCP-Protocol-Version` header:
+
+- handshake revisions (2024-11-05 ... 2025-11-25): `initialize` opens a session named by
+  `Mcp-Session-Id`; later POSTs carry it; GET holds the session's stream for messages
+  that belong to no request; DELETE ends it;
+- 2026-07-28: every POST is self-contained (its `params._meta` carries the revision and
+  the client's capabilities); no sessions, no GET stream; cancelling is closing the stream.
+
+One JSON-RPC message per POST; bodies over the configured size are refused before they
+are read in full.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from starlette.types import Receive, Scope, Send
+
+from .. import jsonrpc
+from ..errors import INVALID_PARAMS, INVALID_REQUEST, GatewayError, ProtocolError
+from ..identity import Principal
+from ..jsonrpc import Message
+from ..proxy.router import Listener, Router
+from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
+from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
+from . import sse
+from .security import HostCheck
+
+log = logging.getLogger(__name__)
+
+Authenticate = Callable[[Scope], Awaitable[Principal | tuple[int, str, list[tuple[bytes, bytes]]]]]
+"""Resolves a request to its principal, or to the HTTP refusal (status, reason, headers)."""
+
+
+@dataclass
+class HttpOptions:
+    max_body: int = 4 * 1024 * 1024
+    session_idle_timeout: float = 1800.0
+    max_sessions: int = 10_000
+
+
+@dataclass(eq=False)
+class _HttpSession:
+    session: Session
+    last_seen: float
+    stream_open: bool = False
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _accepts(accept: str) -> tuple[bool, bool]:
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    wildcard = "*/*" in types
+    return (
+        wildcard or "application/json" in types or "application/*" in types,
+        wildcard or "text/event-stream" in types or "text/*" in types,
+    )
+
+
+class McpEndpoint:
+    """The ASGI app behind `/mcp`."""
+
+    def __init__(
+        self,
+        router: Router,
+        authenticate: Authenticate,
+        hosts: HostCheck,
+        tg: TaskGroup,
+        options: HttpOptions | None = None,
+    ) -> None:
+        self.router = router
+        self.authenticate = authenticate
+        self.hosts = hosts
+        self.options = options or HttpOptions()
+        self.sessions: dict[str, _HttpSession] = {}
+        tg.start_soon(self._sweep_idle)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = _headers(scope)
+        problem = self.hosts.problem(headers.get("host"), headers.get("origin"))
+        if problem is not None:
+            await sse.send_status(send, problem[0], problem[1])
+            return
+        who = await self.authenticate(scope)
+        if not isinstance(who, Principal):
+            status, reason, extra = who
+            error = ProtocolError(INVALID_REQUEST, reason)
+            await sse.send_json(send, status, jsonrpc.error(None, error), extra)
+            return
+        method = scope["method"]
+        version = headers.get("mcp-protocol-version")
+        modern = version in MODERN_VERSIONS
+        if method == "POST":
+            await self._post(scope, receive, send, headers, who, modern)
+        elif method == "GET":
+            if modern:
+                await sse.send_status(send, 405, "No GET stream at 2026-07-28", [(b"allow", b"POST")])
+            else:
+                await self._get(receive, send, headers, who)
+        elif method == "DELETE":
+            await self._delete(send, headers, who)
+        else:
+            await sse.send_status(send, 405, "Method not allowed", [(b"allow", b"GET, POST, DELETE")])
+
+    # -- POST ------------------------------------------------------------------------------
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        limit = self.options.max_body
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise anyio.get_cancelled_exc_class()()
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                return None
+            chunks.append(body)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], who: Principal, modern: bool
+    ) -> None:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            await sse.send_status(send, 415, "Content-Type must be application/json")
+            return
+        wants_json, wants_sse = _accepts(headers.get("accept", "*/*"))
+        if not wants_json:
+            await sse.send_status(send, 406, "Accept must include application/json")
+            return
+        body = await self._read_body(receive, headers)
+        if body is None:
+            error = ProtocolError(INVALID_REQUEST, f"Request body exceeds {self.options.max_body} bytes")
+            await sse.send_json(send, 413, jsonrpc.error(None, error))
+            return
+        try:
+            message = jsonrpc.parse_incoming(body)
+        except ProtocolError as exc:
+            await sse.send_json(send, 400, jsonrpc.error(None, exc))
+            return
+        if modern:
+            await self._post_modern(scope, receive, send, headers, who, message, wants_sse)
+        else:
+            await self._post_handshake(receive, send, headers, who, message, wants_sse)
+
+    async def _post_handshake(
+        self,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        who: Principal,
+        message: Message,
+        wants_sse: bool,
+    ) -> None:
+        version = headers.get("mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            error = ProtocolError(INVALID_REQUEST, f"Unsupported MCP-Protocol-Version: {version}")
+            await sse.send_json(send, 400, jsonrpc.error(message.get("id"), error))
+            return
+        if message.get("method") == "initialize" and "id" in message:
+            await self._initialize(receive, send, who, message, wants_sse)
+            return
+        held = await self._session(send, headers, who, message.get("id"))
+        if held is None:
+            return
+        session = held.session
+        if jsonrpc.is_response(message):
+            session.asks.answer(message)
+            await sse.send_status(send, 202)
+            return
+        if jsonrpc.is_notification(message):
+            await self.router.notify(session, message)
+            await sse.send_status(send, 202)
+            return
+        call = Call(
+            session,
+            message["id"],
+            message["method"],
+            jsonrpc.params_of(message),
+            protocol_version=session.protocol_version,
+            client_capabilities=session.client_capabilities,
+            log_level=session.log_level,
+        )
+        await self._serve(receive, send, call, wants_sse)
+
+    async def _initialize(self, receive: Receive, send: Send, who: Principal, message: Message, wants_sse: bool) -> None:
+        if len(self.sessions) >= self.options.max_sessions:
+            await sse.send_status(send, 503, "Too many sessions", [(b"retry-after", b"5")])
+            return
+        session = Session(principal=who)
+        call = Call(session, message["id"], "initialize", jsonrpc.params_of(message))
+        try:
+            result = await self.router.handle(call)
+        except GatewayError as exc:
+            await sse.send_json(send, 200, jsonrpc.error(call.id, exc))
+            return
+        self.sessions[session.id] = _HttpSession(session, time.monotonic())
+        self.router.open_session(session)
+        await sse.send_json(send, 200, jsonrpc.result(call.id, result), [(b"mcp-session-id", session.id.encode())])
+
+    async def _session(self, send: Send, headers: dict[str, str], who: Principal, request_id: Any) -> _HttpSession | None:
+        session_id = headers.get("mcp-session-id")
+        if session_id is None:
+            error = ProtocolError(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required (initialize first)")
+            await sse.send_json(send, 400, jsonrpc.error(request_id, error))
+            return None
+        held = self.sessions.get(session_id)
+        if held is None or held.session.principal.id != who.id:
+            # Another principal's session is as unknown to this caller as a made-up one.
+            error = ProtocolError(INVALID_REQUEST, "Session not found: initialize a new session")
+            await sse.send_json(send, 404, jsonrpc.error(request_id, error))
+            return None
+        held.last_seen = time.monotonic()
+        return held
+
+    async def _serve(self, receive: Receive, send: Send, call: Call, wants_sse: bool) -> None:
+        session = call.session
+        scope = anyio.CancelScope()
+        session.calls[call.id] = scope
+
+        async def handler(emit: Callable[[Message], Awaitable[None]]) -> dict[str, Any]:
+            call.emit = emit
+            if wants_sse and not call.modern:
+                call.ask = lambda method, params: session.asks.ask(emit, method, params)
+            return await self.router.handle(call)
+
+        try:
+            status_for = ERROR_CODE_HTTP_STATUS if call.modern else {}
+            # Handshake-era answers are streams, as clients of those revisions expect; at
+            # 2026-07-28 a plain JSON answer is sent unless the call has something to stream.
+            await sse.answer(
+                receive,
+                send,
+                call.id,
+                handler,
+                status_for=status_for,
+                streaming=wants_sse,
+                prefer_sse=not call.modern,
+                scope=scope,
+            )
+        finally:
+            if session.calls.get(call.id) is scope:
+                del session.calls[call.id]
+
+    async def _post_modern(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        who: Principal,
+        message: Message,
+        wants_sse: bool,
+    ) -> None:
+        if jsonrpc.is_notification(message) or jsonrpc.is_response(message):
+            # No client-to-server notifications at 2026-07-28; cancelling is closing the stream.
+            await sse.send_status(send, 202)
+            return
+        request_id = message["id"]
+        rejection = self._modern_rejection(scope, headers, message)
+        if rejection is not None:
+            error = ProtocolError(rejection.code, rejection.message, rejection.data)
+            await sse.send_json(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), jsonrpc.error(request_id, error))
+            return
+        params = jsonrpc.params_of(message)
+        meta = jsonrpc.meta_of(params)
+        caps = meta.get(CLIENT_CAPABILITIES)
+        level = meta.get(LOG_LEVEL)
+        session = Session(principal=who, protocol_version=MODERN_VERSIONS[0], ephemeral=True)
+        call = Call(
+            session,
+            request_id,
+            message["method"],
+            params,
+            protocol_version=MODERN_VERSIONS[0],
+            client_capabilities=caps if isinstance(caps, dict) else {},
+            log_level=level if isinstance(level, str) else None,
+        )
+        if call.method == "subscriptions/listen":
+            if not wants_sse:
+                await sse.send_status(send, 406, "subscriptions/listen answers with text/event-stream")
+                return
+            await self._listen(receive, send, call)
+            return
+        await self._serve(receive, send, call, wants_sse)
+
+    def _modern_rejection(self, scope: Scope, headers: dict[str, str], message: Message) -> InboundLadderRejection | None:
+        raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        duplicated = find_duplicated_routing_header(raw)
+        if duplicated is not None:
+            return InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
+        verdict = classify_inbound_request(message, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            return verdict
+        if message["method"] == "tools/call":
+            params = jsonrpc.params_of(message)
+            entry = self.router.catalog.tool(params.get("name", ""))
+            arguments = params.get("arguments")
+            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.exposed, headers):
+                return validate_mcp_param_headers(entry.exposed.get("inputSchema"), arguments, headers)
+        return None
+
+    async def _listen(self, receive: Receive, send: Send, call: Call) -> None:
+        wants = call.params.get("notifications")
+        if not isinstance(wants, dict):
+            error = ProtocolError(INVALID_PARAMS, "subscriptions/listen needs a notifications filter")
+            await sse.send_json(send, 400, jsonrpc.error(call.id, error))
+            return
+        outgoing_send, outgoing = anyio.create_memory_object_stream[Message](64)
+        listener = Listener(call.principal.id, wants, outgoing_send.send)
+        await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
+        ack = jsonrpc.notification(
+            "notifications/subscriptions/acknowledged",
+            {"notifications": wants, "_meta": {"io.modelcontextprotocol/subscriptionId": call.id}},
+        )
+        await send({"type": "http.response.body", "body": sse.frame(ack), "more_body": True})
+        await self.router.listen(listener)
+
+        async def watch_disconnect(tg: TaskGroup) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_disconnect, tg)
+                while True:
+                    chunk = b": keepalive\n\n"
+                    with anyio.move_on_after(sse.KEEPALIVE):
+                        chunk = sse.frame(await outgoing.receive())
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            pass
+        finally:
+            self.router.unlisten(listener)
+
+    # -- GET and DELETE ------------------------------------------------------------------------
+
+    async def _get(self, receive: Receive, send: Send, headers: dict[str, str], who: Principal) -> None:
+        if not _accepts(headers.get("accept", ""))[1]:
+            await sse.send_status(send, 406, "Accept must include text/event-stream")
+            return
+        held = await self._session(send, headers, who, None)
+        if held is None:
+            return
+        if held.stream_open:
+            await sse.send_status(send, 409, "This session already has a GET stream open")
+            return
+        held.stream_open = True
+        session = held.session
+        outgoing_send, outgoing = anyio.create_memory_object_stream[Message](256)
+
+        async def outbox(message: Message) -> None:
+            try:
+                outgoing_send.send_nowait(message)
+            except anyio.WouldBlock:
+                log.warning("session %s: GET stream is not keeping up; dropped %s", session.id[:8], message.get("method"))
+
+        session.outbox = outbox
+        await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+
+        async def watch_disconnect(tg: TaskGroup) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_disconnect, tg)
+                while session.id in self.sessions:
+                    chunk = b": keepalive\n\n"
+                    with anyio.move_on_after(sse.KEEPALIVE):
+                        chunk = sse.frame(await outgoing.receive())
+                    held.last_seen = time.monotonic()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            pass
+        finally:
+            if session.outbox is outbox:
+                session.outbox = None
+            held.stream_open = False
+
+    async def _delete(self, send: Send, headers: dict[str, str], who: Principal) -> None:
+        held = await self._session(send, headers, who, None)
+        if held is None:
+            return
+        await self.close(held.session.id)
+        await sse.send_status(send, 200)
+
+    async def close(self, session_id: str) -> None:
+        held = self.sessions.pop(session_id, None)
+        if held is not None:
+            held.session.outbox = None
+            await self.router.close_session(held.session)
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            await anyio.sleep(min(60.0, self.options.session_idle_timeout / 2))
+            cutoff = time.monotonic() - self.options.session_idle_timeout
+            for session_id, held in list(self.sessions.items()):
+                if held.last_seen < cutoff and not held.stream_open and not held.session.calls:
+                    log.info("session %s: closed after %ss idle", session_id[:8], self.options.session_idle_timeout)
+                    await self.close(session_id)
+
+
+_param_header_cache: dict[int, tuple[Any, bool]] = {}
+
+
+def _mentions_param_headers(tool: dict[str, Any], headers: dict[str, str]) -> bool:
+    """Whether `Mcp-Param-*` validation has anything to check for this call."""
+    if any(name.startswith("mcp-param-") for name in headers):
+        return True
+    schema = tool.get("inputSchema")
+    cached = _param_header_cache.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        annotated = "x-mcp-header" in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
+        if len(_param_header_cache) > 4096:
+            _param_header_cache.clear()
+        cached = (schema, annotated)
+        _param_header_cache[id(schema)] = cached
+    return cached[1]

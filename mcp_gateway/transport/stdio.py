@@ -1,0 +1,152 @@
+"""stdio for agents that only spawn processes: `mcp-gateway stdio`.
+
+One client on stdin/stdout, one JSON-RPC message per line. The first request decides the
+era: `initialize` starts a handshake session; a request carrying the 2026-07-28 `_meta`
+envelope makes every request self-contained. Logs go to stderr, never stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
+
+from .. import jsonrpc
+from ..errors import INTERNAL_ERROR, INVALID_REQUEST, GatewayError, ProtocolError
+from ..identity import Principal
+from ..jsonrpc import Message
+from ..proxy.router import Listener, Router
+from ..proxy.session import MODERN_VERSIONS, Call, Session
+from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 16 * 1024 * 1024
+
+
+class StdioServer:
+    """Serves one client over a pair of byte streams."""
+
+    def __init__(self, router: Router, principal: Principal, stdin: ByteReceiveStream, stdout: ByteSendStream) -> None:
+        self.router = router
+        self.session = Session(principal=principal, outbox=self.write)
+        self._stdin = BufferedByteReceiveStream(stdin)
+        self._stdout = stdout
+        self._lock = anyio.Lock()
+        self._modern: bool | None = None
+
+    async def write(self, message: Message) -> None:
+        data = jsonrpc.dumps(message) + b"\n"
+        async with self._lock:
+            await self._stdout.send(data)
+
+    async def serve(self) -> None:
+        """Serve until stdin closes."""
+        self.router.open_session(self.session)
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    try:
+                        line = await self._stdin.receive_until(b"\n", MAX_LINE)
+                    except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                        break
+                    except anyio.DelimiterNotFound:
+                        await self.write(jsonrpc.error(None, ProtocolError(INVALID_REQUEST, "message too large")))
+                        break
+                    if line.strip():
+                        await self._receive(line, tg)
+                tg.cancel_scope.cancel()
+        finally:
+            self.session.outbox = None
+            await self.router.close_session(self.session)
+
+    async def _receive(self, line: bytes, tg: Any) -> None:
+        try:
+            message = jsonrpc.parse_incoming(line)
+        except ProtocolError as exc:
+            await self.write(jsonrpc.error(None, exc))
+            return
+        if jsonrpc.is_response(message):
+            self.session.asks.answer(message)
+        elif jsonrpc.is_notification(message):
+            await self.router.notify(self.session, message)
+        else:
+            tg.start_soon(self._serve, message)
+
+    def _call(self, message: Message) -> Call:
+        params = jsonrpc.params_of(message)
+        method = message["method"]
+        if self._modern is None:
+            self._modern = method != "initialize" and method != "ping" and jsonrpc.meta_of(params).get(
+                "io.modelcontextprotocol/protocolVersion"
+            ) in MODERN_VERSIONS
+            if self._modern:
+                self.session.outbox = None  # at 2026-07-28 only listen streams carry notifications
+        if self._modern:
+            verdict = classify_inbound_request(message)
+            if isinstance(verdict, InboundLadderRejection):
+                raise ProtocolError(verdict.code, verdict.message, verdict.data)
+            meta = jsonrpc.meta_of(params)
+            caps, level = meta.get(CLIENT_CAPABILITIES), meta.get(LOG_LEVEL)
+            return Call(
+                self.session,
+                message["id"],
+                method,
+                params,
+                protocol_version=MODERN_VERSIONS[0],
+                client_capabilities=caps if isinstance(caps, dict) else {},
+                log_level=level if isinstance(level, str) else None,
+            )
+        if method != "initialize" and not self.session.protocol_version:
+            raise ProtocolError(INVALID_REQUEST, "initialize first")
+        return Call(
+            self.session,
+            message["id"],
+            method,
+            params,
+            protocol_version=self.session.protocol_version,
+            client_capabilities=self.session.client_capabilities,
+            log_level=self.session.log_level,
+        )
+
+    async def _serve(self, message: Message) -> None:
+        request_id = message["id"]
+        with anyio.CancelScope() as scope:
+            self.session.calls[request_id] = scope
+            try:
+                call = self._call(message)
+                call.emit = self.write
+                if not call.modern:
+                    call.ask = lambda method, params: self.session.asks.ask(self.write, method, params)
+                if call.method == "subscriptions/listen":
+                    await self._listen(call)
+                    return
+                reply = jsonrpc.result(request_id, await self.router.handle(call))
+            except GatewayError as exc:
+                reply = jsonrpc.error(request_id, exc)
+            except Exception:  # the top of a request: answer, log, keep serving
+                log.exception("request %r failed", request_id)
+                reply = jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, "Internal error"))
+            finally:
+                self.session.calls.pop(request_id, None)
+        if not scope.cancelled_caught:
+            await self.write(reply)
+
+    async def _listen(self, call: Call) -> None:
+        wants = call.params.get("notifications")
+        listener = Listener(call.principal.id, wants if isinstance(wants, dict) else {}, self.write)
+        await self.write(
+            jsonrpc.notification(
+                "notifications/subscriptions/acknowledged",
+                {"notifications": listener.wants, "_meta": {"io.modelcontextprotocol/subscriptionId": call.id}},
+            )
+        )
+        await self.router.listen(listener)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.router.unlisten(listener)
