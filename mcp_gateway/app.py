@@ -1,6 +1,6 @@
 """The HTTP application: `create_app(config, settings)` returns an ASGI app whose lifespan
-owns the gateway (upstream connections, router), with the MCP endpoint at `/mcp` and
-health endpoints beside it.
+owns the gateway (store, snapshot, audit writer, upstream connections, router), with the
+MCP endpoint at `/mcp`, the admin API under `/admin/api`, and health endpoints.
 """
 
 from __future__ import annotations
@@ -10,27 +10,70 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import auth
+from .admin import admin_routes
 from .config import Config
+from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
+from .middleware.hosts import HostCheckMiddleware
 from .runtime import Gateway, running
 from .settings import Settings
-from .transport.http import HttpOptions, McpEndpoint
+from .transport.http import Authenticate, HttpOptions, McpEndpoint
 from .transport.security import HostCheck
 
-
-def gateway_of(request: Request) -> Gateway:
-    """The running gateway, for route handlers."""
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+_UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="mcp-gateway"')]
+_INVALID = [(b"www-authenticate", b'Bearer realm="mcp-gateway", error="invalid_token"')]
 
 
-async def _local(scope: Scope) -> Principal:
-    return LOCAL
+def check_exposure(settings: Settings) -> None:
+    """Refuse settings that would expose an ungoverned door beyond loopback."""
+    problems = []
+    if settings.auth == "none" and not settings.is_loopback():
+        problems.append(Problem("settings", None, f"auth: none is only allowed on loopback, not on {settings.host}"))
+    if settings.admin_api and settings.admin_token is None and not settings.is_loopback():
+        problems.append(
+            Problem(
+                "settings",
+                None,
+                f"the admin API would be open on {settings.host}: set admin_token (MCP_GATEWAY_ADMIN_TOKEN) or admin_api: false",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def authenticator(gateway: Gateway) -> Authenticate:
+    """Bearer API keys on /mcp (or the local principal when `auth: none`)."""
+    if gateway.settings.auth == "none":
+
+        async def local(scope: Scope) -> Principal:
+            return LOCAL
+
+        return local
+    snapshots = gateway.snapshots
+
+    async def authenticate(scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        token = auth.bearer(header)
+        if token is None:
+            return 401, "Unauthorized: send an API key as `Authorization: Bearer <key>`", _UNAUTHORIZED
+        snapshot = snapshots.current
+        principal = auth.principal_for(token, snapshot.keys, snapshot.principals)
+        if principal is None:
+            return 401, "Unauthorized: the API key is not valid", _INVALID
+        return principal
+
+    return authenticate
 
 
 class _Mcp:
@@ -49,32 +92,42 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    gateway = gateway_of(request)
+    """Ready when the snapshot is fresh; reports the snapshot's version and age and each upstream."""
+    gateway: Gateway = request.app.state.gateway
+    snapshots = gateway.snapshots
     upstreams = [u.status() for u in gateway.upstreams.values()]
-    ready = all(u["state"] in ("ready", "disabled") for u in upstreams)
-    body: dict[str, Any] = {"status": "ready" if ready else "degraded", "upstreams": upstreams}
-    conflicts = gateway.router.catalog.snapshot.conflicts
-    if conflicts:
-        body["conflicts"] = conflicts
-    return JSONResponse(body, status_code=200)
+    fresh = not snapshots.stale()
+    body: dict[str, Any] = {
+        "status": "ready" if fresh else "stale",
+        "snapshot": {
+            "version": snapshots.current.version,
+            "policy_version": snapshots.current.policy.policy_version,
+            "age_seconds": round(snapshots.age(), 3),
+        },
+        "upstreams": upstreams,
+    }
+    return JSONResponse(body, status_code=200 if fresh else 503)
 
 
 def create_app(config: Config, settings: Settings) -> Starlette:
     """Build the gateway's ASGI app."""
+    check_exposure(settings)
     mcp = _Mcp()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with running(config, settings) as gateway:
             app.state.gateway = gateway
-            hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
             options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
-            mcp.endpoint = McpEndpoint(gateway.router, _local, hosts, gateway.tg, options)
+            mcp.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
             yield
 
-    routes = [
+    routes: list[Any] = [
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    if settings.admin_api:
+        routes.append(admin_routes())
+    hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])

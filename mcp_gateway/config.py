@@ -69,6 +69,19 @@ def resolve(value: Value) -> str:
     return value if isinstance(value, str) else value.resolve()
 
 
+def resolve_refs(section: dict[str, Any]) -> dict[str, Any]:
+    """A settings section with `{$env: ...}` / `{$file: ...}` values resolved."""
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, dict) and set(value) == {"$env"}:
+            out[key] = EnvRef.model_validate(value).resolve()
+        elif isinstance(value, dict) and set(value) == {"$file"}:
+            out[key] = FileRef.model_validate(value).resolve()
+        else:
+            out[key] = value
+    return out
+
+
 def _check_values(values: Any) -> Any:
     """One clear message for a value that is neither a string nor a secret reference."""
     if isinstance(values, dict):

@@ -1,4 +1,5 @@
-"""The running gateway: upstream supervisors and the router, alive for one process.
+"""The running gateway: store, snapshot, audit writer, upstream supervisors and router,
+alive for one process.
 
 Both front doors use it: the HTTP app enters it in its lifespan, `mcp-gateway stdio`
 around its stdin loop.
@@ -6,27 +7,56 @@ around its stdin loop.
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .audit.redact import ArgumentPolicy
+from .audit.writer import AuditWriter
 from .config import Config
+from .errors import ConfigError, Problem
+from .governance import Governance
+from .policy.snapshot import Snapshots
+from .policy.watch import PolicyDirectory
 from .proxy import http_client
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .settings import Settings
+from .store import current_revision, open_engine, upgrade
+from .store.engine import alembic_config
+from .tasks import supervised
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
 class Gateway:
     config: Config
     settings: Settings
+    engine: AsyncEngine
+    snapshots: Snapshots
+    governance: Governance
     upstreams: dict[str, Upstream]
     router: Router
     tg: TaskGroup
+    started_at: float
+    policies: PolicyDirectory | None = None
+
+    def policy_reload_status(self) -> dict[str, Any] | None:
+        return self.policies.status if self.policies is not None else None
+
+    async def reload_policies(self, actor: str) -> dict[str, Any]:
+        assert self.policies is not None
+        return await self.policies.reload(actor)
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until every enabled upstream has connected once, or `timeout` passes."""
@@ -38,16 +68,60 @@ class Gateway:
         return False
 
 
+def chain_id(settings: Settings) -> str:
+    """This process's audit chain: the configured replica id, or one unique to this process."""
+    return settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
+    """Migrate (or check the schema is current), then apply the policy directory if set."""
+    if settings.migrate:
+        await upgrade(engine)
+    else:
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        if await current_revision(engine) != head:
+            raise ConfigError([Problem(str(settings.database_url), None, "the store's schema is not current: run `mcp-gateway db upgrade`")])
+
+
 @asynccontextmanager
 async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
-    """Start every upstream's supervisor; stop them all on exit."""
-    async with http_client.new_client() as http, anyio.create_task_group() as tg:
-        upstreams = {name: Upstream(name, cfg, Events(), http) for name, cfg in config.upstreams.items()}
-        router = Router(upstreams, tg)
-        for upstream in upstreams.values():
-            upstream.events = router
-            tg.start_soon(upstream.run)
-        try:
-            yield Gateway(config, settings, upstreams, router, tg)
-        finally:
-            tg.cancel_scope.cancel()
+    """Start everything; stop it all on exit."""
+    assert settings.database_url is not None
+    engine = open_engine(settings.database_url)
+    try:
+        await prepare_store(engine, settings)
+        snapshots = Snapshots(engine, max_age=settings.snapshot_max_age, poll_interval=settings.snapshot_poll_interval)
+        if not await snapshots.refresh(force=True):
+            raise ConfigError([Problem(str(settings.database_url), None, f"cannot read the store: {snapshots.last_error}")])
+        async with http_client.new_client() as http, anyio.create_task_group() as tg:
+            writer = AuditWriter(engine, chain_id(settings), settings.audit_queue_size)
+            await writer.start(tg)
+            arguments = ArgumentPolicy(settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes)
+            governance = Governance(snapshots, writer, arguments)
+            upstreams = {name: Upstream(name, cfg, Events(), http) for name, cfg in config.upstreams.items()}
+            router = Router(upstreams, governance, tg)
+            governance.on_change = router.policy_changed
+            for upstream in upstreams.values():
+                upstream.events = router
+                tg.start_soon(upstream.run)
+            tg.start_soon(supervised("snapshot refresher", snapshots.run))
+            policies = None
+            if settings.policies is not None:
+                policies = PolicyDirectory(settings.policies, engine, snapshots)
+                outcome = await policies.reload("mcp-gateway (start)")
+                if outcome["error"] and snapshots.current.policy.policy_version == 0:
+                    # Nothing live to fall back on: starting would only deny everything.
+                    raise ConfigError([Problem(str(settings.policies), None, "\n".join(outcome["error"]))])
+                if settings.watch_policies:
+                    tg.start_soon(supervised("policy watcher", policies.watch))
+            try:
+                yield Gateway(
+                    config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies
+                )
+            finally:
+                await writer.drain()
+                tg.cancel_scope.cancel()
+    finally:
+        await engine.dispose()

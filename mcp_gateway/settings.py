@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .audit.redact import DEFAULT_REDACT_KEYS
+from .config import Config, resolve_refs
 from .errors import ConfigError, Problem
 
 
@@ -34,6 +36,33 @@ class Settings(BaseSettings):
     session_idle_timeout: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the store. Default: SQLite file `mcp-gateway.db` beside the config file."""
+    migrate: bool = True
+    """Upgrade the store's schema on start."""
+    auth: Literal["keys", "none"] = "keys"
+    """`keys`: agents present an API key. `none`: every request is principal local/local
+    (team `local`); refused unless the gateway listens on loopback."""
+    admin_api: bool = True
+    admin_token: SecretStr | None = None
+    """An admin token accepted besides those created with `mcp-gateway admin-token create`."""
+    policies: Path | None = None
+    """A directory of policy files applied on start (when changed)."""
+    watch_policies: bool = False
+    """Re-apply the policy directory when its files change."""
+    snapshot_poll_interval: float = Field(default=1.0, gt=0)
+    snapshot_max_age: float = Field(default=30.0, gt=0)
+    """Past this age without reaching the store, the snapshot is stale and every call is denied."""
+    audit_arguments: Literal["redacted", "digest"] = "redacted"
+    audit_redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
+    audit_max_argument_bytes: int = Field(default=4096, gt=0)
+    audit_queue_size: int = Field(default=10_000, gt=0)
+    replica_id: str | None = None
+    """Names this process's audit chain; must be unique among running replicas. Default: unique per process."""
+
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
 
 class _Section(PydanticBaseSettingsSource):
@@ -85,3 +114,23 @@ def load_settings(
             else:
                 problems.append(Problem("flags or environment", None, f"{name}: {message}"))
         raise ConfigError(problems) from None
+
+
+_PATH_SETTINGS = ("policies",)
+
+
+def settings_for(config: Config, **overrides: Any) -> Settings:
+    """Settings for a loaded config file: secret references resolved, relative paths taken
+    from the file's directory, and the store defaulting to a SQLite file beside it."""
+    section = resolve_refs(config.gateway)
+    base = config.path.parent if config.path is not None else Path.cwd()
+    for name in _PATH_SETTINGS:
+        if isinstance(section.get(name), str):
+            section[name] = str((base / section[name]).resolve())
+    url = section.get("database_url")
+    if isinstance(url, str) and url.startswith("sqlite") and ":///" in url and not url.split(":///", 1)[1].startswith("/"):
+        section["database_url"] = url.split(":///", 1)[0] + ":///" + str((base / url.split(":///", 1)[1]).resolve())
+    settings = load_settings(section, config.path, config.gateway_lines, **overrides)
+    if settings.database_url is None:
+        settings.database_url = f"sqlite:///{(base / 'mcp-gateway.db').resolve()}"
+    return settings

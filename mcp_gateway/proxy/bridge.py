@@ -206,10 +206,13 @@ class Parking:
             kind, value = await parked.events.receive()
         except anyio.get_cancelled_exc_class():
             parked.scope.cancel()
+            parked.events.close()
             raise
         except anyio.EndOfStream:
+            parked.events.close()
             raise ProtocolError(INVALID_REQUEST, "the upstream call ended without an answer") from None
         if kind == "done":
+            parked.events.close()
             if isinstance(value, GatewayError):
                 raise value
             return value  # type: ignore[no-any-return]
@@ -237,4 +240,5 @@ class Parking:
         if self._parked.get(parked.key) is parked and parked.expires <= time.monotonic():
             del self._parked[parked.key]
             parked.scope.cancel()
+            parked.events.close()
             log.info("a call waiting for client input expired")

@@ -36,6 +36,7 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Template:
     upstream: Upstream
+    original: str
     pattern: re.Pattern[str]
     exposed: dict[str, Any]
 
@@ -51,10 +52,14 @@ class Snapshot:
     conflicts: list[str] = field(default_factory=list)
 
     def listing(self, kind: str) -> list[dict[str, Any]]:
+        return [exposed for _, _, exposed in self.entries(kind)]
+
+    def entries(self, kind: str) -> list[tuple[Upstream, str, dict[str, Any]]]:
+        """(upstream, name the upstream knows, definition as exposed) for each item of a kind."""
         if kind == "templates":
-            return [t.exposed for t in self.templates]
+            return [(t.upstream, t.original, t.exposed) for t in self.templates]
         entries: dict[str, Entry] = getattr(self, kind)
-        return [e.exposed for e in entries.values()]
+        return [(e.upstream, e.original, e.exposed) for e in entries.values()]
 
 
 def exposed_name(upstream: Upstream, name: str) -> str:
@@ -98,7 +103,8 @@ class Catalog:
             self._add(new, new.resources, "resource", upstream, cat.resources, "uri", exposed_uri)
             for item in cat.templates:
                 exposed = {**item, "uriTemplate": exposed_uri(upstream, item["uriTemplate"])}
-                new.templates.append(Template(upstream, template_pattern(exposed["uriTemplate"]), exposed))
+                pattern = template_pattern(exposed["uriTemplate"])
+                new.templates.append(Template(upstream, item["uriTemplate"], pattern, exposed))
         old, self.snapshot = self.snapshot, new
         for conflict in new.conflicts:
             if conflict not in old.conflicts:

@@ -19,7 +19,9 @@ from anyio.abc import TaskGroup
 
 from .. import __version__, jsonrpc
 from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, GatewayError, ProtocolError
+from ..governance import Governance
 from ..jsonrpc import Message
+from ..policy.model import Target
 from . import bridge
 from .catalog import Catalog, exposed_uri
 from .schemas import argument_problem
@@ -43,6 +45,7 @@ _LIST_CHANGED = {
     "resources": "notifications/resources/list_changed",
     "templates": "notifications/resources/list_changed",
 }
+_TARGET_KIND: dict[str, Any] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "templates": "resource"}
 _LISTEN_FLAG = {
     "notifications/tools/list_changed": "toolsListChanged",
     "notifications/prompts/list_changed": "promptsListChanged",
@@ -64,8 +67,15 @@ class Listener:
 class Router(Events):
     """Answers client requests; relays upstream events to clients."""
 
-    def __init__(self, upstreams: dict[str, Upstream], tg: TaskGroup, instructions: str | None = None) -> None:
+    def __init__(
+        self,
+        upstreams: dict[str, Upstream],
+        governance: Governance,
+        tg: TaskGroup,
+        instructions: str | None = None,
+    ) -> None:
         self.upstreams = upstreams
+        self.governance = governance
         self.catalog = Catalog(upstreams.values())
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()
@@ -181,7 +191,27 @@ class Router(Events):
         return handler
 
     def visible(self, call: Call, kind: str) -> list[dict[str, Any]]:
-        return self.catalog.snapshot.listing(kind)
+        """What this caller may see: exactly what it may use."""
+        principal, gov = call.principal, self.governance
+        target_kind = _TARGET_KIND[kind]
+        return [
+            exposed
+            for upstream, original, exposed in self.catalog.snapshot.entries(kind)
+            if gov.visible(principal, Target(upstream.name, target_kind, original))
+        ]
+
+    async def _governed(
+        self,
+        call: Call,
+        upstream: Upstream,
+        target: Target,
+        method: str,
+        params: dict[str, Any],
+        arguments: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Admit (decide and audit), then forward under the kill switch's watch."""
+        ticket = await self.governance.admit(call.principal, target, method, arguments)
+        return await self.governance.guard(ticket, lambda: self._forward(call, upstream, method, params))
 
     # -- forwarding --------------------------------------------------------------------------
 
@@ -215,11 +245,15 @@ class Router(Events):
         arguments = call.params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             raise ProtocolError(INVALID_PARAMS, "tool arguments must be an object")
+        target = Target(entry.upstream.name, "tool", entry.original)
         problem = argument_problem(entry.exposed, arguments or {})
         if problem is not None:
+            ticket = await self.governance.admit(call.principal, target, "tools/call", arguments or {})
+            await self.governance.finish(ticket, "tool_error", f"invalid arguments: {problem}")
             # A tool-level error the model can read and correct (spec 2025-11-25).
             return {"content": [{"type": "text", "text": f"Invalid arguments for {name}: {problem}"}], "isError": True}
-        result = await self._forward(call, entry.upstream, "tools/call", {**call.params, "name": entry.original})
+        params = {**call.params, "name": entry.original}
+        result = await self._governed(call, entry.upstream, target, "tools/call", params, arguments or {})
         return _map_content_uris(entry.upstream, result)
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
@@ -227,7 +261,9 @@ class Router(Events):
         entry = self.catalog.prompt(name) if isinstance(name, str) else None
         if entry is None:
             raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
-        result = await self._forward(call, entry.upstream, "prompts/get", {**call.params, "name": entry.original})
+        target = Target(entry.upstream.name, "prompt", entry.original)
+        params = {**call.params, "name": entry.original}
+        result = await self._governed(call, entry.upstream, target, "prompts/get", params)
         messages = result.get("messages")
         if entry.upstream.namespace and isinstance(messages, list):
             for message in messages:
@@ -246,7 +282,8 @@ class Router(Events):
 
     async def _read_resource(self, call: Call) -> dict[str, Any]:
         upstream, original, _ = self._route_uri(call.params)
-        result = await self._forward(call, upstream, "resources/read", {**call.params, "uri": original})
+        target = Target(upstream.name, "resource", original)
+        result = await self._governed(call, upstream, target, "resources/read", {**call.params, "uri": original})
         contents = result.get("contents")
         if upstream.namespace and isinstance(contents, list):
             for item in contents:
@@ -256,6 +293,7 @@ class Router(Events):
 
     async def _subscribe(self, call: Call) -> dict[str, Any]:
         upstream, original, uri = self._route_uri(call.params)
+        await self.governance.admit(call.principal, Target(upstream.name, "resource", original), "resources/subscribe", None)
         subscribers = self._subscribers.setdefault(uri, set())
         subscribers.add(call.session)
         call.session.subscriptions.add(uri)
@@ -284,15 +322,18 @@ class Router(Events):
             if entry is None:
                 raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
             upstream, mapped = entry.upstream, {**ref, "name": entry.original}
+            target = Target(upstream.name, "prompt", entry.original)
         elif ref.get("type") == "ref/resource":
             uri = ref.get("uri")
             route = (self.catalog.route_template(uri) or self.catalog.route_uri(uri)) if isinstance(uri, str) else None
             if route is None:
                 raise ProtocolError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
             upstream, mapped = route[0], {**ref, "uri": route[1]}
+            target = Target(upstream.name, "resource", route[1])
         else:
             raise ProtocolError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
-        return await self._forward(call, upstream, "completion/complete", {**call.params, "ref": mapped})
+        params = {**call.params, "ref": mapped}
+        return await self._governed(call, upstream, target, "completion/complete", params)
 
     # -- sessions and events ------------------------------------------------------------------
 
@@ -341,11 +382,18 @@ class Router(Events):
     async def resource_updated(self, upstream: Upstream, uri: str, params: dict[str, Any]) -> None:
         gateway_uri = exposed_uri(upstream, uri)
         message = jsonrpc.notification("notifications/resources/updated", {**params, "uri": gateway_uri})
+        target = Target(upstream.name, "resource", uri)
         for session in list(self._subscribers.get(gateway_uri, ())):
-            await _deliver(session.send(message))
+            if self.governance.visible(session.principal, target):
+                await _deliver(session.send(message))
         for listener in list(self.listeners):
             if gateway_uri in (listener.wants.get("resourceSubscriptions") or ()):
                 await _deliver(listener.send(message))
+
+    async def policy_changed(self) -> None:
+        """What clients may see changed: tell every client to list again."""
+        for method in ("notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"):
+            await self.broadcast(jsonrpc.notification(method))
 
 
 async def _deliver(sending: Awaitable[Any]) -> None:

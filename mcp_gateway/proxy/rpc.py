@@ -236,6 +236,9 @@ class RpcConnection:
                     reply = jsonrpc.result(request_id, await call.sink.ask(method, jsonrpc.params_of(message)))
             except GatewayError as exc:
                 reply = jsonrpc.error(request_id, exc)
+            except Exception:  # the top of a task: answer the upstream, keep the connection
+                log.exception("%s: relaying %s failed", self.name, method)
+                reply = jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, f"the gateway could not relay {method}"))
             finally:
                 self._asks.pop(request_id, None)
         if scope.cancelled_caught:

@@ -38,8 +38,8 @@ from ..jsonrpc import Message
 from ..proxy.router import Listener, Router
 from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
 from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
+from ..tasks import supervised
 from . import sse
-from .security import HostCheck
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +81,20 @@ class McpEndpoint:
         self,
         router: Router,
         authenticate: Authenticate,
-        hosts: HostCheck,
         tg: TaskGroup,
         options: HttpOptions | None = None,
     ) -> None:
         self.router = router
         self.authenticate = authenticate
-        self.hosts = hosts
         self.options = options or HttpOptions()
         self.sessions: dict[str, _HttpSession] = {}
-        tg.start_soon(self._sweep_idle)
+        tg.start_soon(supervised("session sweeper", self._sweep_idle))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        # Host and Origin were checked by HostCheckMiddleware before the request got here.
         headers = _headers(scope)
-        problem = self.hosts.problem(headers.get("host"), headers.get("origin"))
-        if problem is not None:
-            await sse.send_status(send, problem[0], problem[1])
-            return
         who = await self.authenticate(scope)
         if not isinstance(who, Principal):
             status, reason, extra = who
@@ -346,7 +341,7 @@ class McpEndpoint:
             tg.cancel_scope.cancel()
 
         try:
-            async with anyio.create_task_group() as tg:
+            async with outgoing_send, outgoing, anyio.create_task_group() as tg:
                 tg.start_soon(watch_disconnect, tg)
                 while True:
                     chunk = b": keepalive\n\n"
@@ -377,6 +372,8 @@ class McpEndpoint:
         async def outbox(message: Message) -> None:
             try:
                 outgoing_send.send_nowait(message)
+            except anyio.ClosedResourceError:
+                pass
             except anyio.WouldBlock:
                 log.warning("session %s: GET stream is not keeping up; dropped %s", session.id[:8], message.get("method"))
 
@@ -390,7 +387,7 @@ class McpEndpoint:
             tg.cancel_scope.cancel()
 
         try:
-            async with anyio.create_task_group() as tg:
+            async with outgoing_send, outgoing, anyio.create_task_group() as tg:
                 tg.start_soon(watch_disconnect, tg)
                 while session.id in self.sessions:
                     chunk = b": keepalive\n\n"

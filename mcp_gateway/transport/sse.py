@@ -104,7 +104,7 @@ async def answer(
                 call_scope.cancel()
                 return
 
-    async with anyio.create_task_group() as tg:
+    async with outgoing, anyio.create_task_group() as tg:
         tg.start_soon(run)
         tg.start_soon(watch_disconnect)
         first: bytes | None = None

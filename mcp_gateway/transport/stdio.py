@@ -8,6 +8,7 @@ envelope makes every request self-contained. Logs go to stderr, never stdout.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -16,7 +17,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, INVALID_REQUEST, GatewayError, ProtocolError
+from ..errors import INTERNAL_ERROR, INVALID_REQUEST, Denied, GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
 from ..proxy.router import Listener, Router
@@ -31,9 +32,19 @@ MAX_LINE = 16 * 1024 * 1024
 class StdioServer:
     """Serves one client over a pair of byte streams."""
 
-    def __init__(self, router: Router, principal: Principal, stdin: ByteReceiveStream, stdout: ByteSendStream) -> None:
+    def __init__(
+        self,
+        router: Router,
+        principal: Callable[[], Principal | None],
+        stdin: ByteReceiveStream,
+        stdout: ByteSendStream,
+    ) -> None:
+        """`principal` is asked on every request, so a revoked key stops working at once."""
+        first = principal()
+        assert first is not None, "check the key before serving"
         self.router = router
-        self.session = Session(principal=principal, outbox=self.write)
+        self._principal = principal
+        self.session = Session(principal=first, outbox=self.write)
         self._stdin = BufferedByteReceiveStream(stdin)
         self._stdout = stdout
         self._lock = anyio.Lock()
@@ -78,6 +89,8 @@ class StdioServer:
             tg.start_soon(self._serve, message)
 
     def _call(self, message: Message) -> Call:
+        if self._principal() is None:
+            raise Denied("The API key is no longer valid", {"reason": "invalid API key"})
         params = jsonrpc.params_of(message)
         method = message["method"]
         if self._modern is None:

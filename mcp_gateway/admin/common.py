@@ -1,0 +1,91 @@
+"""What every admin route shares: the caller's identity, JSON bodies, errors, auditing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import auth
+from ..audit.writer import AuditUnavailable
+from ..runtime import Gateway
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def actor_for(request: Request) -> str | None:
+    """The admin token's name, `local-admin` on an open loopback gateway, or None."""
+    gw = gateway(request)
+    configured = gw.settings.admin_token
+    tokens = gw.snapshots.current.admin_tokens
+    if configured is None and not tokens:
+        return "local-admin" if gw.settings.is_loopback() else None
+    token = auth.bearer(request.headers.get("authorization"))
+    if token is None:
+        return None
+    if configured is not None and auth.any_matches(token, [auth.digest(configured.get_secret_value())]):
+        return "admin-token"
+    token_id = auth.key_id_of(token, auth.ADMIN_PREFIX)
+    entry = tokens.get(token_id) if token_id is not None else None
+    if entry is not None and auth.matches(token, entry[0]):
+        return entry[1]
+    return None
+
+
+def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Authenticate the admin token, then run the handler with the actor's name."""
+
+    async def endpoint(request: Request) -> Response:
+        actor = actor_for(request)
+        if actor is None:
+            return error(401, "unauthorized", "an admin token is required", {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'})
+        try:
+            return await handler(request, actor)
+        except ApiError as exc:
+            return error(exc.status, exc.code, exc.message)
+        except AuditUnavailable:
+            return error(503, "audit_unavailable", "the action was not taken: its audit record could not be written")
+
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+async def body(request: Request, model: type[M]) -> M:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(400, "invalid_request", f"{where}: {first['msg']}") from None
+
+
+async def audited(request: Request, actor: str, action: str, detail: str) -> None:
+    """Record an admin action before taking it: no audit, no action."""
+    await gateway(request).governance.audit_admin(actor, action, detail)
+
+
+async def refreshed(request: Request) -> None:
+    """Make a change the store now holds take effect in this process at once."""
+    await gateway(request).snapshots.refresh(force=True)
+
+
+def ok(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)

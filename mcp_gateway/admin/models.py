@@ -1,0 +1,95 @@
+"""Request bodies of the admin API (their JSON Schemas feed the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..policy.model import SCOPES
+
+
+class EngageSwitch(BaseModel):
+    """Engage a kill switch. `scope` says what it stops; name the target that scope needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["global", "team", "principal", "server", "tool"]
+    team: str | None = None
+    principal: str | None = Field(default=None, description="A principal id, `team/name`.")
+    server: str | None = None
+    tool: str | None = Field(default=None, description="The tool's name on its upstream (with `server`).")
+    reason: str = Field(min_length=1, max_length=2000)
+    expires_in_seconds: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _target(self) -> EngageSwitch:
+        needed = {
+            "global": (),
+            "team": ("team",),
+            "principal": ("principal",),
+            "server": ("server",),
+            "tool": ("server", "tool"),
+        }[self.scope]
+        for name in needed:
+            if not getattr(self, name):
+                raise ValueError(f"scope {self.scope!r} needs `{name}`")
+        return self
+
+    def target(self) -> str:
+        return {
+            "global": "",
+            "team": self.team or "",
+            "principal": self.principal or "",
+            "server": self.server or "",
+            "tool": f"{self.server}/{self.tool}",
+        }[self.scope]
+
+
+assert set(SCOPES) == {"global", "team", "principal", "server", "tool"}
+
+
+class ReleaseSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class NewTeam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    description: str = ""
+
+
+class NewPrincipal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+    kind: Literal["agent", "person"] = "agent"
+
+
+class NewKey(BaseModel):
+    """A new API key for a principal (created, with its team, if it does not exist)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+    kind: Literal["agent", "person"] = "agent"
+
+
+class NewRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    team: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    effect: Literal["allow", "deny"]
+    servers: list[str] = Field(min_length=1)
+    tools: list[str] = Field(default_factory=lambda: ["*"])
+    prompts: list[str] = Field(default_factory=lambda: ["*"])
+    resources: list[str] = Field(default_factory=lambda: ["*"])
+    arguments: dict[str, dict[str, Any]] | None = None
+    shadow: bool = False
+    description: str = ""

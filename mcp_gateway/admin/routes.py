@@ -1,0 +1,91 @@
+"""The admin API's routes and its OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from .. import __version__
+from . import audit, identity, policy, rules, status, switches
+from .models import EngageSwitch, NewKey, NewPrincipal, NewRule, NewTeam, ReleaseSwitch
+
+ROUTES: list[tuple[str, str, Any, type | None, tuple[str, ...]]] = [
+    ("GET", "/status", status.status, None, ()),
+    ("GET", "/kill-switches", switches.list_switches, None, ("all",)),
+    ("POST", "/kill-switches", switches.engage, EngageSwitch, ()),
+    ("POST", "/kill-switches/{id}/release", switches.release, ReleaseSwitch, ()),
+    (
+        "GET",
+        "/audit",
+        audit.query,
+        None,
+        ("since", "until", "team", "principal", "server", "tool", "decision", "kind", "cursor", "limit"),
+    ),
+    ("GET", "/teams", identity.list_teams, None, ()),
+    ("POST", "/teams", identity.create_team, NewTeam, ()),
+    ("GET", "/principals", identity.list_principals, None, ("team",)),
+    ("POST", "/principals", identity.create_principal, NewPrincipal, ()),
+    ("GET", "/keys", identity.list_keys, None, ("principal",)),
+    ("POST", "/keys", identity.create_key, NewKey, ()),
+    ("DELETE", "/keys/{id}", identity.revoke_key, None, ()),
+    ("GET", "/rules", rules.list_rules, None, ("team",)),
+    ("POST", "/rules", rules.create_rule, NewRule, ()),
+    ("DELETE", "/rules/{id}", rules.delete_rule, None, ()),
+    ("GET", "/policy", policy.show, None, ()),
+    ("POST", "/policy/reload", policy.reload, None, ()),
+]
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the admin API, built from the routes and their body models."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+    for method, path, handler, model, query in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": (handler.__doc__ or "").strip().split("\n")[0],
+            "security": [{"adminToken": []}],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {}}},
+                "401": {"description": "No valid admin token"},
+            },
+        }
+        parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ("id",) if "{id}" in path]
+        parameters += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in query]
+        if parameters:
+            operation["parameters"] = parameters
+        if model is not None:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in schema.pop("$defs", {}).items():
+                schemas[name] = definition
+            schemas[model.__name__] = schema
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            }
+            operation["responses"]["400"] = {"description": "Invalid request body"}
+        if method == "POST":
+            operation["responses"]["503"] = {"description": "Not done: the audit record could not be written"}
+        paths.setdefault(f"/admin/api{path}", {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mcp-gateway admin API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def openapi_endpoint(request: Request) -> JSONResponse:
+    return JSONResponse(openapi())
+
+
+def admin_routes() -> Mount:
+    """The admin API, to mount on the gateway's app (handlers reach the gateway through it)."""
+    routes = [Route(path, handler, methods=[method]) for method, path, handler, _, _ in ROUTES]
+    routes.append(Route("/openapi.json", openapi_endpoint))
+    return Mount("/admin/api", routes=routes)

@@ -1,0 +1,72 @@
+"""What of a call's arguments the audit keeps.
+
+By default, arguments are stored with secret-looking fields redacted (matched by key
+name, at any depth) and capped in size; `digest` mode stores only their SHA-256. The
+digest is stored in both modes, so identical calls can be matched without the content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import orjson
+
+DEFAULT_REDACT_KEYS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "credential",
+    "private_key",
+    "access_key",
+)
+REDACTED = "[REDACTED]"
+
+
+def digest(arguments: Any) -> str:
+    return hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _redact(value: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
+    if depth > 32:
+        return "[TOO DEEP]"
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if any(s in str(k).lower() for s in keys) else _redact(v, keys, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(v, keys, depth + 1) for v in value]
+    return value
+
+
+class ArgumentPolicy:
+    """Turns call arguments into what the audit row stores."""
+
+    def __init__(
+        self, mode: Literal["redacted", "digest"], redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS, max_bytes: int = 4096
+    ) -> None:
+        self.mode = mode
+        self.keys = tuple(k.lower() for k in redact_keys)
+        self.max_bytes = max_bytes
+
+    def render(self, arguments: dict[str, Any] | None) -> tuple[str | None, str | None]:
+        """(stored arguments JSON or None, digest)."""
+        if arguments is None:
+            return None, None
+        try:
+            hashed = digest(arguments)
+        except TypeError:
+            return None, None
+        if self.mode == "digest":
+            return None, hashed
+        text = orjson.dumps(_redact(arguments, self.keys)).decode()
+        if len(text) > self.max_bytes:
+            text = orjson.dumps({"_truncated": True, "preview": text[: self.max_bytes]}).decode()
+        return text, hashed

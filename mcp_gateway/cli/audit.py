@@ -1,0 +1,139 @@
+"""audit tail | export | verify."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+
+from ..audit.export import CsvWriter, write_ndjson
+from ..audit.verify import verify
+from ..store import audit as audit_store
+from .common import add_config, load_all, store
+
+
+def _when(value: str) -> float:
+    """Epoch seconds, or an ISO 8601 time."""
+    try:
+        return float(value)
+    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=_when, help="epoch seconds or ISO 8601")
+    p.add_argument("--until", type=_when)
+    for name in ("team", "principal", "server", "tool", "decision", "kind"):
+        p.add_argument(f"--{name}")
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="read and check the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    tail = audit_sub.add_parser("tail", help="the latest rows")
+    add_config(tail)
+    _filters(tail)
+    tail.add_argument("-n", type=int, default=20)
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new rows")
+    tail.set_defaults(run=run_tail)
+    export = audit_sub.add_parser("export", help="rows as NDJSON or CSV, oldest first")
+    add_config(export)
+    _filters(export)
+    export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson")
+    export.set_defaults(run=run_export)
+    check = audit_sub.add_parser("verify", help="check the hash chains; names the first bad row")
+    add_config(check)
+    check.set_defaults(run=run_verify)
+
+
+def _filter_values(args: argparse.Namespace) -> audit_store.Filters:
+    return audit_store.Filters(
+        since=args.since,
+        until=args.until,
+        team=args.team,
+        principal=args.principal,
+        server=args.server,
+        tool=args.tool,
+        decision=args.decision,
+        kind=args.kind,
+    )
+
+
+def _line(row: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(row["ts"], timezone.utc).isoformat(timespec="milliseconds")
+    what = f"{row['server'] or '-'}/{row['tool'] or '-'}" if row["server"] else row["method"] or "-"
+    fields = [when, row["kind"], row["principal_id"] or "-", what, row["decision"] or "-"]
+    if row["outcome"]:
+        fields.append(row["outcome"])
+    if row["latency_ms"] is not None:
+        fields.append(f"{row['latency_ms']:.1f}ms")
+    if row["kind"] == "decision" and row["reason"]:
+        fields.append(f"({row['reason']})")
+    if row["shadow"]:
+        fields.append(f"[shadow: {row['shadow']} by {row['shadow_rule_id']}]")
+    return "  ".join(fields)
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    _, settings = load_all(args)
+    filters = _filter_values(args)
+
+    async def main() -> None:
+        async with store(settings, migrate=False) as engine:
+            rows = await audit_store.query(engine, filters, limit=args.n)
+            for row in reversed(rows):
+                print(_line(row), flush=True)
+            last = rows[0]["seq"] if rows else 0
+            while args.follow:
+                await anyio.sleep(1)
+                async for row in audit_store.ascending(engine, filters, after=last):
+                    print(_line(row), flush=True)
+                    last = row["seq"]
+
+    anyio.run(main)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    _, settings = load_all(args)
+    filters = _filter_values(args)
+
+    async def main() -> int:
+        count = 0
+        async with store(settings, migrate=False) as engine:
+            writer = CsvWriter(sys.stdout) if args.format == "csv" else None
+            async for row in audit_store.ascending(engine, filters):
+                if writer is not None:
+                    writer.write(row)
+                else:
+                    write_ndjson([row], sys.stdout)
+                count += 1
+        return count
+
+    count = anyio.run(main)
+    print(f"exported {count} row(s)", file=sys.stderr)
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    _, settings = load_all(args)
+
+    async def main() -> Any:
+        async with store(settings, migrate=False) as engine:
+            return await verify(engine)
+
+    report = anyio.run(main)
+    if report.ok:
+        print(f"ok: {report.rows} row(s) in {report.chains} chain(s) verified")
+        return 0
+    print(f"FAILED: first bad row: {report.first}", file=sys.stderr)
+    for problem in report.problems:
+        if problem is not report.first:
+            print(f"  also: {problem}", file=sys.stderr)
+    return 1

@@ -1,0 +1,166 @@
+"""serve, stdio and check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+import anyio
+
+from .. import __version__, auth
+from ..errors import ConfigError, Problem
+from ..identity import LOCAL, Principal
+from .common import add_config, load_all, setup_logging
+
+log = logging.getLogger("mcp_gateway")
+
+KEY_ENV = "MCP_GATEWAY_KEY"
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve Streamable HTTP at /mcp (and the admin API)")
+    add_config(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--allowed-host", dest="allowed_hosts", action="append", help="accept this Host header too")
+    serve.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="accept this Origin too")
+    serve.add_argument("--policies", help="a directory of policy files to apply")
+    serve.add_argument("--watch", dest="watch_policies", action="store_const", const=True, help="re-apply policy files on change")
+    serve.add_argument("--no-migrate", dest="migrate", action="store_const", const=False, help="do not upgrade the store on start")
+    serve.set_defaults(run=run_serve)
+
+    stdio = sub.add_parser("stdio", help=f"serve one client on stdin/stdout (API key in ${KEY_ENV})")
+    add_config(stdio)
+    stdio.set_defaults(run=run_stdio)
+
+    check = sub.add_parser("check", help="validate the config, connect to each upstream, print the catalog")
+    add_config(check)
+    check.set_defaults(run=run_check)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..app import create_app
+
+    config, settings = load_all(args)
+    setup_logging(settings.log_level)
+    app = create_app(config, settings)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    # IPPROTO_TCP explicitly: with proto=0 asyncio never sets TCP_NODELAY and small
+    # responses stall ~40 ms behind delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "mcp-gateway %s: %d upstream(s), MCP at http://%s:%d/mcp, store %s",
+        __version__,
+        len(config.upstreams),
+        host,
+        port,
+        settings.database_url,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=settings.log_level, lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+    )
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def run_stdio(args: argparse.Namespace) -> int:
+    from ..runtime import running
+    from ..transport.stdio import StdioServer
+
+    config, settings = load_all(args)
+    setup_logging(settings.log_level)
+    key = os.environ.get(KEY_ENV)
+    if settings.auth == "keys" and not key:
+        raise ConfigError([Problem("environment", None, f"{KEY_ENV} is not set: the gateway needs an API key")])
+
+    async def main() -> None:
+        async with running(config, settings) as gateway:
+
+            def principal() -> Principal | None:
+                if settings.auth == "none":
+                    return LOCAL
+                snapshot = gateway.snapshots.current
+                return auth.principal_for(key or "", snapshot.keys, snapshot.principals)
+
+            if principal() is None:
+                raise ConfigError([Problem("environment", None, f"{KEY_ENV} is not a valid API key")])
+            await gateway.wait_ready(5.0)
+            server = StdioServer(gateway.router, principal, _ByteIn(sys.stdin.buffer), _ByteOut(sys.stdout.buffer))
+            await server.serve()
+
+    anyio.run(main)
+    return 0
+
+
+class _ByteIn:
+    """stdin as an anyio byte stream, read in a worker thread."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        data: bytes = await anyio.to_thread.run_sync(self._file.read1, max_bytes, abandon_on_cancel=True)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _ByteOut:
+    """stdout as an anyio byte stream; writes are small and flushed at once."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    async def send(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..runtime import running
+
+    config, settings = load_all(args)
+    setup_logging("warning")
+    print(f"config: {config.path} ({len(config.upstreams)} upstreams)")
+
+    async def main() -> int:
+        async with running(config, settings) as gateway:
+            timeout = max((u.connect_timeout for u in config.upstreams.values()), default=0.0)
+            await gateway.wait_ready(timeout)
+            status = 0
+            for upstream in gateway.upstreams.values():
+                print(f"\n{upstream.name}: {upstream.state} {upstream.protocol_version}".rstrip())
+                if upstream.state not in ("ready", "disabled"):
+                    print(f"  error: {upstream.last_error or 'did not connect in time'}")
+                    status = 1
+            snapshot = gateway.router.catalog.snapshot
+            for kind in ("tools", "prompts", "resources", "templates"):
+                names = [e.get("uriTemplate") or e.get("uri") or e.get("name") for e in snapshot.listing(kind)]
+                print(f"\n{kind} ({len(names)}):")
+                for name in names:
+                    print(f"  {name}")
+            for conflict in snapshot.conflicts:
+                print(f"\nerror: {conflict}", file=sys.stderr)
+                status = 1
+            return status
+
+    return anyio.run(main)

@@ -1,0 +1,136 @@
+"""The in-memory snapshot every decision reads, and how it keeps up with the store.
+
+A snapshot is immutable and replaced whole. It is refreshed at once after a change made
+through this process, by polling the store's state version every `poll_interval`, and
+(on PostgreSQL) when another replica's NOTIFY arrives. If the store cannot be reached for
+longer than `max_age`, the snapshot is stale and every decision denies; kill switches in
+it stay engaged throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..identity import Principal
+from ..store import rules as rule_store
+from ..store import state as state_store
+from .engine import PolicyState
+from .model import KillSwitch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    policy: PolicyState = field(default_factory=PolicyState)
+    principals: dict[str, Principal] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """key id -> (digest, principal id)"""
+    admin_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """token id -> (digest, name)"""
+    loaded_at: float = 0.0
+
+    @property
+    def version(self) -> int:
+        return self.policy.version
+
+
+def build(rows: state_store.StateRows) -> Snapshot:
+    principals = {
+        p["id"]: Principal(id=p["id"], team=p["team_id"], name=p["name"], kind=p["kind"])
+        for p in rows.principals
+        if not p["disabled"]
+    }
+    switches = [
+        KillSwitch(
+            id=s["id"],
+            scope=s["scope"],
+            target=s["target"],
+            reason=s["reason"],
+            actor=s["actor"],
+            created_at=s["created_at"],
+            expires_at=s["expires_at"],
+        )
+        for s in rows.switches
+    ]
+    policy = PolicyState.build(
+        (rule_store.to_rule(r) for r in rows.rules),
+        switches,
+        version=rows.version,
+        policy_version=rows.policy_version,
+    )
+    return Snapshot(
+        policy=policy,
+        principals=principals,
+        keys={k["id"]: (k["hash"], k["principal_id"]) for k in rows.keys if k["principal_id"] in principals},
+        admin_tokens={a["id"]: (a["hash"], a["name"]) for a in rows.admin_tokens},
+        loaded_at=time.time(),
+    )
+
+
+Listener = Callable[[Snapshot, Snapshot], Awaitable[None]]
+
+
+class Snapshots:
+    """Holds the current snapshot and refreshes it."""
+
+    def __init__(self, engine: AsyncEngine, *, max_age: float, poll_interval: float) -> None:
+        self.engine = engine
+        self.max_age = max_age
+        self.poll_interval = poll_interval
+        self.current = Snapshot()
+        self.checked_at = float("-inf")
+        """Monotonic time the snapshot was last confirmed current."""
+        self.last_error: str | None = None
+        self._listeners: list[Listener] = []
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.checked_at > self.max_age
+
+    def age(self) -> float:
+        return time.monotonic() - self.checked_at
+
+    async def refresh(self, force: bool = False) -> bool:
+        """Bring the snapshot up to date; False if the store could not be read."""
+        async with self._lock:
+            try:
+                with anyio.fail_after(max(self.poll_interval * 5, 5.0)):
+                    version, _ = await state_store.read_version(self.engine)
+                    if force or version != self.current.version or self.checked_at == float("-inf"):
+                        new = build(await state_store.load(self.engine))
+                        old, self.current = self.current, new
+                        if new.version != old.version:
+                            log.info("snapshot %d -> %d (policy %d)", old.version, new.version, new.policy.policy_version)
+                        for listener in self._listeners:
+                            await listener(old, new)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                log.warning("snapshot refresh failed (age %.1fs): %s", self.age(), self.last_error)
+                return False
+            self.checked_at = time.monotonic()
+            self.last_error = None
+            return True
+
+    def poke(self) -> None:
+        """Ask the refresher to check now (a NOTIFY arrived)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Poll the store's version until cancelled."""
+        while True:
+            with anyio.move_on_after(self.poll_interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.refresh()

@@ -1,0 +1,82 @@
+"""The version every replica watches, and the full governance state a snapshot is built from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from . import tables as t
+
+
+@dataclass(frozen=True)
+class StateRows:
+    """Raw rows for one snapshot."""
+
+    version: int
+    policy_version: int
+    principals: list[dict[str, Any]]
+    keys: list[dict[str, Any]]
+    admin_tokens: list[dict[str, Any]]
+    rules: list[dict[str, Any]]
+    switches: list[dict[str, Any]]
+
+
+async def read_version(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(t.state.c.version, t.state.c.policy_version))).one()
+    return int(row.version), int(row.policy_version)
+
+
+async def bump(conn: AsyncConnection, *, policy: bool = False) -> int:
+    """Advance the state version (and the policy version for rule changes); returns the new state version."""
+    values: dict[str, Any] = {"version": t.state.c.version + 1, "updated_at": time.time()}
+    if policy:
+        values["policy_version"] = t.state.c.policy_version + 1
+    result = await conn.execute(update(t.state).where(t.state.c.id == 1).values(**values).returning(t.state.c.version))
+    return int(result.scalar_one())
+
+
+async def load(engine: AsyncEngine, now: float | None = None) -> StateRows:
+    """Everything a snapshot needs, read in one transaction so it is consistent."""
+    now = time.time() if now is None else now
+    async with engine.connect() as conn:
+        version_row = (await conn.execute(select(t.state.c.version, t.state.c.policy_version))).one()
+        principals = [dict(r._mapping) for r in await conn.execute(select(t.principals))]
+        keys = [
+            dict(r._mapping)
+            for r in await conn.execute(
+                select(t.api_keys.c.id, t.api_keys.c.hash, t.api_keys.c.principal_id).where(
+                    t.api_keys.c.revoked_at.is_(None)
+                )
+            )
+        ]
+        admin = [
+            dict(r._mapping)
+            for r in await conn.execute(
+                select(t.admin_tokens.c.id, t.admin_tokens.c.hash, t.admin_tokens.c.name).where(
+                    t.admin_tokens.c.revoked_at.is_(None)
+                )
+            )
+        ]
+        rules = [dict(r._mapping) for r in await conn.execute(select(t.rules).order_by(t.rules.c.position))]
+        switches = [
+            dict(r._mapping)
+            for r in await conn.execute(
+                select(t.kill_switches).where(
+                    t.kill_switches.c.released_at.is_(None),
+                    (t.kill_switches.c.expires_at.is_(None)) | (t.kill_switches.c.expires_at > now),
+                )
+            )
+        ]
+    for rule in rules:
+        for key in ("servers", "tools", "prompts", "resources"):
+            rule[key] = tuple(orjson.loads(rule[key]))
+        rule["arguments"] = orjson.loads(rule["arguments"]) if rule["arguments"] else None
+    return StateRows(
+        int(version_row.version), int(version_row.policy_version), principals, keys, admin, rules, switches
+    )

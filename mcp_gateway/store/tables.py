@@ -1,0 +1,165 @@
+"""The SQL schema. Alembic migrations in `migrations/` create exactly this (a test runs
+`alembic check` to keep the two from drifting).
+
+Times are stored as UTC epoch seconds (floats): comparable in SQL on both SQLite and
+PostgreSQL, and cheap to produce on the hot path.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+state = Table(
+    "gateway_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("policy_version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+"""One row: bumped in the same transaction as every change replicas must pick up."""
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("team_id", String(64), ForeignKey("teams.id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    UniqueConstraint("team_id", "name"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("principal_id", String(64), ForeignKey("principals.id"), nullable=False, index=True),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("content_hash", String(64), nullable=True),
+    Column("git_commit", String(64), nullable=True),
+    Column("git_dirty", Boolean, nullable=True),
+    Column("note", Text, nullable=False, default=""),
+)
+
+rules = Table(
+    "rules",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("team_id", String(64), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("effect", String(8), nullable=False),
+    Column("servers", Text, nullable=False),
+    Column("tools", Text, nullable=False),
+    Column("prompts", Text, nullable=False),
+    Column("resources", Text, nullable=False),
+    Column("arguments", Text, nullable=True),
+    Column("shadow", Boolean, nullable=False, default=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("source", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""A team's allow/deny rules; list-valued columns hold JSON arrays of glob patterns."""
+
+kill_switches = Table(
+    "kill_switches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("released_at", Float, nullable=True),
+    Column("released_by", String(128), nullable=True),
+    Column("release_reason", Text, nullable=True),
+    Index("ix_kill_switches_active", "released_at"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("chain", String(128), nullable=False),
+    Column("chain_seq", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("call_id", String(32), nullable=True),
+    Column("principal_id", String(64), nullable=True),
+    Column("team_id", String(64), nullable=True),
+    Column("server", String(64), nullable=True),
+    Column("tool", String(256), nullable=True),
+    Column("method", String(64), nullable=True),
+    Column("decision", String(16), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("rule_id", String(64), nullable=True),
+    Column("shadow", String(16), nullable=True),
+    Column("shadow_rule_id", String(64), nullable=True),
+    Column("policy_version", Integer, nullable=True),
+    Column("arguments", Text, nullable=True),
+    Column("args_digest", String(64), nullable=True),
+    Column("outcome", String(16), nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("chain", "chain_seq"),
+    Index("ix_audit_ts", "ts"),
+    Index("ix_audit_team_ts", "team_id", "ts"),
+    Index("ix_audit_principal_ts", "principal_id", "ts"),
+)
+"""Append-only. Each row's `hash` covers its content and `prev_hash`, the hash of the row
+before it in the same chain (one chain per gateway process identity)."""

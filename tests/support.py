@@ -1,0 +1,163 @@
+"""Real parts for tests: upstream servers as subprocesses, the gateway under uvicorn on a
+random loopback port, and SDK clients pointed at it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import uvicorn
+import yaml
+
+from mcp_gateway.app import create_app
+from mcp_gateway.config import load
+from mcp_gateway.runtime import Gateway
+from mcp_gateway.settings import settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
+EVERYTHING = ROOT / "examples" / "everything_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loopback_socket() -> socket.socket:
+    # IPPROTO_TCP: with proto=0 asyncio never sets TCP_NODELAY and responses stall ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def stdio_upstream(**extra: Any) -> dict[str, Any]:
+    """Config for the everything server as a stdio subprocess."""
+    return {"command": "python", "args": [str(EVERYTHING)], **extra}
+
+
+def http_upstream(url: str, **extra: Any) -> dict[str, Any]:
+    return {"url": url, **extra}
+
+
+ALLOW_ALL = {"teams": {"local": {"rules": [{"id": "local-all", "allow": {"servers": ["*"]}}]}}}
+
+
+def write_config(directory: Path, upstreams: dict[str, Any], **gateway: Any) -> Path:
+    """A config in `directory`. Unless told otherwise: no API keys (principal local/local),
+    a policy directory that lets team `local` use every upstream, and a SQLite store there."""
+    path = directory / "gateway.yaml"
+    if "policies" not in gateway and gateway.get("auth") != "keys":
+        policies = directory / "policies"
+        policies.mkdir(exist_ok=True)
+        (policies / "allow-all.yaml").write_text(yaml.safe_dump(ALLOW_ALL))
+        gateway["policies"] = "policies"
+    gateway.setdefault("auth", "none")
+    document: dict[str, Any] = {"upstreams": upstreams, "gateway": gateway}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                await anyio.sleep(0.05)
+
+
+class UpstreamProcess:
+    """The everything server over Streamable HTTP, as a real subprocess that can be killed and restarted."""
+
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(EVERYTHING), "--transport", "http", "--host", "127.0.0.1", "--port", str(self.port)],
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+
+@asynccontextmanager
+async def http_upstream_process(env: dict[str, str] | None = None) -> AsyncIterator[UpstreamProcess]:
+    upstream = UpstreamProcess(env=env)
+    await upstream.start()
+    try:
+        yield upstream
+    finally:
+        upstream.kill()
+
+
+@asynccontextmanager
+async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str, Gateway]]:
+    """Run the gateway under uvicorn on a random port; yields its /mcp URL and the running gateway."""
+    config = load(config_path)
+    settings = settings_for(config, **overrides)
+    app = create_app(config, settings)
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(20):
+            while not server.started:
+                await anyio.sleep(0.02)
+        gateway: Gateway = app.state.gateway
+        try:
+            yield f"http://127.0.0.1:{port}/mcp", gateway
+        finally:
+            server.should_exit = True
+    sock.close()
+
+
+async def wait_ready(gateway: Gateway, timeout: float = 30.0) -> None:
+    if not await gateway.wait_ready(timeout):
+        states = {u.name: (u.state, u.last_error) for u in gateway.upstreams.values()}
+        raise AssertionError(f"upstreams not ready: {states}")
+
+
+def raw_client(url: str) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=url.rsplit("/mcp", 1)[0], timeout=30)
+
+
+@contextmanager
+def environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
