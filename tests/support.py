@@ -161,3 +161,77 @@ def environ(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@asynccontextmanager
+async def agent(url: str, key: str | None = None, mode: str = "legacy", **kwargs: Any) -> AsyncIterator[Any]:
+    """An SDK client for the gateway at `url`, presenting `key` as its bearer API key."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60)) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **kwargs) as client:
+            yield client
+
+
+def admin_client(url: str, token: str | None = None) -> httpx2.AsyncClient:
+    """The admin API of the gateway whose /mcp is at `url`."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx2.AsyncClient(base_url=url.rsplit("/mcp", 1)[0] + "/admin/api", headers=headers, timeout=30)
+
+
+async def create_key(url: str, team: str, name: str, token: str | None = None) -> str:
+    async with admin_client(url, token) as admin:
+        response = await admin.post("/keys", json={"team": team, "name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["key"])
+
+
+def write_policies(directory: Path, document: dict[str, Any], name: str = "policy.yaml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(yaml.safe_dump(document))
+    return directory
+
+
+RECORDER = Path(__file__).resolve().parent / "upstreams" / "recorder.py"
+
+
+def recorder_upstream(log: Path) -> dict[str, Any]:
+    """A stdio upstream whose `record` tool appends each call's text to `log`."""
+    return {"command": "python", "args": [str(RECORDER)], "env": {"RECORDER_LOG": str(log)}}
+
+
+class TcpProxy:
+    """A loopback TCP forwarder that a test can cut, to make a server unreachable."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._scope: anyio.CancelScope | None = None
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port) as listener:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                task_status.started()
+                await listener.serve(self._forward)
+
+    async def _forward(self, client: Any) -> None:
+        async with client, await anyio.connect_tcp(*self.target) as server, anyio.create_task_group() as tg:
+
+            async def pipe(source: Any, sink: Any) -> None:
+                try:
+                    async for chunk in source:
+                        await sink.send(chunk)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(pipe, client, server)
+            tg.start_soon(pipe, server, client)
+
+    def cut(self) -> None:
+        """Stop accepting and drop every open connection."""
+        if self._scope is not None:
+            self._scope.cancel()

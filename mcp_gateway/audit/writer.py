@@ -46,6 +46,7 @@ class AuditWriter:
         self._send, self._receive = anyio.create_memory_object_stream[_Pending](queue_size)
         self._seq = 0
         self._prev = GENESIS
+        self._resync = False
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -94,6 +95,16 @@ class AuditWriter:
         finally:
             self._stopped.set()
 
+    def _chain(self, batch: list[_Pending]) -> list[dict[str, Any]]:
+        seq, prev = self._seq, self._prev
+        rows = []
+        for pending in batch:
+            seq += 1
+            row = {**pending.row, "chain": self.chain, "chain_seq": seq, "prev_hash": prev}
+            row["hash"] = prev = row_hash(row)
+            rows.append(row)
+        return rows
+
     async def _drain_queue(self) -> None:
         async with self._receive:
             while True:
@@ -110,17 +121,18 @@ class AuditWriter:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        seq, prev = self._seq, self._prev
-        rows = []
-        for pending in batch:
-            seq += 1
-            row = {**pending.row, "chain": self.chain, "chain_seq": seq, "prev_hash": prev}
-            row["hash"] = prev = row_hash(row)
-            rows.append(row)
         try:
             with anyio.fail_after(10):
+                if self._resync:
+                    # A failed commit may have landed after all (the connection died after
+                    # COMMIT was sent): continue from what the store holds, never fork.
+                    head = await store.chain_head(self.engine, self.chain)
+                    self._seq, self._prev = head if head is not None else (0, GENESIS)
+                    self._resync = False
+                rows = self._chain(batch)
                 await store.append(self.engine, rows)
         except Exception as exc:  # the writer must outlive any failure; callers are told, not crashed
+            self._resync = True
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             log.error("audit: %d row(s) not written: %s", len(batch), self.last_error)
@@ -128,7 +140,7 @@ class AuditWriter:
                 pending.error = self.last_error
                 pending.done.set()
             return
-        self._seq, self._prev = seq, prev
+        self._seq, self._prev = rows[-1]["chain_seq"], rows[-1]["hash"]
         self.written += len(rows)
         self.last_error = None
         for pending in batch:
