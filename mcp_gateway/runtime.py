@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,8 @@ from .proxy import http_client
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .settings import Settings
-from .store import current_revision, open_engine, upgrade
+from .store import current_revision, is_sqlite, open_engine, upgrade
+from .store.notify import listen
 from .store.engine import alembic_config
 from .tasks import supervised
 
@@ -107,6 +109,8 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 upstream.events = router
                 tg.start_soon(upstream.run)
             tg.start_soon(supervised("snapshot refresher", snapshots.run))
+            if not is_sqlite(settings.database_url):
+                tg.start_soon(supervised("state listener", partial(listen, settings.database_url, snapshots.poke)))
             policies = None
             if settings.policies is not None:
                 policies = PolicyDirectory(settings.policies, engine, snapshots)

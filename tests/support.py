@@ -56,9 +56,13 @@ ALLOW_ALL = {"teams": {"local": {"rules": [{"id": "local-all", "allow": {"server
 
 def write_config(directory: Path, upstreams: dict[str, Any], **gateway: Any) -> Path:
     """A config in `directory`. Unless told otherwise: no API keys (principal local/local),
-    a policy directory that lets team `local` use every upstream, and a SQLite store there."""
+    a policy directory that lets team `local` use every upstream (`policies=None`: none at
+    all), and a SQLite store there."""
     path = directory / "gateway.yaml"
-    if "policies" not in gateway and gateway.get("auth") != "keys":
+    if "policies" in gateway:
+        if gateway["policies"] is None:
+            del gateway["policies"]
+    elif gateway.get("auth") != "keys":
         policies = directory / "policies"
         policies.mkdir(exist_ok=True)
         (policies / "allow-all.yaml").write_text(yaml.safe_dump(ALLOW_ALL))
@@ -235,3 +239,52 @@ class TcpProxy:
         """Stop accepting and drop every open connection."""
         if self._scope is not None:
             self._scope.cancel()
+
+
+class GatewayProcess:
+    """`mcp-gateway serve` as a real subprocess (a replica), on its own port."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.args = args
+        self.env = env or {}
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / f"gateway-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(self.config), "--port", str(self.port), *self.args],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        async with httpx2.AsyncClient() as http:
+            with anyio.fail_after(timeout):
+                while True:
+                    if self.process.poll() is not None:
+                        raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log.read_text()}")
+                    try:
+                        response = await http.get(f"http://127.0.0.1:{self.port}/readyz")
+                        if response.status_code == 200 and all(
+                            u["state"] == "ready" for u in response.json()["upstreams"]
+                        ):
+                            return
+                    except httpx2.TransportError:
+                        pass
+                    await anyio.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import tables as t
+
+CHANNEL = "mcp_gateway_state"
+"""The PostgreSQL NOTIFY channel on which every change to the state version is announced."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,11 @@ async def bump(conn: AsyncConnection, *, policy: bool = False) -> int:
     if policy:
         values["policy_version"] = t.state.c.policy_version + 1
     result = await conn.execute(update(t.state).where(t.state.c.id == 1).values(**values).returning(t.state.c.version))
-    return int(result.scalar_one())
+    version = int(result.scalar_one())
+    if conn.dialect.name == "postgresql":
+        # Delivered to every listening replica when this transaction commits, not before.
+        await conn.execute(text("SELECT pg_notify(:channel, :version)"), {"channel": CHANNEL, "version": str(version)})
+    return version
 
 
 async def load(engine: AsyncEngine, now: float | None = None) -> StateRows:
