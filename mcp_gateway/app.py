@@ -76,15 +76,29 @@ def authenticator(gateway: Gateway) -> Authenticate:
     return authenticate
 
 
-class _Mcp:
-    """Hands `/mcp` straight to the endpoint the lifespan built."""
+class GatewayApp:
+    """The ASGI app: `/mcp` goes straight to the MCP endpoint (behind the Host check),
+    everything else (admin API, health, lifespan) to a Starlette app.
 
-    def __init__(self) -> None:
+    The MCP endpoint is the hot path; Starlette's routing and middleware stack would add
+    a measurable share of a call's cost and give it nothing it needs.
+    """
+
+    def __init__(self, starlette: Starlette, hosts: HostCheck) -> None:
+        self.starlette = starlette
+        self.state = starlette.state
         self.endpoint: McpEndpoint | None = None
+        self._mcp = HostCheckMiddleware(self._serve_mcp, hosts)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.endpoint is not None, "the app's lifespan has not run"
         await self.endpoint(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in ("/mcp", "/mcp/"):
+            await self._mcp(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -109,25 +123,22 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if fresh else 503)
 
 
-def create_app(config: Config, settings: Settings) -> Starlette:
+def create_app(config: Config, settings: Settings) -> GatewayApp:
     """Build the gateway's ASGI app."""
     check_exposure(settings)
-    mcp = _Mcp()
+    hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(starlette: Starlette) -> AsyncIterator[None]:
         async with running(config, settings) as gateway:
-            app.state.gateway = gateway
+            starlette.state.gateway = gateway
             options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
-            mcp.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
+            app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
             yield
 
-    routes: list[Any] = [
-        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-    ]
+    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]
     if settings.admin_api:
         routes.append(admin_routes())
-    hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])
+    starlette = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])
+    app = GatewayApp(starlette, hosts)
+    return app

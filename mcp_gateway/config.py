@@ -69,14 +69,17 @@ def resolve(value: Value) -> str:
     return value if isinstance(value, str) else value.resolve()
 
 
-def resolve_refs(section: dict[str, Any]) -> dict[str, Any]:
-    """A settings section with `{$env: ...}` / `{$file: ...}` values resolved."""
+def resolve_refs(section: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """A settings section with `{$env: ...}` / `{$file: ...}` values resolved (files relative to `base`)."""
     out: dict[str, Any] = {}
     for key, value in section.items():
         if isinstance(value, dict) and set(value) == {"$env"}:
             out[key] = EnvRef.model_validate(value).resolve()
         elif isinstance(value, dict) and set(value) == {"$file"}:
-            out[key] = FileRef.model_validate(value).resolve()
+            ref = FileRef.model_validate(value)
+            if base is not None:
+                ref.file = str((base / ref.file).resolve())
+            out[key] = ref.resolve()
         else:
             out[key] = value
     return out
@@ -111,6 +114,9 @@ class _Upstream(BaseModel):
     timeout: float = Field(default=300.0, gt=0)
     """Seconds a single request may take before the gateway answers with a timeout error."""
     connect_timeout: float = Field(default=30.0, gt=0)
+    health_interval: float = Field(default=5.0, gt=0)
+    """HTTP upstreams: seconds between liveness checks (ping, or server/discover at 2026-07-28)."""
+    health_timeout: float = Field(default=5.0, gt=0)
     protocol: Literal["auto", "handshake", "modern"] = "auto"
     """Which protocol era the gateway speaks upstream. `auto` tries 2026-07-28 first."""
     enabled: bool = True
@@ -228,9 +234,14 @@ def parse(text: str, file: str, base: Path | None = None) -> Config:
         if isinstance(result, list):
             problems.extend(result)
         else:
-            if isinstance(result, StdioUpstream) and base is not None:
+            if base is not None:
                 # Paths in a config file are relative to the file, not to wherever the gateway starts.
-                result.cwd = str((base / (result.cwd or ".")).resolve())
+                if isinstance(result, StdioUpstream):
+                    result.cwd = str((base / (result.cwd or ".")).resolve())
+                values = result.env if isinstance(result, StdioUpstream) else result.headers
+                for value in values.values():
+                    if isinstance(value, FileRef):
+                        value.file = str((base / value.file).resolve())
             upstreams[name] = result
     seen: dict[str, str] = {}
     for name, upstream in upstreams.items():

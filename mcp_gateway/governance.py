@@ -1,10 +1,10 @@
 """Governance on the path of every request: decide, audit, track, record the outcome.
 
-    admit  -> decide from the snapshot; write the decision row and wait for its commit;
-              a denial, or a row that cannot be written, stops the request here
-    guard  -> run the forward under a cancel scope registered as in flight, so a kill
-              switch can end it; classify how it ended
-    finish -> queue the completion row (outcome, latency)
+    call   -> decide from the snapshot; register the call as in flight; write the
+              decision row and wait for its commit (a denial, or a row that cannot be
+              written, stops the request here); forward, so that a kill switch can end
+              it; queue the completion row (outcome, latency)
+    admit  -> the same decision and audit for requests that are not forwarded calls
 
 Listings go through `visible`, the same decision without the audit, so nothing denied is
 listed and nothing listed is denied.
@@ -12,14 +12,13 @@ listed and nothing listed is denied.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-import anyio
 
 from .audit.redact import ArgumentPolicy
 from .audit.writer import AuditUnavailable, AuditWriter
@@ -71,14 +70,11 @@ class Governance:
     def visible(self, principal: Principal, target: Target) -> bool:
         return self.decide(principal, target).allowed
 
-    async def admit(
-        self, principal: Principal, target: Target, method: str, arguments: dict[str, Any] | None
-    ) -> Ticket:
-        """Decide and audit; returns a ticket, or raises `Denied` (policy, kill switch, no audit)."""
-        decision = self.decide(principal, target, arguments if method == "tools/call" else None)
-        call_id = secrets.token_hex(8)
+    def _decision_row(
+        self, principal: Principal, target: Target, method: str, decision: Decision, call_id: str, arguments: Any
+    ) -> dict[str, Any]:
         stored, hashed = self.arguments.render(arguments)
-        row = {
+        return {
             "ts": time.time(),
             "kind": "decision",
             "call_id": call_id,
@@ -96,8 +92,16 @@ class Governance:
             "arguments": stored,
             "args_digest": hashed,
         }
+
+    async def admit(
+        self, principal: Principal, target: Target, method: str, arguments: dict[str, Any] | None
+    ) -> Ticket:
+        """Decide and audit, for a request that is not forwarded as a call (e.g. a subscription)."""
+        decision = self.decide(principal, target, arguments if method == "tools/call" else None)
+        call_id = secrets.token_hex(8)
+        row = self._decision_row(principal, target, method, decision, call_id, arguments)
         try:
-            await self.writer.append(row, wait=True)
+            await self.writer.append(row)
         except AuditUnavailable:
             if decision.allowed:
                 raise
@@ -105,41 +109,71 @@ class Governance:
             raise Denied(f"Denied by the gateway: {decision.reason}", decision.data())
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
-    async def guard(self, ticket: Ticket, forward: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """Run an admitted request so a kill switch can stop it; audit how it ended."""
+    async def call(
+        self,
+        principal: Principal,
+        target: Target,
+        method: str,
+        arguments: dict[str, Any] | None,
+        forward: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Decide, audit the decision (and wait for its commit), forward under the kill
+        switch's watch, and audit how it ended. Raises `Denied` for a denial, a kill or a
+        decision that could not be audited."""
+        decision = self.decide(principal, target, arguments if method == "tools/call" else None)
+        call_id = secrets.token_hex(8)
+        row = self._decision_row(principal, target, method, decision, call_id, arguments)
+        if not decision.allowed:
+            try:
+                await self.writer.append(row)
+            except AuditUnavailable:
+                pass  # denied either way
+            raise Denied(f"Denied by the gateway: {decision.reason}", decision.data())
+        ticket = Ticket(call_id, principal, target, method, decision, time.monotonic())
+        # In flight from before the audit wait: a switch engaged meanwhile must find this call.
+        flight = self.inflight.add(principal, target)
         outcome, detail = "cancelled", None
         try:
-            with anyio.CancelScope() as scope, self.inflight.track(ticket.principal, ticket.target, scope) as flight:
-                result = await forward()
-            if flight.killed_by is not None:
-                switch = flight.killed_by
-                outcome, detail = "killed", switch.id
-                raise Denied(
-                    f"Stopped by the gateway: kill switch ({switch.scope}) engaged by {switch.actor}: {switch.reason}",
-                    {
-                        "reason": "kill_switch",
-                        "rule_id": None,
-                        "policy_version": self.snapshots.current.policy.policy_version,
-                        "kill_switch_id": switch.id,
-                    },
-                )
+            await self.writer.append(row)  # no audit, no call
+            result = await forward()
             outcome = "tool_error" if result.get("isError") is True else "ok"
             return result
+        except asyncio.CancelledError:
+            switch = flight.killed_by
+            if switch is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            outcome, detail = "killed", switch.id
+            raise Denied(
+                f"Stopped by the gateway: kill switch ({switch.scope}) engaged by {switch.actor}: {switch.reason}",
+                {
+                    "reason": "kill_switch",
+                    "rule_id": None,
+                    "policy_version": self.snapshots.current.policy.policy_version,
+                    "kill_switch_id": switch.id,
+                },
+            ) from None
+        except AuditUnavailable:
+            outcome = ""  # not admitted: nothing to complete
+            raise
         except UpstreamTimeout as exc:
             outcome, detail = "timeout", exc.message
             raise
         except (UpstreamError, RpcError) as exc:
             outcome, detail = "upstream_error", exc.message
             raise
-        except Denied:
-            raise
         except GatewayError as exc:
             outcome, detail = "upstream_error", exc.message
             raise
         finally:
-            await self.finish(ticket, outcome, detail)
+            self.inflight.discard(flight)
+            if outcome:
+                self.finish(ticket, outcome, detail)
 
-    async def finish(self, ticket: Ticket, outcome: str, detail: str | None = None) -> None:
+    def finish(self, ticket: Ticket, outcome: str, detail: str | None = None) -> None:
+        """Queue the completion row; the caller does not wait for its commit."""
         row = {
             "ts": time.time(),
             "kind": "completion",
@@ -157,8 +191,7 @@ class Governance:
             "detail": detail,
         }
         try:
-            with anyio.CancelScope(shield=True):
-                await self.writer.append(row, wait=False)
+            self.writer.append_nowait(row)
         except AuditUnavailable:
             log.error("audit: completion of call %s (%s) was not recorded", ticket.call_id, outcome)
 
@@ -174,7 +207,7 @@ class Governance:
             "outcome": outcome,
             "detail": detail,
         }
-        await self.writer.append(row, wait=True)
+        await self.writer.append(row)
 
     async def _swapped(self, old: Snapshot, new: Snapshot) -> None:
         before = {s.id for s in old.policy.switches}

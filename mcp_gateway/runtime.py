@@ -33,6 +33,7 @@ from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .settings import Settings
 from .store import current_revision, is_sqlite, open_engine, upgrade
+from .store import audit as audit_store
 from .store.notify import listen
 from .store.engine import alembic_config
 from .tasks import supervised
@@ -97,8 +98,8 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
         snapshots = Snapshots(engine, max_age=settings.snapshot_max_age, poll_interval=settings.snapshot_poll_interval)
         if not await snapshots.refresh(force=True):
             raise ConfigError([Problem(str(settings.database_url), None, f"cannot read the store: {snapshots.last_error}")])
-        async with http_client.new_client() as http, anyio.create_task_group() as tg:
-            writer = AuditWriter(engine, chain_id(settings), settings.audit_queue_size)
+        async with http_client.new_session() as http, anyio.create_task_group() as tg:
+            writer = AuditWriter(audit_store.appender(settings.database_url), chain_id(settings), settings.audit_queue_size)
             await writer.start(tg)
             arguments = ArgumentPolicy(settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes)
             governance = Governance(snapshots, writer, arguments)

@@ -122,8 +122,8 @@ _PATH_SETTINGS = ("policies",)
 def settings_for(config: Config, **overrides: Any) -> Settings:
     """Settings for a loaded config file: secret references resolved, relative paths taken
     from the file's directory, and the store defaulting to a SQLite file beside it."""
-    section = resolve_refs(config.gateway)
     base = config.path.parent if config.path is not None else Path.cwd()
+    section = resolve_refs(config.gateway, base)
     for name in _PATH_SETTINGS:
         if isinstance(section.get(name), str):
             section[name] = str((base / section[name]).resolve())

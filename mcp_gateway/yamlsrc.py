@@ -93,6 +93,8 @@ def loads(text: str, file: str) -> tuple[Any, Source]:
         return _compose(loader, node, (), source), source
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and mark is not None and mark.line >= text.count("\n"):
+            mark = exc.context_mark  # "got <stream end>": point at what was left open
         line = mark.line + 1 if mark is not None else None
         raise ConfigError([Problem(file, line, f"invalid YAML: {exc.problem or exc}")]) from None
     except yaml.YAMLError as exc:

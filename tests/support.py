@@ -127,20 +127,19 @@ async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str,
     config = load(config_path)
     settings = settings_for(config, **overrides)
     app = create_app(config, settings)
-    sock = loopback_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(20):
-            while not server.started:
-                await anyio.sleep(0.02)
-        gateway: Gateway = app.state.gateway
-        try:
-            yield f"http://127.0.0.1:{port}/mcp", gateway
-        finally:
-            server.should_exit = True
-    sock.close()
+    with loopback_socket() as sock:
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(20):
+                while not server.started:
+                    await anyio.sleep(0.02)
+            gateway: Gateway = app.state.gateway
+            try:
+                yield f"http://127.0.0.1:{port}/mcp", gateway
+            finally:
+                server.should_exit = True
 
 
 async def wait_ready(gateway: Gateway, timeout: float = 30.0) -> None:

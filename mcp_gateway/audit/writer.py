@@ -4,144 +4,156 @@ Callers enqueue rows; one task drains whatever is waiting into one transaction, 
 the rows, commits, and wakes the callers that wait for their commit. The queue is
 bounded: when it is full a caller waits briefly, then gets `AuditUnavailable`, and a call
 that cannot be audited is not made.
+
+This is on every call's path, so it uses asyncio's queue and futures directly (a few
+microseconds each) rather than heavier abstractions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import Denied
-from ..store import audit as store
+from ..store.audit import PostgresAppender, SqliteAppender
 from .chain import GENESIS, row_hash
 
 log = logging.getLogger(__name__)
 
 BATCH = 512
 
+_Item = tuple[dict[str, Any], "asyncio.Future[None] | None"]
+
 
 class AuditUnavailable(Denied):
     """The audit row could not be committed; the call it described does not happen."""
 
 
-@dataclass(eq=False)
-class _Pending:
-    row: dict[str, Any]
-    done: anyio.Event = field(default_factory=anyio.Event)
-    error: str | None = None
+def _unavailable(detail: str) -> AuditUnavailable:
+    return AuditUnavailable(
+        "the call was not made: its audit record could not be written", {"reason": "audit unavailable", "detail": detail}
+    )
 
 
 class AuditWriter:
     """Appends rows to one chain of the audit table."""
 
-    def __init__(self, engine: AsyncEngine, chain: str, queue_size: int = 10_000, push_timeout: float = 1.0) -> None:
-        self.engine = engine
+    def __init__(
+        self, store: SqliteAppender | PostgresAppender, chain: str, queue_size: int = 10_000, push_timeout: float = 1.0
+    ) -> None:
+        self.store = store
         self.chain = chain
         self.push_timeout = push_timeout
-        self._send, self._receive = anyio.create_memory_object_stream[_Pending](queue_size)
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(queue_size)
         self._seq = 0
         self._prev = GENESIS
         self._resync = False
+        self._closed = False
+        self._stopped = asyncio.Event()
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
-        self._stopped = anyio.Event()
 
     async def start(self, tg: TaskGroup) -> None:
-        head = await store.chain_head(self.engine, self.chain)
+        head = await self.store.head(self.chain)
         if head is not None:
             self._seq, self._prev = head
         tg.start_soon(self._run)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Stop taking rows and wait (up to `timeout`) for the queued ones to be written."""
-        self._send.close()
-        with anyio.move_on_after(timeout, shield=True):
-            await self._stopped.wait()
+        if not self._closed:
+            self._closed = True
+            with anyio.move_on_after(timeout, shield=True):
+                await self._queue.put(None)
+                await self._stopped.wait()
+        with anyio.CancelScope(shield=True):
+            await self.store.aclose()
 
-    async def append(self, row: dict[str, Any], *, wait: bool) -> None:
-        """Queue a row; with `wait`, return only once it is committed (or raise `AuditUnavailable`)."""
-        pending = _Pending(row)
+    def append_nowait(self, row: dict[str, Any]) -> None:
+        """Queue a row whose caller does not wait for it; raises `AuditUnavailable` if the queue is full."""
+        if self._closed:
+            raise _unavailable("the audit log is closed")
         try:
-            self._send.send_nowait(pending)
-        except anyio.WouldBlock:
-            queued = False
-            with anyio.move_on_after(self.push_timeout):
-                await self._send.send(pending)
-                queued = True
-            if not queued:
-                raise AuditUnavailable(
-                    "the call was not made: the audit queue is full", {"reason": "audit unavailable"}
-                ) from None
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise AuditUnavailable("the audit log is closed", {"reason": "audit unavailable"}) from None
-        if not wait:
-            return
-        await pending.done.wait()
-        if pending.error is not None:
-            raise AuditUnavailable(
-                "the call was not made: its audit record could not be written",
-                {"reason": "audit unavailable", "detail": pending.error},
-            )
+            self._queue.put_nowait((row, None))
+        except asyncio.QueueFull:
+            raise _unavailable("the audit queue is full") from None
+
+    async def append(self, row: dict[str, Any]) -> None:
+        """Queue a row and return once it is committed; raises `AuditUnavailable` if it cannot be."""
+        if self._closed:
+            raise _unavailable("the audit log is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((row, done))
+        except asyncio.QueueFull:
+            try:
+                async with asyncio.timeout(self.push_timeout):
+                    await self._queue.put((row, done))
+            except TimeoutError:
+                raise _unavailable("the audit queue is full") from None
+        await done
 
     async def _run(self) -> None:
         try:
-            await self._drain_queue()
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                await self._commit(batch)
+                if stop:
+                    return
         finally:
             self._stopped.set()
 
-    def _chain(self, batch: list[_Pending]) -> list[dict[str, Any]]:
+    def _chain(self, batch: list[_Item]) -> list[dict[str, Any]]:
         seq, prev = self._seq, self._prev
         rows = []
-        for pending in batch:
+        for row, _ in batch:
             seq += 1
-            row = {**pending.row, "chain": self.chain, "chain_seq": seq, "prev_hash": prev}
-            row["hash"] = prev = row_hash(row)
-            rows.append(row)
+            chained = {**row, "chain": self.chain, "chain_seq": seq, "prev_hash": prev}
+            chained["hash"] = prev = row_hash(chained)
+            rows.append(chained)
         return rows
 
-    async def _drain_queue(self) -> None:
-        async with self._receive:
-            while True:
-                try:
-                    first = await self._receive.receive()
-                except anyio.EndOfStream:
-                    return
-                batch = [first]
-                while len(batch) < BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Item]) -> None:
         try:
-            with anyio.fail_after(10):
+            async with asyncio.timeout(10):
                 if self._resync:
                     # A failed commit may have landed after all (the connection died after
                     # COMMIT was sent): continue from what the store holds, never fork.
-                    head = await store.chain_head(self.engine, self.chain)
+                    head = await self.store.head(self.chain)
                     self._seq, self._prev = head if head is not None else (0, GENESIS)
                     self._resync = False
                 rows = self._chain(batch)
-                await store.append(self.engine, rows)
+                await self.store.append(rows)
         except Exception as exc:  # the writer must outlive any failure; callers are told, not crashed
             self._resync = True
             self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             log.error("audit: %d row(s) not written: %s", len(batch), self.last_error)
-            for pending in batch:
-                pending.error = self.last_error
-                pending.done.set()
+            for _, done in batch:
+                if done is not None and not done.done():
+                    done.set_exception(_unavailable(self.last_error))
             return
         self._seq, self._prev = rows[-1]["chain_seq"], rows[-1]["hash"]
         self.written += len(rows)
         self.last_error = None
-        for pending in batch:
-            pending.done.set()
+        for _, done in batch:
+            if done is not None and not done.done():
+                done.set_result(None)

@@ -70,7 +70,16 @@ def run_serve(args: argparse.Namespace) -> int:
         settings.database_url,
     )
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level=settings.log_level, lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            log_level=settings.log_level,
+            lifespan="on",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=5,
+        )
     )
     server.run(sockets=[sock])
     return 0 if server.started else 1

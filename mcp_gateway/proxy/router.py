@@ -45,6 +45,8 @@ _LIST_CHANGED = {
     "resources": "notifications/resources/list_changed",
     "templates": "notifications/resources/list_changed",
 }
+_HANDSHAKE_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+_MODERN_ONLY = frozenset({"server/discover"})
 _TARGET_KIND: dict[str, Any] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "templates": "resource"}
 _LISTEN_FLAG = {
     "notifications/tools/list_changed": "toolsListChanged",
@@ -104,7 +106,7 @@ class Router(Events):
     async def handle(self, call: Call) -> dict[str, Any]:
         """Serve one request; the result is shaped for the client's protocol revision."""
         handler = self._handlers.get(call.method)
-        if handler is None:
+        if handler is None or call.method in (_HANDSHAKE_ONLY if call.modern else _MODERN_ONLY):
             raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {call.method}")
         result = await handler(call)
         return self._finish(call, result)
@@ -209,9 +211,10 @@ class Router(Events):
         params: dict[str, Any],
         arguments: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Admit (decide and audit), then forward under the kill switch's watch."""
-        ticket = await self.governance.admit(call.principal, target, method, arguments)
-        return await self.governance.guard(ticket, lambda: self._forward(call, upstream, method, params))
+        """Decide, audit, then forward under the kill switch's watch."""
+        return await self.governance.call(
+            call.principal, target, method, arguments, lambda: self._forward(call, upstream, method, params)
+        )
 
     # -- forwarding --------------------------------------------------------------------------
 
@@ -249,7 +252,7 @@ class Router(Events):
         problem = argument_problem(entry.exposed, arguments or {})
         if problem is not None:
             ticket = await self.governance.admit(call.principal, target, "tools/call", arguments or {})
-            await self.governance.finish(ticket, "tool_error", f"invalid arguments: {problem}")
+            self.governance.finish(ticket, "tool_error", f"invalid arguments: {problem}")
             # A tool-level error the model can read and correct (spec 2025-11-25).
             return {"content": [{"type": "text", "text": f"Invalid arguments for {name}: {problem}"}], "isError": True}
         params = {**call.params, "name": entry.original}

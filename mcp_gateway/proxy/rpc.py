@@ -18,10 +18,11 @@ A call's side traffic goes to its `Sink`. Messages that belong to no call go to
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -56,9 +57,8 @@ class Transport(Protocol):
 @dataclass(slots=True)
 class _Pending:
     sink: Sink | None
+    future: asyncio.Future[Message]
     progress_token: Any = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-    response: Message | None = None
 
 
 NotificationHandler = Callable[[Message], Awaitable[None]]
@@ -76,6 +76,7 @@ class RpcConnection:
         self._progress: dict[Any, tuple[_Pending, Any]] = {}
         self._asks: dict[RequestId, anyio.CancelScope] = {}
         self._tasks: Any = None  # the task group that serves upstream-initiated requests
+        self._background: set[asyncio.Task[None]] = set()
         self.closed = anyio.Event()
         self.close_reason = ""
 
@@ -100,7 +101,7 @@ class RpcConnection:
         if self.closed.is_set() or self.transport is None:
             raise UpstreamError(f"upstream {self.name!r} is not connected", {"upstream": self.name})
         request_id = next(self._ids)
-        pending = _Pending(sink)
+        pending = _Pending(sink, asyncio.get_running_loop().create_future())
         if params is not None:
             meta = params.get("_meta")
             if isinstance(meta, dict) and "progressToken" in meta:
@@ -112,26 +113,24 @@ class RpcConnection:
         try:
             await self.transport.send(jsonrpc.request(request_id, method, params), headers)
             if timeout is None:
-                await pending.done.wait()
+                response = await pending.future
             else:
-                with anyio.fail_after(timeout):
-                    await pending.done.wait()
+                async with asyncio.timeout(timeout):
+                    response = await pending.future
         except TimeoutError:
-            await self._cancel(request_id, "timeout")
+            self._spawn(self._cancel(request_id, "timeout"))
             raise UpstreamTimeout(
                 f"upstream {self.name!r} did not answer {method} within {timeout:g}s",
                 {"upstream": self.name, "timeout": timeout},
             ) from None
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._cancel(request_id, "cancelled by the client")
+        except asyncio.CancelledError:
+            # Tell the upstream in a task of its own: this one is being cancelled.
+            self._spawn(self._cancel(request_id, "cancelled by the client"))
             raise
         finally:
             self._pending.pop(request_id, None)
             if pending.progress_token is not None:
                 self._progress.pop(request_id, None)
-        response = pending.response
-        assert response is not None
         if "error" in response:
             error = response["error"]
             raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": str(error)})
@@ -144,14 +143,19 @@ class RpcConnection:
         if self.transport is not None and not self.closed.is_set():
             await self.transport.send(jsonrpc.notification(method, params))
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _cancel(self, request_id: RequestId, reason: str) -> None:
-        if self.transport is None or request_id not in self._pending:
+        if self.transport is None:
             return
         if self.transport.abandon(request_id) and not self.closed.is_set():
             try:
-                with anyio.move_on_after(1):
+                async with asyncio.timeout(1):
                     await self.notify("notifications/cancelled", {"requestId": request_id, "reason": reason})
-            except (GatewayError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except (GatewayError, OSError, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 log.debug("%s: could not send cancellation for %s", self.name, request_id)
 
     def close(self, reason: str) -> None:
@@ -161,10 +165,9 @@ class RpcConnection:
         self.close_reason = reason
         self.closed.set()
         for request_id, pending in list(self._pending.items()):
-            pending.response = jsonrpc.error(
-                request_id, UpstreamError(f"upstream {self.name!r} disconnected: {reason}", {"upstream": self.name})
-            )
-            pending.done.set()
+            if not pending.future.done():
+                error = UpstreamError(f"upstream {self.name!r} disconnected: {reason}", {"upstream": self.name})
+                pending.future.set_result(jsonrpc.error(request_id, error))
         for scope in self._asks.values():
             scope.cancel()
 
@@ -187,9 +190,8 @@ class RpcConnection:
         """Route one message from the upstream. `related` is the request whose stream carried it."""
         if "method" not in message:
             pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-            if pending is not None and pending.response is None:
-                pending.response = message
-                pending.done.set()
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(message)
             return
         method = message["method"]
         if "id" in message:

@@ -46,6 +46,8 @@ def argument_problem(tool: dict[str, Any], arguments: dict[str, Any]) -> str | N
     if validator is None:
         return None
     try:
+        if validator.is_valid(arguments):
+            return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
     except (referencing.exceptions.Unresolvable, RecursionError) as exc:
         log.debug("tool %r: schema not enforceable: %s", tool.get("name"), exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -27,6 +27,10 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 _LOG_RANK = {level: rank for rank, level in enumerate(LOG_LEVELS)}
 
 Emit = Callable[[Message], Awaitable[None]]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -54,7 +58,7 @@ class Session:
     subscriptions: set[str] = field(default_factory=set)
     outbox: Emit | None = None
     """The channel for messages that belong to no request (GET stream, stdout); None if closed."""
-    calls: dict[RequestId, anyio.CancelScope] = field(default_factory=dict)
+    calls: dict[RequestId, Cancellable] = field(default_factory=dict)
     """Requests in flight, so `notifications/cancelled` can stop them."""
     ephemeral: bool = False
     """A 2026-07-28 request envelope rather than a lasting session."""

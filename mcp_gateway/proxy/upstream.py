@@ -14,6 +14,7 @@ handshake.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -22,8 +23,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
 import anyio
-import httpx2
 from anyio.abc import TaskGroup
 from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 
@@ -97,7 +98,7 @@ class Upstream:
         name: str,
         config: UpstreamConfig,
         events: Events,
-        http: httpx2.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -135,14 +136,11 @@ class Upstream:
             started = time.monotonic()
             try:
                 await self._serve_one_connection()
-            except ConfigError as exc:
-                self._set_down(str(exc))
-            except (GatewayError, OSError, httpx2.TransportError, anyio.BrokenResourceError) as exc:
-                self._set_down(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # the top of a supervision loop: never die, report
-                log.exception("%s: connection failed", self.name)
-                self._set_down(f"{type(exc).__name__}: {exc}")
-            await self.events.catalog_changed(self)
+                cause = _root_cause(exc)
+                if not isinstance(cause, GatewayError | OSError | aiohttp.ClientError | anyio.BrokenResourceError):
+                    log.error("%s: connection failed", self.name, exc_info=cause)
+                self._set_down(describe(cause))
             self.restarts += 1
             if time.monotonic() - started > 30:
                 delay = 0.25  # it ran a good while: reconnect quickly
@@ -153,8 +151,8 @@ class Upstream:
         if self.state != "down":
             log.warning("%s: down: %s", self.name, reason)
             self.since = time.time()
-        self.state = "down"
         self.last_error = reason
+        self.state = "down"
         self.ready = anyio.Event()
         self.catalog = Catalog()
         self._schemas = {}
@@ -167,6 +165,7 @@ class Upstream:
             transport, lost = await self._open(stack, tg, conn)
             conn.bind(transport, tg)
             self._conn, self._transport, self._tg = conn, transport, tg
+            reason: str | None = None
             try:
                 with anyio.fail_after(self.config.connect_timeout):
                     await self._negotiate(conn, transport)
@@ -177,22 +176,30 @@ class Upstream:
                 log.info("%s: ready (%s, %d tools)", self.name, self.protocol_version, len(self.catalog.tools))
                 await self.events.catalog_changed(self)
                 tg.start_soon(self._refresher, conn)
+                if isinstance(transport, http_client.HttpTransport):
+                    tg.start_soon(self._health, conn, transport)
                 await self._resubscribe(conn)
                 await lost.wait()
             except anyio.get_cancelled_exc_class():
                 conn.close("the gateway is shutting down")
                 self._conn, self.state = None, "down"
                 raise
+            except Exception as exc:
+                reason = describe(_root_cause(exc))
+                raise
             finally:
-                reason = getattr(transport, "broken_reason", "") or "connection closed"
-                exit_code = stdio_client.exited(transport)
-                if exit_code is not None:
-                    reason = f"process exited with status {exit_code}"
                 if not conn.closed.is_set():
+                    if reason is None:
+                        reason = getattr(transport, "broken_reason", "") or "connection closed"
+                        exit_code = stdio_client.exited(transport)
+                        if exit_code is not None:
+                            reason = f"process exited with status {exit_code}"
+                    # Fail the calls in flight and take the tools away now, not after the reconnect.
                     conn.close(reason)
                     self._conn = None
                     self._set_down(reason)
-        raise UpstreamError(self.last_error)
+                    await self.events.catalog_changed(self)
+        raise UpstreamError(reason or "connection closed")
 
     async def _open(self, stack: AsyncExitStack, tg: TaskGroup, conn: RpcConnection) -> tuple[Any, anyio.Event]:
         """Open the transport; returns it and an event set when the connection is lost."""
@@ -209,9 +216,9 @@ class Upstream:
             return transport, lost
         assert isinstance(config, HttpUpstream)
         if self._http is None:
-            self._http = await stack.enter_async_context(http_client.new_client())
+            self._http = await stack.enter_async_context(http_client.new_session())
         headers = {k.lower(): resolve(v) for k, v in config.headers.items()}
-        http = http_client.HttpTransport(self.name, config.url, headers, self._http, tg, conn.feed)
+        http = http_client.HttpTransport(self.name, config.url, headers, self._http, conn.feed)
         stack.push_async_callback(http.terminate)
 
         async def watch_broken() -> None:
@@ -377,6 +384,22 @@ class Upstream:
         elif method == "notifications/message":
             log.debug("%s: log message with no caller to deliver it to: %s", self.name, params.get("data"))
 
+    async def _health(self, conn: RpcConnection, transport: http_client.HttpTransport) -> None:
+        """An idle HTTP upstream gives no sign of dying: ask it, now and then, and give up on
+        it when it does not answer, so its tools leave the catalog until it is back."""
+        method = "server/discover" if self.modern else "ping"
+        while True:
+            with anyio.move_on_after(self.config.health_interval):
+                await transport.suspect.wait()
+            transport.suspect = asyncio.Event()
+            try:
+                await self._request(conn, method, {}, CLIENT_CAPS, None, self.config.health_timeout)
+            except RpcError:
+                continue  # it answered, even if only with an error: it is alive
+            except GatewayError as exc:
+                transport.break_("health check failed: " + exc.message)
+                return
+
     # -- subscriptions ---------------------------------------------------------------------
 
     async def subscribe(self, uri: str) -> None:
@@ -432,10 +455,14 @@ class Upstream:
 
         async def listen() -> None:
             with scope:
-                try:
-                    await self._request(conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None)
-                except GatewayError as exc:
-                    log.debug("%s: listen stream ended: %s", self.name, exc)
+                delay = 1.0
+                while not conn.closed.is_set():
+                    try:
+                        await self._request(conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None)
+                    except GatewayError as exc:
+                        log.debug("%s: listen stream ended: %s", self.name, exc)
+                    await anyio.sleep(delay)  # ended without being asked to: listen again
+                    delay = min(delay * 2, 30.0)
 
         assert self._tg is not None
         self._tg.start_soon(listen)
@@ -502,6 +529,19 @@ class Upstream:
             "tools": len(self.catalog.tools),
             "in_flight": self._conn.in_flight if self._conn is not None else 0,
         }
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, GatewayError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _has_identity(kind: str, entry: dict[str, Any]) -> bool:

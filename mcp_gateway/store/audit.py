@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,3 +108,166 @@ async def by_chain(engine: AsyncEngine, page: int = 1000) -> AsyncIterator[dict[
             if len(rows) < page:
                 break
             last = rows[-1]["chain_seq"]
+
+
+# -- the writer's fast path ----------------------------------------------------------------
+#
+# Audit rows sit on the hot path: a call waits for its decision row's commit. SQLAlchemy's
+# async engine costs several thread hops (aiosqlite) or statement-building passes per
+# commit, so the single writer uses a connection of its own: a sqlite3 connection driven
+# from one worker thread (one hop per batch), or a raw asyncpg connection (one pipelined
+# round trip per statement). The statement is generated from the table, so the schema has
+# one source.
+
+_INSERT_COLUMNS = tuple(c for c in COLUMNS if c != "seq")
+
+
+def _insert_sql(placeholder: Any) -> str:
+    names = ", ".join(_INSERT_COLUMNS)
+    values = ", ".join(placeholder(i) for i in range(1, len(_INSERT_COLUMNS) + 1))
+    return f"INSERT INTO audit ({names}) VALUES ({values})"
+
+
+_HEAD_SQL = "SELECT chain_seq, hash FROM audit WHERE chain = {p} ORDER BY chain_seq DESC LIMIT 1"
+
+
+class SqliteAppender:
+    """Batches into SQLite on a connection of its own.
+
+    A batch is written on the event loop's thread: in WAL mode with `synchronous=NORMAL` an
+    INSERT and COMMIT touch only the WAL (no fsync) and take tens of microseconds, less than
+    handing the batch to a thread and back. Two things could make that slow, and both are
+    kept off the loop: this connection never waits for a lock (a busy database sends the
+    batch to the worker thread, which does wait), and it never checkpoints (a worker thread
+    does that every few seconds on a connection of its own).
+    """
+
+    CHECKPOINT_EVERY = 5.0
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fast: sqlite3.Connection | None = None
+        self._slow: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
+        self._sql = _insert_sql(lambda _: "?")
+        self._checkpointed = 0.0
+
+    def _open(self, busy_ms: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
+
+    def _insert(self, conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(self._sql, [tuple(row.get(c) for c in _INSERT_COLUMNS) for row in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _insert_waiting(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self._slow is None:
+            self._slow = self._open(busy_ms=5000)
+        self._insert(self._slow, rows)
+
+    def _checkpoint(self) -> None:
+        if self._slow is None:
+            self._slow = self._open(busy_ms=5000)
+        self._slow.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        if self._fast is None:
+            self._fast = self._open(busy_ms=0)
+        try:
+            self._insert(self._fast, rows)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            await loop.run_in_executor(self._thread, self._insert_waiting, rows)
+        now = loop.time()
+        if now - self._checkpointed > self.CHECKPOINT_EVERY:
+            self._checkpointed = now
+            loop.run_in_executor(self._thread, self._checkpoint)
+
+    def _head(self, chain: str) -> tuple[int, str] | None:
+        if self._slow is None:
+            self._slow = self._open(busy_ms=5000)
+        row = self._slow.execute(_HEAD_SQL.format(p="?"), (chain,)).fetchone()
+        return (int(row[0]), str(row[1])) if row is not None else None
+
+    async def head(self, chain: str) -> tuple[int, str] | None:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._head, chain)
+
+    def _close(self) -> None:
+        for conn in (self._slow, self._fast):
+            if conn is not None:
+                conn.close()
+        self._slow = self._fast = None
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=False)
+
+
+class PostgresAppender:
+    """Batches into PostgreSQL over a raw asyncpg connection of its own, reconnected on failure."""
+
+    def __init__(self, connect_args: dict[str, Any]) -> None:
+        self._args = connect_args
+        self._conn: Any = None
+        self._sql = _insert_sql(lambda i: f"${i}")
+
+    async def _connection(self) -> Any:
+        import asyncpg
+
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(**self._args, timeout=10)
+        return self._conn
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                await conn.executemany(self._sql, [tuple(row.get(c) for c in _INSERT_COLUMNS) for row in rows])
+        except BaseException:
+            await self._drop()
+            raise
+
+    async def head(self, chain: str) -> tuple[int, str] | None:
+        conn = await self._connection()
+        try:
+            row = await conn.fetchrow(_HEAD_SQL.format(p="$1"), chain)
+        except BaseException:
+            await self._drop()
+            raise
+        return (int(row[0]), str(row[1])) if row is not None else None
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def aclose(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+        self._conn = None
+
+
+def appender(url: str) -> SqliteAppender | PostgresAppender:
+    """The writer's connection for the store at `url`."""
+    from sqlalchemy.engine import make_url
+
+    from .engine import normalize_url
+
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return SqliteAppender(parsed.database or ":memory:")
+    from .notify import connect_args
+
+    return PostgresAppender(connect_args(url))

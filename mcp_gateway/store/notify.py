@@ -20,7 +20,7 @@ from .state import CHANNEL
 log = logging.getLogger(__name__)
 
 
-def _connect_args(url: str) -> dict[str, Any]:
+def connect_args(url: str) -> dict[str, Any]:
     parsed = make_url(url)
     return {
         "host": parsed.host,
@@ -37,7 +37,7 @@ async def listen(url: str, poke: Callable[[], None]) -> None:
     while True:
         connection = None
         try:
-            connection = await asyncpg.connect(**_connect_args(url), timeout=10)
+            connection = await asyncpg.connect(**connect_args(url), timeout=10)
             lost = anyio.Event()
             connection.add_termination_listener(lambda _: lost.set())
             await connection.add_listener(CHANNEL, lambda *_: poke())

@@ -47,6 +47,10 @@ Authenticate = Callable[[Scope], Awaitable[Principal | tuple[int, str, list[tupl
 """Resolves a request to its principal, or to the HTTP refusal (status, reason, headers)."""
 
 
+class _Disconnected(Exception):
+    pass
+
+
 @dataclass
 class HttpOptions:
     max_body: int = 4 * 1024 * 1024
@@ -59,6 +63,7 @@ class _HttpSession:
     session: Session
     last_seen: float
     stream_open: bool = False
+    end_stream: Callable[[], None] | None = None
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -127,7 +132,7 @@ class McpEndpoint:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise anyio.get_cancelled_exc_class()()
+                raise _Disconnected
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
@@ -147,7 +152,10 @@ class McpEndpoint:
         if not wants_json:
             await sse.send_status(send, 406, "Accept must include application/json")
             return
-        body = await self._read_body(receive, headers)
+        try:
+            body = await self._read_body(receive, headers)
+        except _Disconnected:
+            return  # the client left before it finished sending
         if body is None:
             error = ProtocolError(INVALID_REQUEST, f"Request body exceeds {self.options.max_body} bytes")
             await sse.send_json(send, 413, jsonrpc.error(None, error))
@@ -234,8 +242,8 @@ class McpEndpoint:
 
     async def _serve(self, receive: Receive, send: Send, call: Call, wants_sse: bool) -> None:
         session = call.session
-        scope = anyio.CancelScope()
-        session.calls[call.id] = scope
+        cancellation = sse.Cancellation()
+        session.calls[call.id] = cancellation
 
         async def handler(emit: Callable[[Message], Awaitable[None]]) -> dict[str, Any]:
             call.emit = emit
@@ -255,10 +263,10 @@ class McpEndpoint:
                 status_for=status_for,
                 streaming=wants_sse,
                 prefer_sse=not call.modern,
-                scope=scope,
+                cancellation=cancellation,
             )
         finally:
-            if session.calls.get(call.id) is scope:
+            if session.calls.get(call.id) is cancellation:
                 del session.calls[call.id]
 
     async def _post_modern(
@@ -378,6 +386,7 @@ class McpEndpoint:
                 log.warning("session %s: GET stream is not keeping up; dropped %s", session.id[:8], message.get("method"))
 
         session.outbox = outbox
+        held.end_stream = outgoing_send.close
         await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
         await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
 
@@ -392,7 +401,10 @@ class McpEndpoint:
                 while session.id in self.sessions:
                     chunk = b": keepalive\n\n"
                     with anyio.move_on_after(sse.KEEPALIVE):
-                        chunk = sse.frame(await outgoing.receive())
+                        try:
+                            chunk = sse.frame(await outgoing.receive())
+                        except anyio.EndOfStream:
+                            break  # the session ended (DELETE, idle sweep)
                     held.last_seen = time.monotonic()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except OSError:
@@ -413,6 +425,8 @@ class McpEndpoint:
         held = self.sessions.pop(session_id, None)
         if held is not None:
             held.session.outbox = None
+            if held.end_stream is not None:
+                held.end_stream()
             await self.router.close_session(held.session)
 
     async def _sweep_idle(self) -> None:

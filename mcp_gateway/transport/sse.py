@@ -8,11 +8,11 @@ after `KEEPALIVE` seconds so idle-timeout proxies keep the connection open.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import anyio
 from starlette.types import Receive, Send
 
 from .. import jsonrpc
@@ -56,6 +56,49 @@ async def send_status(send: Send, status: int, text: str = "", headers: list[tup
 Handler = Callable[[Callable[[Message], Awaitable[None]]], Awaitable[dict[str, Any]]]
 
 
+class Cancellation:
+    """Lets `notifications/cancelled` stop a request in flight (registered per request id)."""
+
+    __slots__ = ("requested", "task")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.requested = False
+
+    def cancel(self) -> None:
+        if not self.requested and self.task is not None:
+            self.requested = True
+            self.task.cancel()
+
+
+class _Stream:
+    """The response being written: JSON until something has to stream, then SSE."""
+
+    __slots__ = ("send", "headers", "committed", "lock", "streaming")
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], streaming: bool) -> None:
+        self.send = send
+        self.headers = headers
+        self.streaming = streaming
+        self.committed = False
+        self.lock = asyncio.Lock()
+
+    async def _write(self, chunk: bytes) -> None:
+        async with self.lock:
+            if not self.committed:
+                self.committed = True
+                await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def emit(self, message: Message) -> None:
+        if self.streaming:
+            await self._write(frame(message))
+
+    async def keepalive(self) -> None:
+        if self.streaming:
+            await self._write(b": keepalive\n\n")
+
+
 async def answer(
     receive: Receive,
     send: Send,
@@ -66,76 +109,63 @@ async def answer(
     streaming: bool,
     prefer_sse: bool = False,
     headers: list[tuple[bytes, bytes]] | None = None,
-    scope: anyio.CancelScope | None = None,
+    cancellation: Cancellation | None = None,
 ) -> None:
-    """Run `handler(emit)` and write its answer. `emit` streams a message to the client.
+    """Run `handler(emit)` in this task and write its answer. `emit` streams a message.
 
     With `streaming` false (the client accepts no SSE) emitted messages are dropped. With
-    `prefer_sse` even an answer with nothing before it is sent as a one-event stream.
-    The client disconnecting cancels the handler; so does cancelling `scope`, in which
-    case no answer is written (the client asked for the cancellation).
+    `prefer_sse` even an answer with nothing before it is sent as a one-event stream. The
+    client disconnecting cancels the handler (2026-07-28's cancellation); so does
+    `cancellation.cancel()`, after which no answer is written (the client asked for it).
     """
-    outgoing_send, outgoing = anyio.create_memory_object_stream[bytes](64)
-    final: list[Message] = []
-    cancelled_by_peer = False
-    call_scope = scope or anyio.CancelScope()
+    stream = _Stream(send, headers or [], streaming)
+    task = asyncio.current_task()
+    assert task is not None
+    peer_gone = False
 
-    async def emit(message: Message) -> None:
-        if streaming:
-            await outgoing_send.send(frame(message))
-
-    async def run() -> None:
-        async with outgoing_send:
-            with call_scope:
-                try:
-                    final.append(jsonrpc.result(request_id, await handler(emit)))
-                except GatewayError as exc:
-                    final.append(jsonrpc.error(request_id, exc))
-                except Exception:  # the top of a request: answer, log, keep serving
-                    log.exception("request %r failed", request_id)
-                    final.append(jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, "Internal error")))
-
-    async def watch_disconnect() -> None:
-        nonlocal cancelled_by_peer
+    async def watch() -> None:
+        nonlocal peer_gone
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(KEEPALIVE):
+                    message = await receive()
+            except TimeoutError:
+                await stream.keepalive()  # commits to SSE, so idle-timeout proxies keep it open
+                continue
             if message["type"] == "http.disconnect":
-                cancelled_by_peer = True
-                call_scope.cancel()
+                peer_gone = True
+                task.cancel()
                 return
 
-    async with outgoing, anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        tg.start_soon(watch_disconnect)
-        first: bytes | None = None
-        done = False
-        with anyio.move_on_after(KEEPALIVE if streaming else float("inf")):
-            try:
-                first = await outgoing.receive()
-            except anyio.EndOfStream:
-                done = True
-        if done:
-            tg.cancel_scope.cancel()
-            if final and prefer_sse and streaming:
-                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
-                await send({"type": "http.response.body", "body": frame(final[0])})
-            elif final:
-                message = final[0]
-                status = status_for.get(message["error"]["code"], 200) if "error" in message else 200
-                await send_json(send, status, message, headers)
-            elif not cancelled_by_peer:
-                await send_status(send, 204, headers=headers)  # cancelled by notifications/cancelled
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
-        chunk = first if first is not None else b": keepalive\n\n"
-        while True:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            chunk = b": keepalive\n\n"
-            with anyio.move_on_after(KEEPALIVE):
-                try:
-                    chunk = await outgoing.receive()
-                except anyio.EndOfStream:
-                    break
-        tail = frame(final[0]) if final else b""
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
-        tg.cancel_scope.cancel()
+    watcher = asyncio.create_task(watch())
+    final: Message | None
+    try:
+        final = jsonrpc.result(request_id, await handler(stream.emit))
+    except GatewayError as exc:
+        final = jsonrpc.error(request_id, exc)
+    except asyncio.CancelledError:
+        if not peer_gone and not (cancellation is not None and cancellation.requested):
+            raise  # the server is stopping
+        task.uncancel()
+        final = None
+    except Exception:  # the top of a request: answer, log, keep serving
+        log.exception("request %r failed", request_id)
+        final = jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, "Internal error"))
+    finally:
+        watcher.cancel()
+    if peer_gone:
+        return
+    async with stream.lock:
+        if final is None:  # cancelled by the client: no answer, per the protocol
+            if stream.committed:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await send_status(send, 204, headers=headers)
+        elif stream.committed:
+            await send({"type": "http.response.body", "body": frame(final), "more_body": False})
+        elif prefer_sse and streaming:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
+            await send({"type": "http.response.body", "body": frame(final)})
+        else:
+            status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
+            await send_json(send, status, final, headers)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mcp_gateway.audit.verify import verify
 from mcp_gateway.audit.writer import AuditWriter
 from mcp_gateway.store import open_engine, upgrade
+from mcp_gateway.store.audit import appender
 from mcp_gateway.store import tables as t
 
 from ..support import write_config
@@ -32,11 +33,14 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
     await upgrade(engine)
     async with anyio.create_task_group() as tg:
         for chain in ("replica-a", "replica-b"):
-            writer = AuditWriter(engine, chain)
+            writer = AuditWriter(appender(store_url), chain)
             await writer.start(tg)
             for i in range(ROWS):
                 row = {"ts": 1_800_000_000.0 + i, "kind": "decision", "principal_id": "t/p", "tool": f"tool{i}", "decision": "allow"}
-                await writer.append(row, wait=(i % 3 == 0))
+                if i % 3 == 0:
+                    await writer.append(row)  # waits for its commit
+                else:
+                    writer.append_nowait(row)
             await writer.drain()
     try:
         yield engine
