@@ -20,6 +20,13 @@ Extra tools for the gateway's tests:
   cancellation reached the upstream.
 - `echo(text)`: returns `text` as text content and `{"text": text}` as structured content.
 - `add(a, b)`: returns `a + b` as structured content `{"result": a + b}`.
+- `touch_watched()`: announces a change of `test://watched-resource` to its subscribers:
+  `notifications/resources/updated` on the stream of every handshake-era connection that sent
+  `resources/subscribe`, and on every 2026-07-28 `subscriptions/listen` stream that names it.
+- `toggle_extra_tool()`: adds a tool `extra` (it returns "extra") or removes it if present,
+  and sends `notifications/tools/list_changed`: to the calling connection at handshake
+  revisions (which is why `tools.listChanged` is advertised there too), and on every
+  `subscriptions/listen` stream that asked for tool changes at 2026-07-28.
 
 Sampling and elicitation are declared with `Resolve(...)` so they work at every revision:
 mid-call server-to-client requests at 2025-11-25 and earlier, an `InputRequiredResult`
@@ -38,10 +45,11 @@ import warnings
 from typing import Annotated, Any
 
 import anyio
-from mcp.server import MCPServer, ServerRequestContext
+from mcp.server import InitializationOptions, MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import UserMessage
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import (
     AudioContent,
@@ -61,6 +69,7 @@ from mcp.types import (
     SubscribeRequestParams,
     TextContent,
     TextResourceContents,
+    ToolAnnotations,
     UnsubscribeRequestParams,
 )
 from pydantic import BaseModel, Field
@@ -74,8 +83,12 @@ LOG_LEVELS: tuple[LoggingLevel, ...] = (
     "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"
 )  # fmt: skip
 
+WATCHED_URI = "test://watched-resource"
+
 mcp = MCPServer(name="everything-server", version="1.0.0")
-subscriptions: set[str] = set()
+# Handshake-era `resources/subscribe` callers per URI, one entry per connection: an update
+# goes out on each subscriber's own stream. (At 2026-07-28 the SDK's listen streams do this.)
+subscribers: dict[str, dict[object, ServerSession]] = {}
 # Process-wide, last `logging/setLevel` wins: enough for a test upstream with one client.
 min_log_level: LoggingLevel = "debug"
 
@@ -295,6 +308,44 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+@mcp.tool(structured_output=False)
+async def touch_watched(ctx: Context) -> str:
+    """Tells the subscribers of test://watched-resource that it changed."""
+    for key, session in list(subscribers.get(WATCHED_URI, {}).items()):
+        try:
+            await session.send_resource_updated(WATCHED_URI)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            subscribers[WATCHED_URI].pop(key, None)  # that client has gone
+    await ctx.notify_resource_updated(WATCHED_URI)
+    return f"touched {WATCHED_URI}"
+
+
+def extra() -> str:
+    """Exists between one `toggle_extra_tool` call and the next."""
+    return "extra"
+
+
+@mcp.tool(
+    title="Toggle the extra tool",
+    # Annotated so a proxy's listing can be checked for keeping annotations and titles.
+    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    structured_output=False,
+)
+async def toggle_extra_tool(ctx: Context) -> str:
+    """Adds the tool `extra`, or removes it if present, and announces the tool list change."""
+    try:
+        mcp.remove_tool("extra")
+        outcome = "removed"
+    except ToolError:
+        mcp.add_tool(extra, name="extra", structured_output=False)
+        outcome = "added"
+    # Handshake revisions: the caller's standalone stream. At 2026-07-28 the SDK drops this
+    # one and the bus reaches the listen streams instead.
+    await ctx.session.send_tool_list_changed()
+    await ctx.notify_tools_changed()
+    return f"extra {outcome}"
+
+
 # --- resources ------------------------------------------------------------------------------
 
 
@@ -316,7 +367,7 @@ def template_data(id: str) -> str:
     return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
 
 
-@mcp.resource("test://watched-resource", name="watched-resource", mime_type="text/plain")
+@mcp.resource(WATCHED_URI, name="watched-resource", mime_type="text/plain")
 def watched_resource() -> str:
     """A resource clients may subscribe to."""
     return "Watched resource content"
@@ -386,13 +437,19 @@ async def set_level(ctx: ServerRequestContext, params: SetLevelRequestParams) ->
     return EmptyResult()
 
 
+def _connection_of(ctx: ServerRequestContext) -> object:
+    # A ServerSession is made per request; the connection behind it is what lasts. 2.3.0 has
+    # no public accessor for it.
+    return ctx.session._connection  # pyright: ignore[reportPrivateUsage]
+
+
 async def subscribe(ctx: ServerRequestContext, params: SubscribeRequestParams) -> EmptyResult:
-    subscriptions.add(str(params.uri))
+    subscribers.setdefault(str(params.uri), {})[_connection_of(ctx)] = ctx.session
     return EmptyResult()
 
 
 async def unsubscribe(ctx: ServerRequestContext, params: UnsubscribeRequestParams) -> EmptyResult:
-    subscriptions.discard(str(params.uri))
+    subscribers.get(str(params.uri), {}).pop(_connection_of(ctx), None)
     return EmptyResult()
 
 
@@ -403,6 +460,19 @@ _lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
 _lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
 _lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
 _lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+_default_init_options = _lowlevel.create_initialization_options
+
+
+def _init_options(
+    notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
+) -> InitializationOptions:
+    # Handshake revisions advertise `tools.listChanged` only when told: toggle_extra_tool sends it.
+    options = notification_options or NotificationOptions(tools_changed=True)
+    return _default_init_options(options, *args, **kwargs)
+
+
+# Every transport (stdio, Streamable HTTP) asks the low-level server for these options.
+_lowlevel.create_initialization_options = _init_options  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,6 @@ from .errors import ConfigError, Problem
 from .governance import Governance
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
-from .proxy import http_client
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .settings import Settings
@@ -98,12 +97,12 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
         snapshots = Snapshots(engine, max_age=settings.snapshot_max_age, poll_interval=settings.snapshot_poll_interval)
         if not await snapshots.refresh(force=True):
             raise ConfigError([Problem(str(settings.database_url), None, f"cannot read the store: {snapshots.last_error}")])
-        async with http_client.new_session() as http, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             writer = AuditWriter(audit_store.appender(settings.database_url), chain_id(settings), settings.audit_queue_size)
             await writer.start(tg)
             arguments = ArgumentPolicy(settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes)
             governance = Governance(snapshots, writer, arguments)
-            upstreams = {name: Upstream(name, cfg, Events(), http) for name, cfg in config.upstreams.items()}
+            upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
             router = Router(upstreams, governance, tg)
             governance.on_change = router.policy_changed
             for upstream in upstreams.values():

@@ -45,49 +45,57 @@ class _Globs:
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     rule: Rule
-    servers: _Globs
     kinds: dict[str, _Globs]
-
-    def matches(self, target: Target) -> bool:
-        return self.servers.match(target.server) and self.kinds[target.kind].match(target.name)
 
 
 def _compile(rule: Rule) -> _Compiled:
-    return _Compiled(
-        rule,
-        _Globs(rule.servers),
-        {"tool": _Globs(rule.tools), "prompt": _Globs(rule.prompts), "resource": _Globs(rule.resources)},
-    )
+    return _Compiled(rule, {"tool": _Globs(rule.tools), "prompt": _Globs(rule.prompts), "resource": _Globs(rule.resources)})
 
 
 class TeamRules:
-    """One team's rules, indexed by server."""
+    """One team's rules, indexed by server: exact names in a dict; patterns deduplicated and
+    filed under their literal prefix, so a name meets only the patterns that could match it."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         ordered = sorted(rules, key=lambda r: (r.effect != "deny", r.position))
-        self._by_server: dict[str, list[_Compiled]] = {}
-        self._wild: list[_Compiled] = []
-        self._memo: dict[Target, tuple[Rule, ...]] = {}
         self.size = len(ordered)
         self._order = {r.id: i for i, r in enumerate(ordered)}
+        self._by_server: dict[str, list[_Compiled]] = {}
+        self._patterns: dict[str, tuple[re.Pattern[str], list[_Compiled]]] = {}
+        self._by_prefix: dict[str, list[tuple[re.Pattern[str], list[_Compiled]]]] = {}
+        self._memo: dict[Target, tuple[Rule, ...]] = {}
         for rule in ordered:
             compiled = _compile(rule)
-            exact = [s for s in rule.servers if not _WILDCARD.search(s)]
-            if len(exact) == len(rule.servers):
-                for server in exact:
+            for server in rule.servers:
+                if not _WILDCARD.search(server):
                     self._by_server.setdefault(server, []).append(compiled)
-            else:
-                self._wild.append(compiled)
+                    continue
+                entry = self._patterns.get(server)
+                if entry is None:
+                    prefix = server[: _WILDCARD.search(server).start()]  # type: ignore[union-attr]
+                    entry = (re.compile(translate(server)), [])
+                    self._patterns[server] = entry
+                    self._by_prefix.setdefault(prefix, []).append(entry)
+                entry[1].append(compiled)
 
     def matching(self, target: Target) -> tuple[Rule, ...]:
         """The rules that match `target`, deny rules first, each kind in order."""
         found = self._memo.get(target)
         if found is not None:
             return found
-        candidates = self._by_server.get(target.server, []) + [c for c in self._wild if c.servers.match(target.server)]
-        hits = [c.rule for c in candidates if c.kinds[target.kind].match(target.name)]
-        hits.sort(key=lambda r: self._order[r.id])
-        found = tuple(hits)
+        server, name = target.server, target.name
+        hits: dict[str, Rule] = {}
+        for compiled in self._by_server.get(server, ()):
+            if compiled.kinds[target.kind].match(name):
+                hits[compiled.rule.id] = compiled.rule
+        if self._by_prefix:
+            for length in range(len(server) + 1):
+                for pattern, rules in self._by_prefix.get(server[:length], ()):
+                    if pattern.match(server):
+                        for compiled in rules:
+                            if compiled.kinds[target.kind].match(name):
+                                hits[compiled.rule.id] = compiled.rule
+        found = tuple(sorted(hits.values(), key=lambda r: self._order[r.id]))
         if len(self._memo) < _MEMO_LIMIT:
             self._memo[target] = found
         return found

@@ -7,8 +7,8 @@ messages that belong to no request, resume a POST stream the server closed mid-c
 (`Last-Event-ID`), and end the session with DELETE. A failed connection, or a session
 the server no longer knows, marks the transport broken so its supervisor reconnects.
 
-aiohttp carries the requests: its C parser costs about a quarter of the CPU per request
-of a pure-Python client, and this is the gateway's hot path.
+Requests go through `http11.Pool`, a lean keep-alive client: this is the gateway's hot
+path (see that module for why not a general-purpose client).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
 import anyio
 
 from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, ProtocolError, UpstreamError
 from ..jsonrpc import Message, RequestId
+from .http11 import ConnectError, HttpError, Pool, Response
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,6 @@ _RESUME_ATTEMPTS = 5
 MAX_EVENT = 64 * 1024 * 1024
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One pooled session for all HTTP upstreams: per-request deadlines are the proxy's job."""
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None),
-        connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, keepalive_timeout=30),
-        auto_decompress=True,
-        read_bufsize=2**16,
-    )
-
-
 @dataclass
 class Event:
     data: str
@@ -51,12 +41,24 @@ class Event:
     retry: int | None = None
 
 
-async def events(content: aiohttp.StreamReader) -> AsyncIterator[Event]:
+async def _lines(response: Response) -> AsyncIterator[str]:
+    pending = b""
+    async for chunk in response.chunks():
+        pending += chunk
+        if len(pending) > MAX_EVENT:
+            raise UpstreamError(f"an SSE line exceeded {MAX_EVENT} bytes")
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8").rstrip("\r")
+
+
+async def events(response: Response) -> AsyncIterator[Event]:
     """Server-sent events from a response body (the fields MCP uses: data, id, retry)."""
     data: list[str] = []
     event_id, retry, size = "", None, 0
-    async for raw in content:
-        line = raw.decode("utf-8").rstrip("\r\n")
+    async for line in _lines(response):
         if not line:
             if data:
                 yield Event("\n".join(data), event_id, retry)
@@ -84,11 +86,11 @@ async def events(content: aiohttp.StreamReader) -> AsyncIterator[Event]:
 class HttpTransport:
     """Sends messages as POSTs; feeds whatever comes back, tagged with the request it belongs to."""
 
-    def __init__(self, name: str, url: str, headers: dict[str, str], session: aiohttp.ClientSession, feed: Feed) -> None:
+    def __init__(self, name: str, url: str, headers: dict[str, str], feed: Feed) -> None:
         self.name = name
         self.url = url
         self._headers = {"accept": _ACCEPT, "content-type": "application/json", **headers}
-        self._session = session
+        self._pool = Pool(url)
         self._feed = feed
         self._streams: dict[RequestId, asyncio.Task[None]] = {}
         self.session_id: str | None = None
@@ -135,13 +137,14 @@ class HttpTransport:
         for task in self._streams.values():
             task.cancel()
         self._streams.clear()
+        self._pool.close()
 
     async def _post_oneway(self, message: Message, headers: dict[str, str]) -> None:
         try:
-            async with self._session.post(self.url, data=jsonrpc.dumps(message), headers=headers) as response:
-                status = response.status
-                await response.read()
-        except aiohttp.ClientError as exc:
+            response, _ = await self._pool.request("POST", headers, jsonrpc.dumps(message))
+            status = response.status
+            await response.read()
+        except HttpError as exc:
             self.break_(f"{type(exc).__name__}: {exc}")
             raise UpstreamError(f"upstream {self.name!r} is unreachable: {exc}", {"upstream": self.name}) from None
         if status == 404 and self.session_id is not None:
@@ -153,10 +156,10 @@ class HttpTransport:
         request_id: RequestId = message["id"]
         try:
             answered = await self._post_request(message, headers)
-        except aiohttp.ClientError as exc:
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                self.break_(f"cannot connect: {exc}")
-            elif isinstance(exc, aiohttp.ClientConnectionError):
+        except HttpError as exc:
+            if isinstance(exc, ConnectError):
+                self.break_(str(exc))
+            else:
                 self.suspect.set()
             error = UpstreamError(f"upstream {self.name!r} failed: {type(exc).__name__}: {exc}", {"upstream": self.name})
             await self._feed(jsonrpc.error(request_id, error), request_id)
@@ -173,16 +176,20 @@ class HttpTransport:
     async def _post_request(self, message: Message, headers: dict[str, str]) -> bool:
         """POST one request and feed its answer; True once the response has been fed."""
         request_id: RequestId = message["id"]
-        async with self._session.post(self.url, data=jsonrpc.dumps(message), headers=headers) as response:
+        response, conn = await self._pool.request("POST", headers, jsonrpc.dumps(message))
+        try:
             if message["method"] == "initialize" and "mcp-session-id" in response.headers:
                 self.session_id = response.headers["mcp-session-id"]
             if response.status == 404 and self.session_id is not None and message["method"] != "initialize":
                 self.break_("the upstream no longer knows our session")
             content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if content_type == "text/event-stream" and response.status < 400:
-                last_id, retry, answered = await self._read_events(response.content, request_id)
+                last_id, retry, answered = await self._read_events(response, request_id)
             else:
                 return await self._feed_body(await response.read(), response.status, request_id)
+        finally:
+            if not response.complete:
+                self._pool.abort(conn)  # a stream we stopped reading (cancelled): not reusable
         if answered or not last_id:
             return answered
         return await self._resume(request_id, last_id, retry)
@@ -204,10 +211,10 @@ class HttpTransport:
             return True
         return False
 
-    async def _read_events(self, content: aiohttp.StreamReader, request_id: RequestId) -> tuple[str, int | None, bool]:
+    async def _read_events(self, response: Response, request_id: RequestId) -> tuple[str, int | None, bool]:
         """Feed each SSE event; returns the last event id, the retry hint, and whether the answer came."""
         last_id, retry, answered = "", None, False
-        async for event in events(content):
+        async for event in events(response):
             if event.id:
                 last_id = event.id
             if event.retry is not None:
@@ -230,13 +237,18 @@ class HttpTransport:
             await asyncio.sleep((retry or 500) / 1000)
             headers = self._request_headers({"accept": "text/event-stream", "last-event-id": last_id})
             headers.pop("content-type", None)
-            async with self._session.get(self.url, headers=headers) as response:
+            response, conn = await self._pool.request("GET", headers)
+            try:
                 if response.status >= 400:
+                    await response.read()
                     return False
-                last, hint, answered = await self._read_events(response.content, request_id)
-                last_id, retry = last or last_id, hint or retry
-                if answered:
-                    return True
+                last, hint, answered = await self._read_events(response, request_id)
+            finally:
+                if not response.complete:
+                    self._pool.abort(conn)
+            last_id, retry = last or last_id, hint or retry
+            if answered:
+                return True
         return False
 
     async def listen(self) -> None:
@@ -246,7 +258,8 @@ class HttpTransport:
             headers = self._request_headers({"accept": "text/event-stream"})
             headers.pop("content-type", None)
             try:
-                async with self._session.get(self.url, headers=headers) as response:
+                response, conn = await self._pool.request("GET", headers)
+                try:
                     if response.status in (405, 406):
                         return  # the server offers no standalone stream
                     if response.status == 404:
@@ -254,32 +267,38 @@ class HttpTransport:
                         return
                     if response.status >= 400:
                         log.debug("%s: GET stream refused with HTTP %d", self.name, response.status)
+                        await response.read()
                     else:
                         delay = 0.5
-                        async for event in events(response.content):
+                        async for event in events(response):
                             if event.data.strip():
                                 try:
                                     await self._feed(jsonrpc.parse_incoming(event.data), None)
                                 except ProtocolError as exc:
                                     log.warning("%s: ignoring a GET stream event: %s", self.name, exc)
-            except aiohttp.ClientConnectorError as exc:
-                self.break_(f"cannot connect: {exc}")
+                finally:
+                    if not response.complete:
+                        self._pool.abort(conn)
+            except ConnectError as exc:
+                self.break_(str(exc))
                 return
-            except aiohttp.ClientError as exc:
+            except HttpError as exc:
                 log.debug("%s: GET stream dropped: %s", self.name, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
     async def terminate(self) -> None:
         """End the session (DELETE), best effort."""
-        self.close()
-        if self.session_id is None or self.modern:
-            return
-        headers = self._request_headers(None)
-        headers.pop("content-type", None)
-        with anyio.move_on_after(2, shield=True):
-            try:
-                async with self._session.delete(self.url, headers=headers) as response:
+        for task in self._streams.values():
+            task.cancel()
+        self._streams.clear()
+        if self.session_id is not None and not self.modern:
+            headers = self._request_headers(None)
+            headers.pop("content-type", None)
+            with anyio.move_on_after(2, shield=True):
+                try:
+                    response, _ = await self._pool.request("DELETE", headers)
                     await response.read()
-            except aiohttp.ClientError:
-                pass
+                except HttpError:
+                    pass
+        self._pool.close()

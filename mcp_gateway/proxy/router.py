@@ -57,6 +57,9 @@ _LISTEN_FLAG = {
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
+SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+
+
 @dataclass(eq=False)
 class Listener:
     """A 2026-07-28 `subscriptions/listen` stream: what it wants, and where to send it."""
@@ -64,6 +67,13 @@ class Listener:
     principal_id: str
     wants: dict[str, Any]
     send: Callable[[Message], Awaitable[None]]
+    subscription_id: Any = None
+    """The id of the client's listen request: every frame on the stream carries it."""
+
+    async def deliver(self, message: Message) -> None:
+        params = jsonrpc.params_of(message)
+        meta = {**jsonrpc.meta_of(params), SUBSCRIPTION_ID: self.subscription_id}
+        await self.send({**message, "params": {**params, "_meta": meta}})
 
 
 class Router(Events):
@@ -380,18 +390,20 @@ class Router(Events):
             await _deliver(session.send(message))
         for listener in list(self.listeners):
             if flag is not None and listener.wants.get(flag):
-                await _deliver(listener.send(message))
+                await _deliver(listener.deliver(message))
 
     async def resource_updated(self, upstream: Upstream, uri: str, params: dict[str, Any]) -> None:
         gateway_uri = exposed_uri(upstream, uri)
-        message = jsonrpc.notification("notifications/resources/updated", {**params, "uri": gateway_uri})
+        # The upstream's `_meta` names its stream to the gateway, not anything of the client's.
+        fields = {k: v for k, v in params.items() if k != "_meta"}
+        message = jsonrpc.notification("notifications/resources/updated", {**fields, "uri": gateway_uri})
         target = Target(upstream.name, "resource", uri)
         for session in list(self._subscribers.get(gateway_uri, ())):
             if self.governance.visible(session.principal, target):
                 await _deliver(session.send(message))
         for listener in list(self.listeners):
             if gateway_uri in (listener.wants.get("resourceSubscriptions") or ()):
-                await _deliver(listener.send(message))
+                await _deliver(listener.deliver(message))
 
     async def policy_changed(self) -> None:
         """What clients may see changed: tell every client to list again."""

@@ -23,7 +23,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
@@ -98,13 +97,11 @@ class Upstream:
         name: str,
         config: UpstreamConfig,
         events: Events,
-        http: aiohttp.ClientSession | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.namespace = name if config.namespace is None else config.namespace
         self.events = events
-        self._http = http
         self.state: State = "connecting" if config.enabled else "disabled"
         self.since = time.time()
         self.last_error = ""
@@ -138,7 +135,7 @@ class Upstream:
                 await self._serve_one_connection()
             except Exception as exc:  # the top of a supervision loop: never die, report
                 cause = _root_cause(exc)
-                if not isinstance(cause, GatewayError | OSError | aiohttp.ClientError | anyio.BrokenResourceError):
+                if not isinstance(cause, GatewayError | OSError | anyio.BrokenResourceError):
                     log.error("%s: connection failed", self.name, exc_info=cause)
                 self._set_down(describe(cause))
             self.restarts += 1
@@ -215,10 +212,8 @@ class Upstream:
             tg.start_soon(watch_exit)
             return transport, lost
         assert isinstance(config, HttpUpstream)
-        if self._http is None:
-            self._http = await stack.enter_async_context(http_client.new_session())
         headers = {k.lower(): resolve(v) for k, v in config.headers.items()}
-        http = http_client.HttpTransport(self.name, config.url, headers, self._http, conn.feed)
+        http = http_client.HttpTransport(self.name, config.url, headers, conn.feed)
         stack.push_async_callback(http.terminate)
 
         async def watch_broken() -> None:

@@ -52,7 +52,7 @@ teams = Table(
 principals = Table(
     "principals",
     metadata,
-    Column("id", String(64), primary_key=True),
+    Column("id", String(200), primary_key=True),  # `team/name`: up to 64 + 1 + 128
     Column("team_id", String(64), ForeignKey("teams.id"), nullable=False),
     Column("name", String(128), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -65,7 +65,7 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("principal_id", String(64), ForeignKey("principals.id"), nullable=False, index=True),
+    Column("principal_id", String(200), ForeignKey("principals.id"), nullable=False, index=True),
     Column("hash", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
@@ -138,7 +138,7 @@ audit = Table(
     Column("ts", Float, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("call_id", String(32), nullable=True),
-    Column("principal_id", String(64), nullable=True),
+    Column("principal_id", String(200), nullable=True),
     Column("team_id", String(64), nullable=True),
     Column("server", String(64), nullable=True),
     Column("tool", String(256), nullable=True),

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -70,6 +71,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
+@lru_cache(maxsize=64)
 def _accepts(accept: str) -> tuple[bool, bool]:
     types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
     wildcard = "*/*" in types
@@ -242,8 +244,10 @@ class McpEndpoint:
 
     async def _serve(self, receive: Receive, send: Send, call: Call, wants_sse: bool) -> None:
         session = call.session
-        cancellation = sse.Cancellation()
-        session.calls[call.id] = cancellation
+        # At 2026-07-28 a client cancels by hanging up; earlier, with notifications/cancelled.
+        cancellation = None if session.ephemeral else sse.Cancellation()
+        if cancellation is not None:
+            session.calls[call.id] = cancellation
 
         async def handler(emit: Callable[[Message], Awaitable[None]]) -> dict[str, Any]:
             call.emit = emit
@@ -266,7 +270,7 @@ class McpEndpoint:
                 cancellation=cancellation,
             )
         finally:
-            if session.calls.get(call.id) is cancellation:
+            if cancellation is not None and session.calls.get(call.id) is cancellation:
                 del session.calls[call.id]
 
     async def _post_modern(
@@ -334,14 +338,12 @@ class McpEndpoint:
             await sse.send_json(send, 400, jsonrpc.error(call.id, error))
             return
         outgoing_send, outgoing = anyio.create_memory_object_stream[Message](64)
-        listener = Listener(call.principal.id, wants, outgoing_send.send)
-        await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
-        ack = jsonrpc.notification(
-            "notifications/subscriptions/acknowledged",
-            {"notifications": wants, "_meta": {"io.modelcontextprotocol/subscriptionId": call.id}},
-        )
-        await send({"type": "http.response.body", "body": sse.frame(ack), "more_body": True})
+        listener = Listener(call.principal.id, wants, outgoing_send.send, call.id)
+        # Registered before the acknowledgement: nothing that happens after it is missed.
         await self.router.listen(listener)
+        await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
+        ack = jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": wants})
+        await listener.deliver(ack)
 
         async def watch_disconnect(tg: TaskGroup) -> None:
             while (await receive())["type"] != "http.disconnect":

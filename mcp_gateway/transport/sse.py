@@ -22,6 +22,9 @@ from ..jsonrpc import Message, RequestId
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 15.0
+WATCH_AFTER = 0.05
+"""Seconds a request runs before the gateway starts watching for the client to hang up:
+most calls end sooner, and never pay for the watcher."""
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -137,7 +140,14 @@ async def answer(
                 task.cancel()
                 return
 
-    watcher = asyncio.create_task(watch())
+    loop = asyncio.get_running_loop()
+    watcher: asyncio.Task[None] | None = None
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(WATCH_AFTER, start_watching)
     final: Message | None
     try:
         final = jsonrpc.result(request_id, await handler(stream.emit))
@@ -152,7 +162,9 @@ async def answer(
         log.exception("request %r failed", request_id)
         final = jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, "Internal error"))
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
     if peer_gone:
         return
     async with stream.lock:

@@ -151,14 +151,9 @@ class StdioServer:
 
     async def _listen(self, call: Call) -> None:
         wants = call.params.get("notifications")
-        listener = Listener(call.principal.id, wants if isinstance(wants, dict) else {}, self.write)
-        await self.write(
-            jsonrpc.notification(
-                "notifications/subscriptions/acknowledged",
-                {"notifications": listener.wants, "_meta": {"io.modelcontextprotocol/subscriptionId": call.id}},
-            )
-        )
+        listener = Listener(call.principal.id, wants if isinstance(wants, dict) else {}, self.write, call.id)
         await self.router.listen(listener)
+        await listener.deliver(jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": listener.wants}))
         try:
             await anyio.sleep_forever()
         finally:

@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.Float(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("call_id", sa.String(length=32), nullable=True),
-        sa.Column("principal_id", sa.String(length=64), nullable=True),
+        sa.Column("principal_id", sa.String(length=200), nullable=True),
         sa.Column("team_id", sa.String(length=64), nullable=True),
         sa.Column("server", sa.String(length=64), nullable=True),
         sa.Column("tool", sa.String(length=256), nullable=True),
@@ -137,7 +137,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "principals",
-        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=200), nullable=False),
         sa.Column("team_id", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -150,7 +150,7 @@ def upgrade() -> None:
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("principal_id", sa.String(length=64), nullable=False),
+        sa.Column("principal_id", sa.String(length=200), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("revoked_at", sa.Float(), nullable=True),

@@ -1,0 +1,147 @@
+"""The processes a benchmark run needs: upstreams and gateway replicas, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ROOT / "bench" / "fast_upstream.py"
+EVERYTHING = ROOT / "examples" / "everything_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            await asyncio.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+class Proc:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        self.port = port
+        out = log.open("wb") if log is not None else subprocess.DEVNULL
+        self.popen = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+async def fast_upstream() -> Proc:
+    port = free_port()
+    proc = Proc([sys.executable, str(FAST), "--port", str(port)], port)
+    await wait_port(port)
+    return proc
+
+
+async def everything_upstream() -> Proc:
+    port = free_port()
+    proc = Proc([sys.executable, str(EVERYTHING), "--transport", "http", "--port", str(port)], port)
+    await wait_port(port)
+    return proc
+
+
+def write_gateway_config(directory: Path, upstreams: dict[str, Any], **gateway: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    policies = directory / "policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "bench.yaml").write_text(
+        yaml.safe_dump({"teams": {"bench": {"rules": [{"id": "bench-all", "allow": {"servers": ["*"]}}]}}})
+    )
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"upstreams": upstreams, "gateway": {"policies": "policies", **gateway}}))
+    return path
+
+
+async def create_key(config: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcp_gateway", "keys", "create", "--config", str(config), "--team", "bench", "--name", "load"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+class Gateway(Proc):
+    """`mcp-gateway serve` as a replica."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.config = config
+        self.started = time.perf_counter()
+        log = config.parent / f"gateway-{port}.log"
+        super().__init__(
+            [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"],
+            port,
+            env,
+            log,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.port}/admin/api"
+
+    async def ready(self, timeout: float = 60) -> float:
+        """Seconds from spawning the process to /readyz reporting ready with every upstream up."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f"gateway exited with {self.popen.returncode}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/readyz") as response:
+                        body = await response.json()
+                        if response.status == 200 and all(u["state"] == "ready" for u in body["upstreams"]):
+                            return time.perf_counter() - self.started
+                except (aiohttp.ClientError, OSError):
+                    pass
+                await asyncio.sleep(0.005)
+        raise TimeoutError("gateway not ready")

@@ -1,0 +1,123 @@
+"""bench/REPORT.md from the run's JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _row(name: str, s: dict[str, Any]) -> str:
+    return f"| {name} | {s['p50']:.3f} | {s['p95']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {s['n']} |"
+
+
+def _added(direct: dict[str, Any], gateway: dict[str, Any]) -> str:
+    return (
+        f"| added by the gateway | {gateway['p50'] - direct['p50']:.3f} | {gateway['p95'] - direct['p95']:.3f} "
+        f"| {gateway['p99'] - direct['p99']:.3f} | | |"
+    )
+
+
+def _latency(title: str, pair: dict[str, Any]) -> list[str]:
+    return [
+        f"**{title}** (milliseconds)",
+        "",
+        "| | p50 | p95 | p99 | max | calls |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        _row("direct", pair["direct"]),
+        _row("through the gateway", pair["gateway"]),
+        _added(pair["direct"], pair["gateway"]),
+        "",
+    ]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Produced by `{r['command'].strip()}` at commit `{r['commit']}` on {r['when']}.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+        + ". Everything (load client, gateway, upstreams, PostgreSQL) runs on this one machine, on loopback.",
+        "",
+        "Setup: the load client sends 2026-07-28 `tools/call` requests (aiohttp, keep-alive) either straight",
+        "to an upstream or to the gateway in front of it. The gateway runs as `mcp-gateway serve` with API-key",
+        "auth, a policy bundle, and the audit on its default SQLite store: every call is decided, its decision",
+        "row committed before it is forwarded, its completion row written after. `fast` is `bench/fast_upstream.py`",
+        "(a lean MCP server whose `tools/call` costs well under a millisecond); `everything` is the example",
+        "server built on the `mcp` SDK.",
+        "",
+        "## Latency, one client",
+        "",
+        *_latency("fast upstream, one call at a time", r["sequential"]),
+        f"Gateway CPU per call: {r['gateway_cpu_ms_per_call']} ms.",
+        "",
+        *_latency("example everything upstream, one call at a time", r["everything_sequential"]),
+        "## Latency at a fixed arrival rate (open loop)",
+        "",
+        "Latency counts from when each call was due, so queueing is not hidden.",
+        "",
+    ]
+    for rate, pair in r["open_loop"].items():
+        lines += _latency(f"{float(rate):.0f} calls/s for {pair['gateway']['n'] / float(rate):.0f} s", pair)
+    t = r["throughput_32"]
+    share = t["gateway"]["per_second"] / t["direct"]["per_second"] * 100
+    lines += [
+        "## Throughput, 32 concurrent clients",
+        "",
+        "| | calls/s | calls | errors |",
+        "| --- | ---: | ---: | ---: |",
+        f"| direct | {t['direct']['per_second']} | {t['direct']['calls']} | {t['direct']['errors']} |",
+        f"| through the gateway | {t['gateway']['per_second']} | {t['gateway']['calls']} | {t['gateway']['errors']} |",
+        "",
+        f"Through the gateway: **{share:.0f}%** of direct.",
+        "",
+        "## Kill switch across two replicas (PostgreSQL)",
+        "",
+    ]
+    k = r["kill_switch_two_replicas"]
+    lines += [
+        f"{k['rounds']} rounds: a server switch engaged through replica A's admin API while "
+        f"{k['calls_in_flight_per_round']} calls to a slow tool were in flight on replica B. Milliseconds "
+        "from A's answer:",
+        "",
+        "| | p50 | p95 | p99 | max |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, key in (
+        ("first denial on A", "first_denial_on_a_ms"),
+        ("first denial on B", "first_denial_on_b_ms"),
+        ("calls in flight on B ended", "in_flight_on_b_ended_ms"),
+    ):
+        s = k[key]
+        lines.append(f"| {label} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {s['max']:.1f} |")
+    d = r["decide"]
+    lines += [
+        "",
+        "## `decide()` with 10,000 rules",
+        "",
+        "Microseconds per decision; cold = the first decision for a target in a snapshot, warm = memoised.",
+        "",
+        "| rules | cold p50 | cold p99 | warm p50 | warm p99 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, key in (("10,000 in one team", "one_team"), ("10,000 in 100 teams", "hundred_teams")):
+        s = d[key]
+        lines.append(
+            f"| {label} | {s['cold_us']['p50']} | {s['cold_us']['p99']} | {s['warm_us']['p50']} | {s['warm_us']['p99']} |"
+        )
+    h = r["handshake_through_gateway"]
+    soak = r["soak"]
+    lines += [
+        "",
+        "## Sessions, memory, start",
+        "",
+        f"- `initialize` through the gateway: p50 {h['initialize']['p50']:.3f} ms, p99 {h['initialize']['p99']:.3f} ms;"
+        f" `server/discover`: p50 {h['server/discover']['p50']:.3f} ms, p99 {h['server/discover']['p99']:.3f} ms.",
+        f"- Gateway RSS: {r['rss_mb']['idle']} MB idle, {r['rss_mb']['after_load']} MB after the load above.",
+        f"- Soak: {soak['seconds']:.0f} s at {soak['rate']:.0f} calls/s; RSS from {soak['rss_first']} MB to "
+        f"{soak['rss_last']} MB ({soak['growth_percent']:+.1f}%), sampled every 10 s: {soak['rss_mb_samples']}.",
+        f"- Start to ready (`/readyz` with every upstream up), three starts: {r['start_to_ready_seconds']} s.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The benchmark harness: what the gateway costs an agent, measured beside calling the
+upstream directly, in one run on one machine.
+
+    python bench/run.py                 # the full run (about 15 minutes: a 10-minute soak)
+    python bench/run.py --soak 60       # a shorter soak
+
+Writes bench/REPORT.md and bench/report.json. Needs PostgreSQL (the replica measurements)
+at $MCP_GATEWAY_BENCH_PG (default postgresql://postgres@127.0.0.1:5432/test; a database is
+created and dropped for the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import decide as decide_bench  # noqa: E402
+from bench import killswitch  # noqa: E402
+from bench.load import Target, handshake_latency, open_loop, sequential, throughput  # noqa: E402
+from bench.procs import ROOT, Gateway, create_key, everything_upstream, fast_upstream, write_gateway_config  # noqa: E402
+from bench.report import markdown  # noqa: E402
+
+PG = os.environ.get("MCP_GATEWAY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": {p: version(p) for p in ("mcp", "uvicorn", "uvloop", "aiohttp", "sqlalchemy", "asyncpg", "orjson")},
+    }
+
+
+async def _pg_database() -> tuple[str, str]:
+    name = f"gw_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(PG)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, PG.rsplit("/", 1)[0] + "/" + name
+
+
+async def _drop(name: str) -> None:
+    conn = await asyncpg.connect(PG)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def latency_section(work: Path, report: dict[str, Any], args: argparse.Namespace) -> None:
+    fast = await fast_upstream()
+    everything = await everything_upstream()
+    config = write_gateway_config(
+        work / "single",
+        {
+            "fast": {"url": f"http://127.0.0.1:{fast.port}/mcp", "namespace": ""},
+            "everything": {"url": f"http://127.0.0.1:{everything.port}/mcp"},
+        },
+    )
+    key = await create_key(config)
+    starts = []
+    gateway = None
+    try:
+        for _ in range(3):  # start to ready, three times (the first also creates the store)
+            if gateway is not None:
+                gateway.stop()
+            gateway = Gateway(config)
+            starts.append(round(await gateway.ready(), 3))
+        assert gateway is not None
+        report["start_to_ready_seconds"] = starts
+        report["rss_mb"] = {"idle": round(gateway.rss_mb(), 1)}
+
+        direct = Target(f"http://127.0.0.1:{fast.port}/mcp", "echo")
+        through = Target(gateway.url, "echo", key)
+        print("latency: one client, sequential", flush=True)
+        cpu0 = gateway.cpu_seconds()
+        report["sequential"] = {
+            "direct": await sequential(direct, args.calls),
+            "gateway": await sequential(through, args.calls),
+        }
+        report["gateway_cpu_ms_per_call"] = round((gateway.cpu_seconds() - cpu0) / (args.calls + 200) * 1000, 3)
+        print("latency: open loop", flush=True)
+        report["open_loop"] = {}
+        for rate in args.rates:
+            report["open_loop"][str(rate)] = {
+                "direct": await open_loop(direct, rate, args.open_seconds),
+                "gateway": await open_loop(through, rate, args.open_seconds),
+            }
+        print("throughput: 32 clients", flush=True)
+        report["throughput_32"] = {
+            "direct": await throughput(direct, 32, args.throughput_seconds),
+            "gateway": await throughput(through, 32, args.throughput_seconds),
+        }
+        print("latency: the example everything server", flush=True)
+        report["everything_sequential"] = {
+            "direct": await sequential(Target(f"http://127.0.0.1:{everything.port}/mcp", "echo"), args.calls // 5, 50),
+            "gateway": await sequential(Target(gateway.url, "everything__echo", key), args.calls // 5, 50),
+        }
+        print("latency: initialize and server/discover through the gateway", flush=True)
+        report["handshake_through_gateway"] = await handshake_latency(gateway.url, key, 300)
+        report["rss_mb"]["after_load"] = round(gateway.rss_mb(), 1)
+
+        print(f"soak: {args.soak:.0f} s at {args.soak_rate} calls/s", flush=True)
+        samples = []
+        soak_end = time.monotonic() + args.soak
+        while time.monotonic() < soak_end:
+            chunk = min(10.0, soak_end - time.monotonic())
+            if chunk <= 0:
+                break
+            await open_loop(through, args.soak_rate, chunk)
+            samples.append(round(gateway.rss_mb(), 1))
+        report["soak"] = {
+            "seconds": args.soak,
+            "rate": args.soak_rate,
+            "rss_mb_samples": samples,
+            "rss_first": samples[0] if samples else None,
+            "rss_last": samples[-1] if samples else None,
+            "growth_percent": round((samples[-1] - samples[0]) / samples[0] * 100, 1) if samples else None,
+        }
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        fast.stop()
+        everything.stop()
+
+
+async def replica_section(work: Path, report: dict[str, Any], args: argparse.Namespace) -> None:
+    name, url = await _pg_database()
+    everything = await everything_upstream()
+    config = write_gateway_config(
+        work / "replicas", {"everything": {"url": f"http://127.0.0.1:{everything.port}/mcp"}}, database_url=url
+    )
+    a = b = None
+    try:
+        key = await create_key(config)
+        a, b = Gateway(config, {"MCP_GATEWAY_REPLICA_ID": "bench-a"}), Gateway(config, {"MCP_GATEWAY_REPLICA_ID": "bench-b"})
+        await a.ready()
+        await b.ready()
+        print(f"kill switch: {args.kill_rounds} rounds across two replicas on PostgreSQL", flush=True)
+        report["kill_switch_two_replicas"] = await killswitch.rounds(a.url, b.url, a.admin, key, args.kill_rounds)
+    finally:
+        for gateway in (a, b):
+            if gateway is not None:
+                gateway.stop()
+        everything.stop()
+        await _drop(name)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=3000, help="sequential calls per side")
+    parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 500.0], help="open-loop arrival rates")
+    parser.add_argument("--open-seconds", type=float, default=10.0)
+    parser.add_argument("--throughput-seconds", type=float, default=10.0)
+    parser.add_argument("--soak", type=float, default=600.0, help="soak duration in seconds")
+    parser.add_argument("--soak-rate", type=float, default=200.0)
+    parser.add_argument("--kill-rounds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    args = parser.parse_args()
+
+    report: dict[str, Any] = {
+        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+    }
+    print("decide(): 10,000 rules", flush=True)
+    report["decide"] = {
+        "one_team": decide_bench.measure(1, 10_000),
+        "hundred_teams": decide_bench.measure(100, 100),
+    }
+    with tempfile.TemporaryDirectory(prefix="mcp-gateway-bench-") as tmp:
+        work = Path(tmp)
+        await latency_section(work, report, args)
+        await replica_section(work, report, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "REPORT.md").write_text(markdown(report))
+    print(f"wrote {args.out / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,231 @@
+"""A small HTTP/1.1 client for upstream requests: keep-alive connections, streamed bodies.
+
+Why not a general-purpose client: every call through the gateway makes one upstream
+request, so the client's cost per request is the gateway's. Measured here, aiohttp spent
+~0.18 ms of CPU per request and httpx ~0.65 ms; this client, which leaves parsing to
+httptools (the C parser uvicorn uses) and does nothing MCP does not need, spends a
+fraction of that. What it leaves out on purpose: redirects (never followed upstream),
+proxies from the environment, HTTP/2, cookies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+_CRLF = b"\r\n"
+
+
+class HttpError(OSError):
+    """The connection failed or the response could not be read."""
+
+
+class ConnectError(HttpError):
+    """No connection could be made: the server is not there."""
+
+
+@dataclass(eq=False)
+class Response:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    _chunks: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    _error: BaseException | None = None
+    complete: bool = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._chunks.get()
+            if chunk is None:
+                if self._error is not None:
+                    raise HttpError(str(self._error)) from self._error
+                return
+            yield chunk
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: Response | None = None
+        self.headers_ready: asyncio.Future[Response] | None = None
+        self.closed = False
+        self._name = b""
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(HttpError(f"invalid HTTP response: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.response is not None and not self.response.complete:
+            self._fail(exc or HttpError("the server closed the connection"))
+        self.pool.forget(self)
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self.response.headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        assert self.response is not None
+        self.response.status = self.parser.get_status_code()
+        if self.headers_ready is not None and not self.headers_ready.done():
+            self.headers_ready.set_result(self.response)
+
+    def on_body(self, body: bytes) -> None:
+        if self.response is not None:
+            self.response._chunks.put_nowait(body)
+
+    def on_message_complete(self) -> None:
+        response, self.response = self.response, None
+        if response is None:
+            return
+        response.complete = True
+        response._chunks.put_nowait(None)
+        if self.parser.should_keep_alive() and not self.closed:
+            self.parser = httptools.HttpResponseParser(self)
+            self.pool.release(self)
+        else:
+            self.close()
+
+    # -- use -----------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        response = self.response
+        if self.headers_ready is not None and not self.headers_ready.done():
+            self.headers_ready.set_exception(HttpError(str(exc)))
+        if response is not None and not response.complete:
+            response._error = exc
+            response.complete = True
+            response._chunks.put_nowait(None)
+        self.response = None
+
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self.response = Response()
+        self.headers_ready = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+        return self.headers_ready
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+
+class Pool:
+    """Keep-alive connections to one origin."""
+
+    def __init__(self, url: str, max_idle: int = 256, connect_timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        default_port = (parts.scheme == "https" and self.port == 443) or (parts.scheme == "http" and self.port == 80)
+        self.authority = self.host if default_port else f"{self.host}:{self.port}"
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self._idle: list[_Connection] = []
+        self._all: set[_Connection] = set()
+
+    def release(self, conn: _Connection) -> None:
+        """A connection whose exchange is over: keep it for the next request."""
+        if conn.closed:
+            return
+        if len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: _Connection) -> None:
+        self._all.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+                )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectError(f"cannot connect to {self.authority}: {exc}") from None
+        self._all.add(conn)
+        return conn
+
+    def _head(self, method: str, headers: dict[str, str], length: int | None) -> bytes:
+        lines = [f"{method} {self.path} HTTP/1.1", f"host: {self.authority}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if length is not None:
+            lines.append(f"content-length: {length}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def request(self, method: str, headers: dict[str, str], body: bytes = b"") -> tuple[Response, _Connection]:
+        """Send a request; returns once the response's headers are in. Read its body from
+        `Response.chunks()`; `abort(conn)` drops the connection (a cancelled stream)."""
+        conn: _Connection | None = None
+        try:
+            while self._idle:
+                candidate = self._idle.pop()
+                if not candidate.closed:
+                    conn = candidate
+                    break
+            fresh = conn is None
+            if conn is None:
+                conn = await self._connect()
+            head = self._head(method, headers, len(body) if body or method in ("POST", "PUT") else None)
+            try:
+                response = await conn.send(head, body)
+            except HttpError:
+                if fresh:
+                    raise
+                # A kept-alive connection the server had already closed: once more on a new one.
+                conn = await self._connect()
+                response = await conn.send(head, body)
+            return response, conn
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+
+    def abort(self, conn: _Connection) -> None:
+        """Give up on a response being read: the connection cannot be reused."""
+        if conn.response is not None:
+            conn.response = None
+            conn.close()
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
