@@ -78,7 +78,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 202, "headers": extra})
         await send({"type": "http.response.body", "body": b""})
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), *extra]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), *extra]}
+    )
     await send({"type": "http.response.body", "body": orjson.dumps(reply)})
 
 

@@ -64,7 +64,9 @@ async def rounds(a_url: str, b_url: str, admin_a: str, key: str, count: int, in_
             for target in (a, b):  # both serve again before the next round
                 while True:
                     async with session.post(
-                        target.url, data=call_body(1, target.tool, {"text": "x"}), headers=target.headers(name=target.tool)
+                        target.url,
+                        data=call_body(1, target.tool, {"text": "x"}),
+                        headers=target.headers(name=target.tool),
                     ) as r:
                         if b"-32050" not in await r.read():
                             break

@@ -160,7 +160,13 @@ async def throughput(target: Target, clients: int, seconds: float) -> dict[str, 
         started = time.perf_counter()
         await asyncio.gather(*(caller(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-    return {"clients": clients, "seconds": round(elapsed, 2), "calls": done, "errors": errors, "per_second": round(done / elapsed, 1)}
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        "calls": done,
+        "errors": errors,
+        "per_second": round(done / elapsed, 1),
+    }
 
 
 async def handshake_latency(url: str, key: str | None, count: int) -> dict[str, dict[str, float]]:
@@ -171,7 +177,11 @@ async def handshake_latency(url: str, key: str | None, count: int) -> dict[str, 
             "jsonrpc": "2.0",
             "id": 1,
             "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "1"},
+            },
         }
     )
     discover = orjson.dumps(

@@ -98,7 +98,19 @@ def write_gateway_config(directory: Path, upstreams: dict[str, Any], **gateway: 
 
 async def create_key(config: Path) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "mcp_gateway", "keys", "create", "--config", str(config), "--team", "bench", "--name", "load"],
+        [
+            sys.executable,
+            "-m",
+            "mcp_gateway",
+            "keys",
+            "create",
+            "--config",
+            str(config),
+            "--team",
+            "bench",
+            "--name",
+            "load",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -115,7 +127,18 @@ class Gateway(Proc):
         self.started = time.perf_counter()
         log = config.parent / f"gateway-{port}.log"
         super().__init__(
-            [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "mcp_gateway",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             port,
             env,
             log,

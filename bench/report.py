@@ -103,9 +103,8 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for label, key in (("10,000 in one team", "one_team"), ("10,000 in 100 teams", "hundred_teams")):
         s = d[key]
-        lines.append(
-            f"| {label} | {s['cold_us']['p50']} | {s['cold_us']['p99']} | {s['warm_us']['p50']} | {s['warm_us']['p99']} |"
-        )
+        cold, warm = s["cold_us"], s["warm_us"]
+        lines.append(f"| {label} | {cold['p50']} | {cold['p99']} | {warm['p50']} | {warm['p99']} |")
     h = r["handshake_through_gateway"]
     soak = r["soak"]
     lines += [

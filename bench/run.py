@@ -29,11 +29,11 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import decide as decide_bench  # noqa: E402
-from bench import killswitch  # noqa: E402
-from bench.load import Target, handshake_latency, open_loop, sequential, throughput  # noqa: E402
-from bench.procs import ROOT, Gateway, create_key, everything_upstream, fast_upstream, write_gateway_config  # noqa: E402
-from bench.report import markdown  # noqa: E402
+from bench import decide as decide_bench
+from bench import killswitch
+from bench.load import Target, handshake_latency, open_loop, sequential, throughput
+from bench.procs import ROOT, Gateway, create_key, everything_upstream, fast_upstream, write_gateway_config
+from bench.report import markdown
 
 PG = os.environ.get("MCP_GATEWAY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -160,7 +160,10 @@ async def replica_section(work: Path, report: dict[str, Any], args: argparse.Nam
     a = b = None
     try:
         key = await create_key(config)
-        a, b = Gateway(config, {"MCP_GATEWAY_REPLICA_ID": "bench-a"}), Gateway(config, {"MCP_GATEWAY_REPLICA_ID": "bench-b"})
+        a, b = (
+            Gateway(config, {"MCP_GATEWAY_REPLICA_ID": "bench-a"}),
+            Gateway(config, {"MCP_GATEWAY_REPLICA_ID": "bench-b"}),
+        )
         await a.ready()
         await b.ready()
         print(f"kill switch: {args.kill_rounds} rounds across two replicas on PostgreSQL", flush=True)
@@ -189,7 +192,9 @@ async def main() -> None:
         "command": "python bench/run.py " + " ".join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
     }
     print("decide(): 10,000 rules", flush=True)
     report["decide"] = {

@@ -41,7 +41,8 @@ def check_exposure(settings: Settings) -> None:
             Problem(
                 "settings",
                 None,
-                f"the admin API would be open on {settings.host}: set admin_token (MCP_GATEWAY_ADMIN_TOKEN) or admin_api: false",
+                f"the admin API would be open on {settings.host}: "
+                "set admin_token (MCP_GATEWAY_ADMIN_TOKEN) or admin_api: false",
             )
         )
     if problems:

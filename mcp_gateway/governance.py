@@ -64,7 +64,12 @@ class Governance:
 
     def decide(self, principal: Principal, target: Target, arguments: dict[str, Any] | None = None) -> Decision:
         return decide(
-            self.snapshots.current.policy, principal, target, time.time(), stale=self.snapshots.stale(), arguments=arguments
+            self.snapshots.current.policy,
+            principal,
+            target,
+            time.time(),
+            stale=self.snapshots.stale(),
+            arguments=arguments,
         )
 
     def visible(self, principal: Principal, target: Target) -> bool:

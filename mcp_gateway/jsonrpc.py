@@ -17,6 +17,7 @@ from .errors import INVALID_REQUEST, PARSE_ERROR, GatewayError, ProtocolError
 Message = dict[str, Any]
 RequestId = str | int
 
+
 def dumps(message: Message) -> bytes:
     return orjson.dumps(message)
 
@@ -30,7 +31,7 @@ def loads(data: bytes | str) -> Any:
 
 
 def is_request_id(value: Any) -> bool:
-    return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def parse_incoming(data: bytes | str) -> Message:

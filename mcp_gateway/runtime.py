@@ -12,9 +12,9 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -31,10 +31,10 @@ from .policy.watch import PolicyDirectory
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .settings import Settings
-from .store import current_revision, is_sqlite, open_engine, upgrade
 from .store import audit as audit_store
+from .store import current_revision, is_sqlite, open_engine, upgrade
+from .store.engine import HEAD
 from .store.notify import listen
-from .store.engine import alembic_config
 from .tasks import supervised
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,16 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
     if settings.migrate:
         await upgrade(engine)
     else:
-        from alembic.script import ScriptDirectory
-
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        if await current_revision(engine) != head:
-            raise ConfigError([Problem(str(settings.database_url), None, "the store's schema is not current: run `mcp-gateway db upgrade`")])
+        if await current_revision(engine) != HEAD:
+            raise ConfigError(
+                [
+                    Problem(
+                        str(settings.database_url),
+                        None,
+                        "the store's schema is not current: run `mcp-gateway db upgrade`",
+                    )
+                ]
+            )
 
 
 @asynccontextmanager
@@ -96,11 +101,17 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
         await prepare_store(engine, settings)
         snapshots = Snapshots(engine, max_age=settings.snapshot_max_age, poll_interval=settings.snapshot_poll_interval)
         if not await snapshots.refresh(force=True):
-            raise ConfigError([Problem(str(settings.database_url), None, f"cannot read the store: {snapshots.last_error}")])
+            raise ConfigError(
+                [Problem(str(settings.database_url), None, f"cannot read the store: {snapshots.last_error}")]
+            )
         async with anyio.create_task_group() as tg:
-            writer = AuditWriter(audit_store.appender(settings.database_url), chain_id(settings), settings.audit_queue_size)
+            writer = AuditWriter(
+                audit_store.appender(settings.database_url), chain_id(settings), settings.audit_queue_size
+            )
             await writer.start(tg)
-            arguments = ArgumentPolicy(settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes)
+            arguments = ArgumentPolicy(
+                settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes
+            )
             governance = Governance(snapshots, writer, arguments)
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
             router = Router(upstreams, governance, tg)

@@ -128,7 +128,12 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
         if isinstance(section.get(name), str):
             section[name] = str((base / section[name]).resolve())
     url = section.get("database_url")
-    if isinstance(url, str) and url.startswith("sqlite") and ":///" in url and not url.split(":///", 1)[1].startswith("/"):
+    if (
+        isinstance(url, str)
+        and url.startswith("sqlite")
+        and ":///" in url
+        and not url.split(":///", 1)[1].startswith("/")
+    ):
         section["database_url"] = url.split(":///", 1)[0] + ":///" + str((base / url.split(":///", 1)[1]).resolve())
     settings = load_settings(section, config.path, config.gateway_lines, **overrides)
     if settings.database_url is None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
 
 log = logging.getLogger(__name__)
 
 
-def supervised(name: str, run: Callable[[], Awaitable[None]], backoff: float = 1.0) -> Callable[[], Awaitable[None]]:
+def supervised(
+    name: str, run: Callable[[], Awaitable[None]], backoff: float = 1.0
+) -> Callable[[], Coroutine[Any, Any, None]]:
     """Wrap a task so an unexpected error is logged and the task restarted, not propagated."""
 
     async def task() -> None:

@@ -258,7 +258,17 @@ class GatewayProcess:
     async def start(self, timeout: float = 30.0) -> None:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(self.config), "--port", str(self.port), *self.args],
+                [
+                    sys.executable,
+                    "-m",
+                    "mcp_gateway",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

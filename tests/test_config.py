@@ -157,9 +157,7 @@ def test_env_references_resolve_when_used_and_name_a_missing_variable(
 def test_file_references_resolve_to_the_contents_without_the_trailing_newline(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cret\n")
-    config = parse(
-        f"upstreams:\n  svc:\n    command: python\n    env: {{API_TOKEN: {{$file: {secret}}}}}\n", FILE
-    )
+    config = parse(f"upstreams:\n  svc:\n    command: python\n    env: {{API_TOKEN: {{$file: {secret}}}}}\n", FILE)
     upstream = config.upstreams["svc"]
     assert isinstance(upstream, StdioUpstream)
     assert resolve(upstream.env["API_TOKEN"]) == "s3cret"
@@ -280,9 +278,7 @@ def test_check_reports_every_problem_with_file_and_line_and_exits_2(
     result = run_cli("check", "--config", str(path))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert [line.split(": ")[:3] for line in lines] == [
-        ["error", f"{path}:{n}", what] for n, what in expected
-    ]
+    assert [line.split(": ")[:3] for line in lines] == [["error", f"{path}:{n}", what] for n, what in expected]
 
 
 def test_check_prints_the_catalog_of_the_example_config_and_exits_0() -> None:

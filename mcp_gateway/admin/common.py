@@ -56,7 +56,12 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         actor = actor_for(request)
         if actor is None:
-            return error(401, "unauthorized", "an admin token is required", {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'})
+            return error(
+                401,
+                "unauthorized",
+                "an admin token is required",
+                {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
+            )
         try:
             return await handler(request, actor)
         except ApiError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -12,7 +13,7 @@ from .. import __version__
 from . import audit, identity, policy, rules, status, switches
 from .models import EngageSwitch, NewKey, NewPrincipal, NewRule, NewTeam, ReleaseSwitch
 
-ROUTES: list[tuple[str, str, Any, type | None, tuple[str, ...]]] = [
+ROUTES: list[tuple[str, str, Any, type[BaseModel] | None, tuple[str, ...]]] = [
     ("GET", "/status", status.status, None, ()),
     ("GET", "/kill-switches", switches.list_switches, None, ("all",)),
     ("POST", "/kill-switches", switches.engage, EngageSwitch, ()),
@@ -52,7 +53,9 @@ def openapi() -> dict[str, Any]:
                 "401": {"description": "No valid admin token"},
             },
         }
-        parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ("id",) if "{id}" in path]
+        parameters = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ("id",) if "{id}" in path
+        ]
         parameters += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in query]
         if parameters:
             operation["parameters"] = parameters

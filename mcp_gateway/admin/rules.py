@@ -38,7 +38,9 @@ def _json(rule: Rule) -> dict[str, object]:
 async def list_rules(request: Request, actor: str) -> Response:
     """Rules, in the order they are evaluated within each team."""
     rules = await store.list_rules(gateway(request).engine, request.query_params.get("team"))
-    return ok({"items": [_json(r) for r in rules], "policy_version": gateway(request).snapshots.current.policy.policy_version})
+    return ok(
+        {"items": [_json(r) for r in rules], "policy_version": gateway(request).snapshots.current.policy.policy_version}
+    )
 
 
 @admin

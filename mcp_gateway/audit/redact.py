@@ -50,7 +50,10 @@ class ArgumentPolicy:
     """Turns call arguments into what the audit row stores."""
 
     def __init__(
-        self, mode: Literal["redacted", "digest"], redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS, max_bytes: int = 4096
+        self,
+        mode: Literal["redacted", "digest"],
+        redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
+        max_bytes: int = 4096,
     ) -> None:
         self.mode = mode
         self.keys = tuple(k.lower() for k in redact_keys)

@@ -35,7 +35,8 @@ class AuditUnavailable(Denied):
 
 def _unavailable(detail: str) -> AuditUnavailable:
     return AuditUnavailable(
-        "the call was not made: its audit record could not be written", {"reason": "audit unavailable", "detail": detail}
+        "the call was not made: its audit record could not be written",
+        {"reason": "audit unavailable", "detail": detail},
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ def _when(value: str) -> float:
     except ValueError:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
 
 
@@ -66,7 +66,7 @@ def _filter_values(args: argparse.Namespace) -> audit_store.Filters:
 
 
 def _line(row: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(row["ts"], timezone.utc).isoformat(timespec="milliseconds")
+    when = datetime.fromtimestamp(row["ts"], UTC).isoformat(timespec="milliseconds")
     what = f"{row['server'] or '-'}/{row['tool'] or '-'}" if row["server"] else row["method"] or "-"
     fields = [when, row["kind"], row["principal_id"] or "-", what, row["decision"] or "-"]
     if row["outcome"]:

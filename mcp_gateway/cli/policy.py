@@ -161,7 +161,10 @@ def run_explain(args: argparse.Namespace) -> int:
         principal = snapshot.principals.get(args.principal) or _principal(args.principal)
         source = f"the live policy (version {state.policy_version})"
     decision = decide(state, principal, target, time.time(), arguments=arguments if kind == "tool" else None)
-    print(f"{decision.effect.upper()}: {principal.id} (team {principal.team}) -> {kind} {target.name!r} of {target.server!r}")
+    print(
+        f"{decision.effect.upper()}: {principal.id} (team {principal.team}) "
+        f"-> {kind} {target.name!r} of {target.server!r}"
+    )
     print(f"  why: {decision.reason}")
     print(f"  according to {source}")
     team = state.teams.get(principal.team)
@@ -199,7 +202,10 @@ def run_test(args: argparse.Namespace) -> int:
             print(f"pass {label}: {decision.effect} ({decision.reason})")
         else:
             failures += 1
-            print(f"FAIL {case.file}:{case.line}: {label}: expected {doc.expect}, got {decision.effect} ({decision.reason})")
+            print(
+                f"FAIL {case.file}:{case.line}: {label}: "
+                f"expected {doc.expect}, got {decision.effect} ({decision.reason})"
+            )
     print(f"\n{len(bundle.tests) - failures} passed, {failures} failed")
     return 1 if failures else 0
 

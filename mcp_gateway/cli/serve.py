@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from .. import __version__, auth
 from ..errors import ConfigError, Problem
@@ -29,8 +30,12 @@ def register(sub: Any) -> None:
     serve.add_argument("--allowed-host", dest="allowed_hosts", action="append", help="accept this Host header too")
     serve.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="accept this Origin too")
     serve.add_argument("--policies", help="a directory of policy files to apply")
-    serve.add_argument("--watch", dest="watch_policies", action="store_const", const=True, help="re-apply policy files on change")
-    serve.add_argument("--no-migrate", dest="migrate", action="store_const", const=False, help="do not upgrade the store on start")
+    serve.add_argument(
+        "--watch", dest="watch_policies", action="store_const", const=True, help="re-apply policy files on change"
+    )
+    serve.add_argument(
+        "--no-migrate", dest="migrate", action="store_const", const=False, help="do not upgrade the store on start"
+    )
     serve.set_defaults(run=run_serve)
 
     stdio = sub.add_parser("stdio", help=f"serve one client on stdin/stdout (API key in ${KEY_ENV})")
@@ -114,7 +119,7 @@ def run_stdio(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ByteIn:
+class _ByteIn(ByteReceiveStream):
     """stdin as an anyio byte stream, read in a worker thread."""
 
     def __init__(self, file: Any) -> None:
@@ -130,7 +135,7 @@ class _ByteIn:
         return None
 
 
-class _ByteOut:
+class _ByteOut(ByteSendStream):
     """stdout as an anyio byte stream; writes are small and flushed at once."""
 
     def __init__(self, file: Any) -> None:

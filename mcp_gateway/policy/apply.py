@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..store import identity as identity_store
@@ -85,7 +86,7 @@ async def apply(engine: AsyncEngine, bundle: Bundle, directory: Path, actor: str
         return None
     for team, description in bundle.teams.items():
         await identity_store.ensure_team(engine, team, description)
-    info = git_info(directory)
+    info = await anyio.to_thread.run_sync(git_info, directory)
     return await rule_store.replace_all(
         engine, bundle.rules, actor, content_hash=bundle.content_hash, git_commit=info.commit, git_dirty=info.dirty
     )

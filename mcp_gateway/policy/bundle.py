@@ -213,7 +213,11 @@ def load(directory: Path) -> Bundle:
                 rule_id = rule_doc.id or f"{team}-{positions.get(team, 0) + 1}"
                 if rule_id in seen_ids:
                     problems.append(
-                        Problem(str(path), source.line_of((*loc, "id")), f"rule id {rule_id!r} is already used in {seen_ids[rule_id]}")
+                        Problem(
+                            str(path),
+                            source.line_of((*loc, "id")),
+                            f"rule id {rule_id!r} is already used in {seen_ids[rule_id]}",
+                        )
                     )
                     continue
                 seen_ids[rule_id] = f"{path.name}:{source.line_of(loc)}"

@@ -29,7 +29,7 @@ _MEMO_LIMIT = 65_536
 class _Globs:
     """A set of glob patterns: exact names by lookup, the rest as one regex."""
 
-    __slots__ = ("exact", "pattern", "any")
+    __slots__ = ("any", "exact", "pattern")
 
     def __init__(self, globs: Iterable[str]) -> None:
         globs = tuple(globs)
@@ -49,7 +49,9 @@ class _Compiled:
 
 
 def _compile(rule: Rule) -> _Compiled:
-    return _Compiled(rule, {"tool": _Globs(rule.tools), "prompt": _Globs(rule.prompts), "resource": _Globs(rule.resources)})
+    return _Compiled(
+        rule, {"tool": _Globs(rule.tools), "prompt": _Globs(rule.prompts), "resource": _Globs(rule.resources)}
+    )
 
 
 class TeamRules:
@@ -101,9 +103,7 @@ class TeamRules:
         return found
 
 
-def _verdict(
-    rules: TeamRules | None, target: Target, arguments: dict[str, Any] | None
-) -> tuple[str, str, Rule | None]:
+def _verdict(rules: TeamRules | None, target: Target, arguments: dict[str, Any] | None) -> tuple[str, str, Rule | None]:
     """(effect, reason, rule) from one rule set. With `arguments` (a tool call), an allow
     rule with argument constraints covers only calls that satisfy them; listings pass None."""
     if rules is None:
@@ -171,7 +171,9 @@ class PolicyState:
         )
 
 
-def engaged_switch(state: PolicyState, principal: Principal | None, target: Target | None, now: float) -> KillSwitch | None:
+def engaged_switch(
+    state: PolicyState, principal: Principal | None, target: Target | None, now: float
+) -> KillSwitch | None:
     for switch in state.switches:
         if switch.active(now) and switch.matches(principal, target):
             return switch

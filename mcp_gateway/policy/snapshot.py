@@ -112,7 +112,9 @@ class Snapshots:
                         new = build(await state_store.load(self.engine))
                         old, self.current = self.current, new
                         if new.version != old.version:
-                            log.info("snapshot %d -> %d (policy %d)", old.version, new.version, new.policy.policy_version)
+                            log.info(
+                                "snapshot %d -> %d (policy %d)", old.version, new.version, new.policy.policy_version
+                            )
                         for listener in self._listeners:
                             await listener(old, new)
             except (SQLAlchemyError, OSError, TimeoutError) as exc:

@@ -54,7 +54,9 @@ class PolicyDirectory:
                 version = await apply(self.engine, bundle, self.directory, actor)
             except ConfigError as exc:
                 problems = [str(p) for p in exc.problems]
-                log.error("policy bundle in %s rejected; the live policy stays:\n  %s", self.directory, "\n  ".join(problems))
+                log.error(
+                    "policy bundle in %s rejected; the live policy stays:\n  %s", self.directory, "\n  ".join(problems)
+                )
                 self.status = {**self.status, "error": problems, "error_at": now}
                 return {"applied": False, "policy_version": None, "error": problems}
             except SQLAlchemyError as exc:

@@ -18,7 +18,10 @@ from urllib.parse import urlsplit
 
 import httptools
 
-_CRLF = b"\r\n"
+MAX_BODY = 64 * 1024 * 1024
+IDLE_SECONDS = 4.0
+"""Connections idle longer are not reused: servers close idle ones (uvicorn after 5 s),
+and a request written into a connection as it closes would fail for no reason."""
 
 
 class HttpError(OSError):
@@ -60,7 +63,8 @@ class _Connection(asyncio.Protocol):
         self.response: Response | None = None
         self.headers_ready: asyncio.Future[Response] | None = None
         self.closed = False
-        self._name = b""
+        self.idle_since = 0.0
+        self._received = 0
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -97,6 +101,11 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.response is not None:
+            self._received += len(body)
+            if self._received > MAX_BODY:
+                self._fail(HttpError(f"the response exceeded {MAX_BODY} bytes"))
+                self.close()
+                return
             self.response._chunks.put_nowait(body)
 
     def on_message_complete(self) -> None:
@@ -126,6 +135,7 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None
         self.response = Response()
+        self._received = 0
         self.headers_ready = asyncio.get_running_loop().create_future()
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
@@ -162,6 +172,7 @@ class Pool:
         if conn.closed:
             return
         if len(self._idle) < self.max_idle:
+            conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
         else:
             conn.close()
@@ -176,7 +187,11 @@ class Pool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
                 )
         except (OSError, TimeoutError) as exc:
             raise ConnectError(f"cannot connect to {self.authority}: {exc}") from None
@@ -195,23 +210,18 @@ class Pool:
         `Response.chunks()`; `abort(conn)` drops the connection (a cancelled stream)."""
         conn: _Connection | None = None
         try:
+            now = asyncio.get_running_loop().time()
             while self._idle:
                 candidate = self._idle.pop()
-                if not candidate.closed:
+                if not candidate.closed and now - candidate.idle_since < IDLE_SECONDS:
                     conn = candidate
                     break
-            fresh = conn is None
+                candidate.close()
             if conn is None:
                 conn = await self._connect()
             head = self._head(method, headers, len(body) if body or method in ("POST", "PUT") else None)
-            try:
-                response = await conn.send(head, body)
-            except HttpError:
-                if fresh:
-                    raise
-                # A kept-alive connection the server had already closed: once more on a new one.
-                conn = await self._connect()
-                response = await conn.send(head, body)
+            # Never retried: the request may have reached the server, and a tool call must not run twice.
+            response = await conn.send(head, body)
             return response, conn
         except BaseException:
             if conn is not None:

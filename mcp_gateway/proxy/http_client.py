@@ -161,7 +161,9 @@ class HttpTransport:
                 self.break_(str(exc))
             else:
                 self.suspect.set()
-            error = UpstreamError(f"upstream {self.name!r} failed: {type(exc).__name__}: {exc}", {"upstream": self.name})
+            error = UpstreamError(
+                f"upstream {self.name!r} failed: {type(exc).__name__}: {exc}", {"upstream": self.name}
+            )
             await self._feed(jsonrpc.error(request_id, error), request_id)
             return
         except UpstreamError as exc:
@@ -170,7 +172,9 @@ class HttpTransport:
         finally:
             self._streams.pop(request_id, None)
         if not answered:
-            error = UpstreamError(f"upstream {self.name!r} closed the stream without answering", {"upstream": self.name})
+            error = UpstreamError(
+                f"upstream {self.name!r} closed the stream without answering", {"upstream": self.name}
+            )
             await self._feed(jsonrpc.error(request_id, error), request_id)
 
     async def _post_request(self, message: Message, headers: dict[str, str]) -> bool:
@@ -205,7 +209,9 @@ class HttpTransport:
             return True
         if status >= 400:
             error = ProtocolError(
-                INTERNAL_ERROR, f"upstream {self.name!r} answered HTTP {status}", {"upstream": self.name, "status": status}
+                INTERNAL_ERROR,
+                f"upstream {self.name!r} answered HTTP {status}",
+                {"upstream": self.name, "status": status},
             )
             await self._feed(jsonrpc.error(request_id, error), request_id)
             return True

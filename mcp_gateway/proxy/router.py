@@ -144,7 +144,9 @@ class Router(Events):
         if call.modern:
             result.setdefault("resultType", "complete")
             meta = result.get("_meta")
-            result["_meta"] = {**meta, SERVER_INFO: SERVER_IDENTITY} if isinstance(meta, dict) else {SERVER_INFO: SERVER_IDENTITY}
+            result["_meta"] = (
+                {**meta, SERVER_INFO: SERVER_IDENTITY} if isinstance(meta, dict) else {SERVER_INFO: SERVER_IDENTITY}
+            )
             if call.method.endswith("/list") or call.method in ("resources/read", "server/discover"):
                 result.setdefault("ttlMs", 0)
                 # What a client may see depends on who it is: never shareable between callers.
@@ -306,7 +308,9 @@ class Router(Events):
 
     async def _subscribe(self, call: Call) -> dict[str, Any]:
         upstream, original, uri = self._route_uri(call.params)
-        await self.governance.admit(call.principal, Target(upstream.name, "resource", original), "resources/subscribe", None)
+        await self.governance.admit(
+            call.principal, Target(upstream.name, "resource", original), "resources/subscribe", None
+        )
         subscribers = self._subscribers.setdefault(uri, set())
         subscribers.add(call.session)
         call.session.subscriptions.add(uri)
@@ -407,7 +411,11 @@ class Router(Events):
 
     async def policy_changed(self) -> None:
         """What clients may see changed: tell every client to list again."""
-        for method in ("notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"):
+        for method in (
+            "notifications/tools/list_changed",
+            "notifications/prompts/list_changed",
+            "notifications/resources/list_changed",
+        ):
             await self.broadcast(jsonrpc.notification(method))
 
 

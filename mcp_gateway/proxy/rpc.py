@@ -28,7 +28,15 @@ from typing import Any, Protocol
 import anyio
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, METHOD_NOT_FOUND, GatewayError, ProtocolError, RpcError, UpstreamError, UpstreamTimeout
+from ..errors import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    GatewayError,
+    ProtocolError,
+    RpcError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from ..jsonrpc import Message, RequestId
 
 log = logging.getLogger(__name__)
@@ -240,7 +248,9 @@ class RpcConnection:
                 reply = jsonrpc.error(request_id, exc)
             except Exception:  # the top of a task: answer the upstream, keep the connection
                 log.exception("%s: relaying %s failed", self.name, method)
-                reply = jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, f"the gateway could not relay {method}"))
+                reply = jsonrpc.error(
+                    request_id, ProtocolError(INTERNAL_ERROR, f"the gateway could not relay {method}")
+                )
             finally:
                 self._asks.pop(request_id, None)
         if scope.cancelled_caught:

@@ -31,6 +31,8 @@ Emit = Callable[[Message], Awaitable[None]]
 
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
+
+
 Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 

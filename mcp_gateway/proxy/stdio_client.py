@@ -127,7 +127,7 @@ def _signal_group(process: Process, sig: int) -> None:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         try:
-            process.send_signal(sig)
+            process.send_signal(signal.Signals(sig))
         except ProcessLookupError:
             pass
 

@@ -28,8 +28,9 @@ from anyio.abc import TaskGroup
 from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 
 from .. import __version__, jsonrpc
-from ..config import HttpUpstream, StdioUpstream, Upstream as UpstreamConfig, resolve
-from ..errors import ConfigError, GatewayError, RpcError, UpstreamError
+from ..config import HttpUpstream, StdioUpstream, resolve
+from ..config import Upstream as UpstreamConfig
+from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
@@ -238,7 +239,9 @@ class Upstream:
             transport.modern = True
         try:
             with anyio.fail_after(10):
-                result = await conn.request("server/discover", self._envelope({}, CLIENT_CAPS), headers=self._headers("server/discover", {}))
+                result = await conn.request(
+                    "server/discover", self._envelope({}, CLIENT_CAPS), headers=self._headers("server/discover", {})
+                )
         except (RpcError, TimeoutError, UpstreamError) as exc:
             log.debug("%s: server/discover failed (%s); using the initialize handshake", self.name, exc)
             if isinstance(transport, http_client.HttpTransport):
@@ -282,9 +285,7 @@ class Upstream:
             except GatewayError as exc:
                 log.debug("%s: logging/setLevel failed: %s", self.name, exc)
 
-    def _envelope(
-        self, params: dict[str, Any], caps: dict[str, Any], log_level: str | None = None
-    ) -> dict[str, Any]:
+    def _envelope(self, params: dict[str, Any], caps: dict[str, Any], log_level: str | None = None) -> dict[str, Any]:
         """Params with the 2026-07-28 per-request `_meta` envelope: the gateway is the client here."""
         meta = {k: v for k, v in jsonrpc.meta_of(params).items() if k not in ENVELOPE_KEYS}
         meta[PROTOCOL_VERSION] = MODERN
@@ -453,7 +454,9 @@ class Upstream:
                 delay = 1.0
                 while not conn.closed.is_set():
                     try:
-                        await self._request(conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None)
+                        await self._request(
+                            conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None
+                        )
                     except GatewayError as exc:
                         log.debug("%s: listen stream ended: %s", self.name, exc)
                     await anyio.sleep(delay)  # ended without being asked to: listen again
@@ -503,9 +506,7 @@ class Upstream:
                 {"upstream": self.name, "state": self.state},
             )
         caps = CLIENT_CAPS if client_caps is None else {k: v for k, v in client_caps.items() if k in CLIENT_CAPS}
-        result = await self._request(
-            conn, method, params, caps, sink, timeout or self.config.timeout, log_level
-        )
+        result = await self._request(conn, method, params, caps, sink, timeout or self.config.timeout, log_level)
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:
             # Clients talk to the gateway; the upstream's identity stamp is not theirs to see.

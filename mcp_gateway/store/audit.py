@@ -69,7 +69,9 @@ def _where(query: Any, f: Filters) -> Any:
     return query
 
 
-async def query(engine: AsyncEngine, filters: Filters, *, before: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def query(
+    engine: AsyncEngine, filters: Filters, *, before: int | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     """Newest first; `before` is the cursor (a `seq`) from the previous page."""
     q = _where(select(t.audit), filters)
     if before is not None:
@@ -79,7 +81,9 @@ async def query(engine: AsyncEngine, filters: Filters, *, before: int | None = N
         return [dict(r._mapping) for r in await conn.execute(q)]
 
 
-async def ascending(engine: AsyncEngine, filters: Filters, *, after: int = 0, page: int = 1000) -> AsyncIterator[dict[str, Any]]:
+async def ascending(
+    engine: AsyncEngine, filters: Filters, *, after: int = 0, page: int = 1000
+) -> AsyncIterator[dict[str, Any]]:
     """Every matching row, oldest first, in pages."""
     while True:
         q = _where(select(t.audit), filters).where(t.audit.c.seq > after).order_by(t.audit.c.seq).limit(page)

@@ -42,7 +42,14 @@ async def ensure_principal(engine: AsyncEngine, team: str, name: str, kind: str 
         row = (await conn.execute(select(t.principals).where(t.principals.c.id == principal_id))).first()
         if row is not None:
             return dict(row._mapping)
-        values = {"id": principal_id, "team_id": team, "name": name, "kind": kind, "created_at": time.time(), "disabled": False}
+        values = {
+            "id": principal_id,
+            "team_id": team,
+            "name": name,
+            "kind": kind,
+            "created_at": time.time(),
+            "disabled": False,
+        }
         try:
             await conn.execute(insert(t.principals).values(**values))
         except IntegrityError:
@@ -92,7 +99,5 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> None:
 
 async def add_admin_token(engine: AsyncEngine, token_id: str, name: str, digest: str) -> None:
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(t.admin_tokens).values(id=token_id, name=name, hash=digest, created_at=time.time())
-        )
+        await conn.execute(insert(t.admin_tokens).values(id=token_id, name=name, hash=digest, created_at=time.time()))
         await bump(conn)

@@ -39,7 +39,7 @@ async def listen(url: str, poke: Callable[[], None]) -> None:
         try:
             connection = await asyncpg.connect(**connect_args(url), timeout=10)
             lost = anyio.Event()
-            connection.add_termination_listener(lambda _: lost.set())
+            connection.add_termination_listener(lambda _, lost=lost: lost.set())
             await connection.add_listener(CHANNEL, lambda *_: poke())
             log.info("listening for state changes on %s", CHANNEL)
             delay = 0.5

@@ -84,7 +84,13 @@ async def delete_rule(engine: AsyncEngine, rule_id: str, actor: str) -> int:
 
 
 async def replace_all(
-    engine: AsyncEngine, rules: Sequence[Rule], actor: str, *, content_hash: str, git_commit: str | None, git_dirty: bool | None
+    engine: AsyncEngine,
+    rules: Sequence[Rule],
+    actor: str,
+    *,
+    content_hash: str,
+    git_commit: str | None,
+    git_dirty: bool | None,
 ) -> int:
     """Swap the whole rule set for a bundle's, atomically; returns the new policy version."""
     now = time.time()

@@ -50,7 +50,9 @@ async def release(engine: AsyncEngine, switch_id: str, actor: str, reason: str) 
     return dict(row._mapping)
 
 
-async def listing(engine: AsyncEngine, include_released: bool = False, now: float | None = None) -> list[dict[str, Any]]:
+async def listing(
+    engine: AsyncEngine, include_released: bool = False, now: float | None = None
+) -> list[dict[str, Any]]:
     now = time.time() if now is None else now
     query = select(t.kill_switches).order_by(t.kill_switches.c.created_at.desc())
     if not include_released:

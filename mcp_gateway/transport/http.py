@@ -212,7 +212,9 @@ class McpEndpoint:
         )
         await self._serve(receive, send, call, wants_sse)
 
-    async def _initialize(self, receive: Receive, send: Send, who: Principal, message: Message, wants_sse: bool) -> None:
+    async def _initialize(
+        self, receive: Receive, send: Send, who: Principal, message: Message, wants_sse: bool
+    ) -> None:
         if len(self.sessions) >= self.options.max_sessions:
             await sse.send_status(send, 503, "Too many sessions", [(b"retry-after", b"5")])
             return
@@ -227,7 +229,9 @@ class McpEndpoint:
         self.router.open_session(session)
         await sse.send_json(send, 200, jsonrpc.result(call.id, result), [(b"mcp-session-id", session.id.encode())])
 
-    async def _session(self, send: Send, headers: dict[str, str], who: Principal, request_id: Any) -> _HttpSession | None:
+    async def _session(
+        self, send: Send, headers: dict[str, str], who: Principal, request_id: Any
+    ) -> _HttpSession | None:
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             error = ProtocolError(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required (initialize first)")
@@ -315,7 +319,9 @@ class McpEndpoint:
             return
         await self._serve(receive, send, call, wants_sse)
 
-    def _modern_rejection(self, scope: Scope, headers: dict[str, str], message: Message) -> InboundLadderRejection | None:
+    def _modern_rejection(
+        self, scope: Scope, headers: dict[str, str], message: Message
+    ) -> InboundLadderRejection | None:
         raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
         duplicated = find_duplicated_routing_header(raw)
         if duplicated is not None:
@@ -385,7 +391,9 @@ class McpEndpoint:
             except anyio.ClosedResourceError:
                 pass
             except anyio.WouldBlock:
-                log.warning("session %s: GET stream is not keeping up; dropped %s", session.id[:8], message.get("method"))
+                log.warning(
+                    "session %s: GET stream is not keeping up; dropped %s", session.id[:8], message.get("method")
+                )
 
         session.outbox = outbox
         held.end_stream = outgoing_send.close

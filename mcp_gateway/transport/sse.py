@@ -49,7 +49,9 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-async def send_status(send: Send, status: int, text: str = "", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_status(
+    send: Send, status: int, text: str = "", headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = text.encode()
     base = [(b"content-type", b"text/plain; charset=utf-8")] if body else []
     await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
@@ -77,7 +79,7 @@ class Cancellation:
 class _Stream:
     """The response being written: JSON until something has to stream, then SSE."""
 
-    __slots__ = ("send", "headers", "committed", "lock", "streaming")
+    __slots__ = ("committed", "headers", "lock", "send", "streaming")
 
     def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], streaming: bool) -> None:
         self.send = send

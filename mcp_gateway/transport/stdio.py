@@ -26,6 +26,8 @@ from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
 
 log = logging.getLogger(__name__)
 
+
+
 MAX_LINE = 16 * 1024 * 1024
 
 
@@ -94,9 +96,11 @@ class StdioServer:
         params = jsonrpc.params_of(message)
         method = message["method"]
         if self._modern is None:
-            self._modern = method != "initialize" and method != "ping" and jsonrpc.meta_of(params).get(
-                "io.modelcontextprotocol/protocolVersion"
-            ) in MODERN_VERSIONS
+            self._modern = (
+                method != "initialize"
+                and method != "ping"
+                and jsonrpc.meta_of(params).get("io.modelcontextprotocol/protocolVersion") in MODERN_VERSIONS
+            )
             if self._modern:
                 self.session.outbox = None  # at 2026-07-28 only listen streams carry notifications
         if self._modern:
@@ -153,7 +157,9 @@ class StdioServer:
         wants = call.params.get("notifications")
         listener = Listener(call.principal.id, wants if isinstance(wants, dict) else {}, self.write, call.id)
         await self.router.listen(listener)
-        await listener.deliver(jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": listener.wants}))
+        await listener.deliver(
+            jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": listener.wants})
+        )
         try:
             await anyio.sleep_forever()
         finally:

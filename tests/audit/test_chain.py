@@ -36,7 +36,13 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
             writer = AuditWriter(appender(store_url), chain)
             await writer.start(tg)
             for i in range(ROWS):
-                row = {"ts": 1_800_000_000.0 + i, "kind": "decision", "principal_id": "t/p", "tool": f"tool{i}", "decision": "allow"}
+                row = {
+                    "ts": 1_800_000_000.0 + i,
+                    "kind": "decision",
+                    "principal_id": "t/p",
+                    "tool": f"tool{i}",
+                    "decision": "allow",
+                }
                 if i % 3 == 0:
                     await writer.append(row)  # waits for its commit
                 else:
@@ -95,7 +101,9 @@ async def test_two_rows_swapped_are_caught_at_the_first_of_them(engine: AsyncEng
     assert report.first is not None and report.first.seq == first["seq"]
 
 
-async def test_the_verify_command_exits_1_and_names_the_first_bad_row(engine: AsyncEngine, store_url: str, tmp_path: Path) -> None:
+async def test_the_verify_command_exits_1_and_names_the_first_bad_row(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
     config = write_config(tmp_path, {}, database_url=store_url)
     command = [sys.executable, "-m", "mcp_gateway", "audit", "verify", "--config", str(config)]
     good = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -56,7 +56,11 @@ async def test_unreachable_store_denies_every_call_once_the_snapshot_is_stale(tm
         else:
             url = f"sqlite:///{tmp_path / 'gateway.db'}"
         config = write_config(
-            tmp_path, {"rec": recorder_upstream(log)}, database_url=url, snapshot_max_age=1.0, snapshot_poll_interval=0.2
+            tmp_path,
+            {"rec": recorder_upstream(log)},
+            database_url=url,
+            snapshot_max_age=1.0,
+            snapshot_poll_interval=0.2,
         )
         async with serve(config) as (gateway, gw):
             await wait_ready(gw)

@@ -103,7 +103,9 @@ async def test_engaging_a_switch_ends_calls_in_flight_and_releasing_restores_ser
         assert "y__echo" in names and not any(n.startswith("x__") for n in names)
 
     async with admin_client(url) as admin:
-        killed = (await admin.get("/audit", params={"kind": "completion", "tool": "slow", "limit": 100})).json()["items"]
+        killed = (await admin.get("/audit", params={"kind": "completion", "tool": "slow", "limit": 100})).json()[
+            "items"
+        ]
         assert sum(row["outcome"] == "killed" for row in killed) == CALLS
         released = await admin.post(f"/kill-switches/{switch['id']}/release", json={"reason": "resolved"})
         assert released.status_code == 200 and released.json()["released_by"] == "local-admin"
@@ -119,7 +121,9 @@ async def test_a_team_switch_stops_that_team_only(gateway: Any) -> None:
     url, _, _ = gateway
     ops, other = await create_key(url, "ops", "bot"), await create_key(url, "ops", "other")
     async with admin_client(url) as admin:
-        response = await admin.post("/kill-switches", json={"scope": "principal", "principal": "ops/bot", "reason": "leaked key"})
+        response = await admin.post(
+            "/kill-switches", json={"scope": "principal", "principal": "ops/bot", "reason": "leaked key"}
+        )
         assert response.status_code == 201
     async with agent(url, ops) as client:
         with pytest.raises(MCPError):

@@ -37,8 +37,9 @@ async def test_two_replicas_on_postgres_act_as_one_gateway(tmp_path: Path) -> No
     async with postgres_database() as url:
         # No policy directory: rules come through the admin API, so either replica may set them.
         config = write_config(tmp_path, {"everything": stdio_upstream()}, database_url=url, policies=None)
-        a, b = GatewayProcess(config, env={"MCP_GATEWAY_REPLICA_ID": "replica-a"}), GatewayProcess(
-            config, env={"MCP_GATEWAY_REPLICA_ID": "replica-b"}
+        a, b = (
+            GatewayProcess(config, env={"MCP_GATEWAY_REPLICA_ID": "replica-a"}),
+            GatewayProcess(config, env={"MCP_GATEWAY_REPLICA_ID": "replica-b"}),
         )
         try:
             await a.start()
@@ -79,7 +80,9 @@ async def test_two_replicas_on_postgres_act_as_one_gateway(tmp_path: Path) -> No
             assert all(o != "finished" and o.data["kill_switch_id"] == switch for o in outcomes)
 
             async with admin_client(b.url) as admin_b:  # released through B, lifted on A
-                assert (await admin_b.post(f"/kill-switches/{switch}/release", json={"reason": "over"})).status_code == 200
+                assert (
+                    await admin_b.post(f"/kill-switches/{switch}/release", json={"reason": "over"})
+                ).status_code == 200
             await _until_allowed(a.url)
         finally:
             a.stop()

@@ -103,9 +103,7 @@ async def wait_for_session_stream(gateway: Gateway, client_name: str, within: fl
     the only way the gateway can send it notifications that belong to no request."""
 
     def streaming() -> bool:
-        return any(
-            s.client_info.get("name") == client_name and s.outbox is not None for s in gateway.router.sessions
-        )
+        return any(s.client_info.get("name") == client_name and s.outbox is not None for s in gateway.router.sessions)
 
     with anyio.fail_after(within):
         while not streaming():  # noqa: ASYNC110  (polled: the gateway has no event for this)
@@ -193,9 +191,7 @@ class RawClient:
     async def _post(self, body: dict[str, Any], extra: dict[str, str]) -> httpx2.Response:
         return await self._http.post(self._url, content=json.dumps(body), headers=self._headers(extra))
 
-    async def request(
-        self, method: str, params: dict[str, Any], meta: dict[str, Any] | None = None
-    ) -> Answer:
+    async def request(self, method: str, params: dict[str, Any], meta: dict[str, Any] | None = None) -> Answer:
         meta = dict(meta or {})
         extra: dict[str, str] = {}
         if self._mode == MODERN:

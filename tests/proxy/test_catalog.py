@@ -31,9 +31,7 @@ def upstream(
     server = Upstream(name, config, Events())
     server.state = state  # type: ignore[assignment]
     server.catalog = UpstreamCatalog(
-        tools=[
-            {"name": t, "description": f"{t} of {name}", "inputSchema": {"type": "object"}} for t in tools
-        ],
+        tools=[{"name": t, "description": f"{t} of {name}", "inputSchema": {"type": "object"}} for t in tools],
         prompts=[{"name": p, "arguments": [{"name": "x", "required": True}]} for p in prompts],
         resources=[{"uri": r, "name": r, "mimeType": "text/plain"} for r in resources],
         templates=[{"uriTemplate": t, "name": t} for t in templates],
@@ -83,9 +81,7 @@ def test_a_configured_namespace_replaces_the_server_name() -> None:
 
 
 def test_an_empty_namespace_exposes_names_unchanged() -> None:
-    plain = upstream(
-        "plain", "", tools=["read"], prompts=["p"], resources=["test://r"], templates=["test://t/{id}"]
-    )
+    plain = upstream("plain", "", tools=["read"], prompts=["p"], resources=["test://r"], templates=["test://t/{id}"])
     catalog = built(plain)
     assert names(catalog, "tools") == ["read"]
     assert names(catalog, "prompts") == ["p"]

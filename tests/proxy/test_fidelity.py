@@ -71,9 +71,7 @@ def _as_exposed(result: dict[str, Any], namespace: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_tool_results_keep_content_structured_content_and_error_flag(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_tool_results_keep_content_structured_content_and_error_flag(deployment: Deployment, mode: str) -> None:
     async with (
         Client(deployment.upstream_url, mode=mode) as direct,
         Client(deployment.url, mode=mode) as client,
@@ -93,9 +91,7 @@ async def test_tool_results_keep_content_structured_content_and_error_flag(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_tool_definitions_keep_schemas_annotations_and_titles(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_tool_definitions_keep_schemas_annotations_and_titles(deployment: Deployment, mode: str) -> None:
     async with (
         Client(deployment.upstream_url, mode=mode) as direct,
         Client(deployment.url, mode=mode) as client,
@@ -113,9 +109,7 @@ async def test_tool_definitions_keep_schemas_annotations_and_titles(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_prompt_resource_and_template_listings_keep_their_fields(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_prompt_resource_and_template_listings_keep_their_fields(deployment: Deployment, mode: str) -> None:
     async with (
         Client(deployment.upstream_url, mode=mode) as direct,
         Client(deployment.url, mode=mode) as client,
@@ -171,9 +165,7 @@ async def test_progress_reaches_the_caller_in_order(deployment: Deployment, mode
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_concurrent_callers_each_get_their_own_progress_token_back(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_concurrent_callers_each_get_their_own_progress_token_back(deployment: Deployment, mode: str) -> None:
     answers: dict[str, Answer] = {}
     async with raw_client(deployment.url, mode) as first, raw_client(deployment.url, mode) as second:
 
@@ -262,17 +254,13 @@ async def test_prompts_and_completions_work_under_namespaced_names(deployment: D
                 PromptReference(type="ref/prompt", name=prompt_name), {"name": "arg1", "value": "pa"}
             )
             assert by_prompt.completion.values == ["paris", "park", "party"]
-            template = ResourceTemplateReference(
-                type="ref/resource", uri=f"{namespace}+test://template/{{id}}/data"
-            )
+            template = ResourceTemplateReference(type="ref/resource", uri=f"{namespace}+test://template/{{id}}/data")
             by_template = await client.complete(template, {"name": "id", "value": "12"})
             assert by_template.completion.values == ["123"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_clients_see_the_gateways_identity_never_the_upstreams(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_clients_see_the_gateways_identity_never_the_upstreams(deployment: Deployment, mode: str) -> None:
     async with Client(deployment.url, mode=mode) as client:
         results: list[BaseModel] = [
             await client.list_tools(),
@@ -293,9 +281,7 @@ async def test_clients_see_the_gateways_identity_never_the_upstreams(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_no_answer_on_the_wire_carries_the_upstreams_identity(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_no_answer_on_the_wire_carries_the_upstreams_identity(deployment: Deployment, mode: str) -> None:
     requests: list[tuple[str, dict[str, Any]]] = [
         ("tools/list", {}),
         ("tools/call", {"name": "remote__echo", "arguments": {"text": "x"}}),

@@ -66,14 +66,10 @@ class Sampler:
         self.reply = reply
         self.prompts: list[str] = []
 
-    async def __call__(
-        self, context: ClientRequestContext, params: CreateMessageRequestParams
-    ) -> CreateMessageResult:
+    async def __call__(self, context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
         content = params.messages[0].content
         self.prompts.append(content.text if isinstance(content, TextContent) else repr(content))
-        return CreateMessageResult(
-            role="assistant", content=TextContent(type="text", text=self.reply), model="test"
-        )
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text=self.reply), model="test")
 
 
 class User:
@@ -99,9 +95,7 @@ async def test_sampling_reaches_the_calling_client_and_its_answer_reaches_the_to
     ):
         for namespace in NAMESPACES:
             with anyio.fail_after(CALL_DEADLINE):
-                result = await client.call_tool(
-                    f"{namespace}__test_sampling", {"prompt": f"question via {namespace}"}
-                )
+                result = await client.call_tool(f"{namespace}__test_sampling", {"prompt": f"question via {namespace}"})
             assert not result.is_error, result
             assert _text(result) == "LLM response: from the caller"
     assert caller.prompts == ["question via local", "question via remote"]
@@ -139,9 +133,7 @@ async def test_a_declined_elicitation_reaches_the_tool_as_declined(deployment: D
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_client_without_elicitation_gets_a_clear_error_not_a_hang(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_a_client_without_elicitation_gets_a_clear_error_not_a_hang(deployment: Deployment, mode: str) -> None:
     async with Client(deployment.url, mode=mode) as client:
         for namespace in NAMESPACES:
             with anyio.fail_after(CALL_DEADLINE), pytest.raises(MCPError) as refused:
@@ -168,9 +160,7 @@ def _is_tools_changed(message: ServerNotification) -> bool:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_resource_updates_reach_subscribers_under_the_gateways_uri(
-    deployment: Deployment, mode: str
-) -> None:
+async def test_resource_updates_reach_subscribers_under_the_gateways_uri(deployment: Deployment, mode: str) -> None:
     uris = {namespace: f"{namespace}+test://watched-resource" for namespace in NAMESPACES}
     if mode == MODERN:
         async with (

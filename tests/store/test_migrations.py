@@ -43,6 +43,14 @@ async def test_upgrading_twice_is_harmless_and_lands_on_head(store_url: str) -> 
         await engine.dispose()
 
 
+def test_the_revision_the_gateway_expects_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from mcp_gateway.store.engine import HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
+
+
 def test_the_wheel_ships_migrations_example_and_policies(tmp_path: Path) -> None:
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],

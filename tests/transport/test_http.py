@@ -169,9 +169,7 @@ async def _chunks(total: int) -> AsyncIterator[bytes]:
 async def test_a_body_over_max_body_bytes_is_refused_with_413(gateway: Running, declared: bool) -> None:
     padded = json.dumps({**INITIALIZE, "padding": "x" * MAX_BODY}).encode()
     async with raw_client(gateway.url) as http:
-        response = await http.post(
-            "/mcp", content=padded if declared else _chunks(4 * MAX_BODY), headers=JSON_HEADERS
-        )
+        response = await http.post("/mcp", content=padded if declared else _chunks(4 * MAX_BODY), headers=JSON_HEADERS)
     assert response.status_code == 413
     assert str(MAX_BODY) in rpc_error(response)["message"]
     await assert_still_serving(gateway)
@@ -183,10 +181,7 @@ async def test_a_client_that_stalls_then_drops_mid_body_is_not_an_error(
     # uvicorn's own logger does not propagate to the root, where caplog listens.
     logging.getLogger("uvicorn.error").addHandler(caplog.handler)
     host, port = gateway.url.split("//")[1].split("/")[0].split(":")
-    head = (
-        f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n"
-    )
+    head = f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
     try:
         async with await anyio.connect_tcp(host, int(port)) as stalled:
             await stalled.send(head.encode() + b'{"jsonrpc": "2.0", ')
@@ -259,9 +254,7 @@ async def test_delete_ends_the_session(gateway: Running) -> None:
 
 async def test_get_at_2026_07_28_is_method_not_allowed(gateway: Running) -> None:
     async with raw_client(gateway.url) as http:
-        response = await http.get(
-            "/mcp", headers={"accept": "text/event-stream", "mcp-protocol-version": "2026-07-28"}
-        )
+        response = await http.get("/mcp", headers={"accept": "text/event-stream", "mcp-protocol-version": "2026-07-28"})
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     await assert_still_serving(gateway)
@@ -288,9 +281,7 @@ async def test_a_session_holds_one_get_stream_at_a_time(gateway: Running) -> Non
 async def test_a_notification_is_accepted_with_202_and_no_body(gateway: Running) -> None:
     async with raw_client(gateway.url) as http:
         session = {"mcp-session-id": await handshake(http)}
-        response = await post(
-            http, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), **session
-        )
+        response = await post(http, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), **session)
     assert response.status_code == 202
     assert response.content == b""
     await assert_still_serving(gateway)
