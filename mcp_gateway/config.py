@@ -188,6 +188,27 @@ class Config(BaseModel):
         return name if upstream.namespace is None else upstream.namespace
 
 
+_PASSWORD_IN_URL = re.compile(r"://[^/@:]+:[^/@]+@")
+
+
+def _gateway_secret_problems(section: dict[str, Any], source: yamlsrc.Source) -> list[Problem]:
+    """Settings that carry secrets must be references in the file, like upstream credentials."""
+    problems = []
+    for key, value in section.items():
+        secret = key == "admin_token" or (
+            key == "database_url" and isinstance(value, str) and _PASSWORD_IN_URL.search(value)
+        )
+        if secret and isinstance(value, str):
+            problems.append(
+                Problem(
+                    source.file,
+                    source.line_of(("gateway", key)),
+                    f"gateway.{key} holds a secret: write a reference such as {{$env: NAME}} or {{$file: PATH}}",
+                )
+            )
+    return problems
+
+
 def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> Upstream | list[Problem]:
     loc: yamlsrc.Loc = ("upstreams", name)
     if not SERVER_NAME.fullmatch(name):
@@ -243,6 +264,7 @@ def parse(text: str, file: str, base: Path | None = None) -> Config:
                     if isinstance(value, FileRef):
                         value.file = str((base / value.file).resolve())
             upstreams[name] = result
+    problems.extend(_gateway_secret_problems(top.gateway, source))
     seen: dict[str, str] = {}
     for name, upstream in upstreams.items():
         namespace = name if upstream.namespace is None else upstream.namespace

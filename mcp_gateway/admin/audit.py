@@ -11,14 +11,14 @@ from .common import ApiError, admin, gateway, ok
 FILTERS = ("team", "principal", "server", "tool", "decision", "kind")
 
 
-def _number(request: Request, name: str) -> float | None:
+def _number(request: Request, name: str, what: str = "a number (epoch seconds)") -> float | None:
     value = request.query_params.get(name)
     if value is None:
         return None
     try:
         return float(value)
     except ValueError:
-        raise ApiError(400, "invalid_request", f"{name} must be a number (epoch seconds)") from None
+        raise ApiError(400, "invalid_request", f"{name} must be {what}") from None
 
 
 @admin
@@ -28,11 +28,14 @@ async def query(request: Request, actor: str) -> Response:
     filters = store.Filters(since=_number(request, "since"), until=_number(request, "until"))
     for name in FILTERS:
         setattr(filters, name, params.get(name))
-    limit = int(_number(request, "limit") or 100)
-    if not 1 <= limit <= 1000:
-        raise ApiError(400, "invalid_request", "limit must be between 1 and 1000")
+    limit_value = _number(request, "limit", "a whole number")
+    limit = 100 if limit_value is None else int(limit_value)
+    if (limit_value is not None and limit != limit_value) or not 1 <= limit <= 1000:
+        raise ApiError(400, "invalid_request", "limit must be a whole number between 1 and 1000")
     cursor = params.get("cursor")
-    before = int(cursor) if cursor and cursor.isdigit() else None
+    if cursor is not None and not cursor.isdigit():
+        raise ApiError(400, "invalid_request", "cursor must be the next_cursor of a previous page")
+    before = int(cursor) if cursor else None
     rows = await store.query(gateway(request).engine, filters, before=before, limit=limit)
     next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
     return ok({"items": rows, "next_cursor": next_cursor})

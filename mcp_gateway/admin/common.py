@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -37,7 +38,12 @@ def actor_for(request: Request) -> str | None:
     configured = gw.settings.admin_token
     tokens = gw.snapshots.current.admin_tokens
     if configured is None and not tokens:
-        return "local-admin" if gw.settings.is_loopback() else None
+        # Open only to this machine: a loopback listener, a loopback peer, and a loopback
+        # Host (a reverse proxy forwarding a public name gets no open door).
+        host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+        peer = request.client.host if request.client else ""
+        local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
+        return "local-admin" if gw.settings.is_loopback() and local else None
     token = auth.bearer(request.headers.get("authorization"))
     if token is None:
         return None
@@ -69,8 +75,7 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         except AuditUnavailable:
             return error(503, "audit_unavailable", "the action was not taken: its audit record could not be written")
 
-    endpoint.__doc__ = handler.__doc__
-    return endpoint
+    return functools.wraps(handler)(endpoint)
 
 
 async def body(request: Request, model: type[M]) -> M:

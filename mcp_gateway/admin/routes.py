@@ -45,14 +45,27 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     for method, path, handler, model, query in ROUTES:
+        creates = method == "POST" and not path.endswith(("/release", "/reload"))
+        ok = "201" if creates else "200"
         operation: dict[str, Any] = {
+            "operationId": f"{method.lower()}_"
+            + path.strip("/").replace("{id}", "by_id").replace("/", "_").replace("-", "_"),
             "summary": (handler.__doc__ or "").strip().split("\n")[0],
             "security": [{"adminToken": []}],
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {}}},
+                ok: {"description": "Created" if creates else "OK", "content": {"application/json": {}}},
                 "401": {"description": "No valid admin token"},
             },
         }
+        if "{id}" in path:
+            operation["responses"]["404"] = {"description": "No such item"}
+        if creates:
+            operation["responses"]["409"] = {"description": "It exists already, or rules are managed by policy files"}
+        if query:
+            operation["responses"]["400"] = {"description": "Invalid query parameters"}
+        if path == "/policy/reload":
+            operation["responses"]["409"] = {"description": "No policy directory configured"}
+            operation["responses"]["422"] = {"description": "The policy directory is invalid; the live policy stays"}
         parameters = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ("id",) if "{id}" in path
         ]

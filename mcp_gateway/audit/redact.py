@@ -1,8 +1,9 @@
 """What of a call's arguments the audit keeps.
 
 By default, arguments are stored with secret-looking fields redacted (matched by key
-name, at any depth) and capped in size; `digest` mode stores only their SHA-256. The
-digest is stored in both modes, so identical calls can be matched without the content.
+name, at any depth) and capped in size; `digest` mode stores only a SHA-256. The digest
+is stored in both modes, so identical calls can be matched without the content; it is
+taken over the redacted arguments, so it cannot be used to confirm a guessed secret.
 """
 
 from __future__ import annotations
@@ -63,13 +64,16 @@ class ArgumentPolicy:
         """(stored arguments JSON or None, digest)."""
         if arguments is None:
             return None, None
+        redacted = _redact(arguments, self.keys)
         try:
-            hashed = digest(arguments)
+            hashed = digest(redacted)
         except TypeError:
             return None, None
         if self.mode == "digest":
             return None, hashed
-        text = orjson.dumps(_redact(arguments, self.keys)).decode()
-        if len(text) > self.max_bytes:
-            text = orjson.dumps({"_truncated": True, "preview": text[: self.max_bytes]}).decode()
-        return text, hashed
+        data = orjson.dumps(redacted)
+        if len(data) > self.max_bytes:
+            # The first `max_bytes` bytes of the JSON, cut at a character boundary.
+            preview = data[: self.max_bytes].decode("utf-8", "ignore")
+            data = orjson.dumps({"_truncated": True, "preview": preview})
+        return data.decode(), hashed

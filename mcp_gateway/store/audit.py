@@ -19,6 +19,11 @@ CONTENT_COLUMNS = tuple(c for c in COLUMNS if c not in ("seq", "hash"))
 """What a row's hash covers: everything but the database's own sequence and the hash itself."""
 
 
+def _plain(row: Any) -> dict[str, Any]:
+    """A result row as a dict with plain `str` keys (SQLAlchemy's are `quoted_name`)."""
+    return {str(key): value for key, value in row._mapping.items()}
+
+
 async def append(engine: AsyncEngine, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows in one transaction: the group commit."""
     async with engine.begin() as conn:
@@ -78,7 +83,7 @@ async def query(
         q = q.where(t.audit.c.seq < before)
     q = q.order_by(t.audit.c.seq.desc()).limit(limit)
     async with engine.connect() as conn:
-        return [dict(r._mapping) for r in await conn.execute(q)]
+        return [_plain(r) for r in await conn.execute(q)]
 
 
 async def ascending(
@@ -88,7 +93,7 @@ async def ascending(
     while True:
         q = _where(select(t.audit), filters).where(t.audit.c.seq > after).order_by(t.audit.c.seq).limit(page)
         async with engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            rows = [_plain(r) for r in await conn.execute(q)]
         for row in rows:
             yield row
         if len(rows) < page:
@@ -106,7 +111,7 @@ async def by_chain(engine: AsyncEngine, page: int = 1000) -> AsyncIterator[dict[
         while True:
             q = select(t.audit).where(c.chain == chain, c.chain_seq > last).order_by(c.chain_seq).limit(page)
             async with engine.connect() as conn:
-                rows = [dict(r._mapping) for r in await conn.execute(q)]
+                rows = [_plain(r) for r in await conn.execute(q)]
             for row in rows:
                 yield row
             if len(rows) < page:

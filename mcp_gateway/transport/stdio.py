@@ -27,7 +27,6 @@ from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
 log = logging.getLogger(__name__)
 
 
-
 MAX_LINE = 16 * 1024 * 1024
 
 
