@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..store import rules as rule_store
-from .common import ApiError, admin, gateway, ok
+from .common import ApiError, admin, audited, gateway, ok
 
 
 @admin
@@ -29,6 +29,7 @@ async def reload(request: Request, actor: str) -> Response:
     gw = gateway(request)
     if gw.settings.policies is None:
         raise ApiError(409, "no_policy_directory", "this gateway has no policy directory (settings: policies)")
-    result = await gw.reload_policies(actor)
-    status = 200 if result["error"] is None else 422
-    return ok(result, status)
+    await audited(request, actor, "policy.reload", str(gw.settings.policies))
+    outcome = await gw.reload_policies(actor)
+    result = {k: outcome[k] for k in ("applied", "policy_version", "error")}
+    return ok(result, 200 if result["error"] is None else 422)

@@ -143,7 +143,14 @@ def _principal(value: str) -> Principal:
 def run_explain(args: argparse.Namespace) -> int:
     kind = "tool" if args.tool else "prompt" if args.prompt else "resource"
     target = parse_target(kind, args.tool or args.prompt or args.resource)
-    arguments = json.loads(args.arguments) if args.arguments else None
+    arguments = None
+    if args.arguments:
+        try:
+            arguments = json.loads(args.arguments)
+        except ValueError as exc:
+            raise ConfigError([Problem("--arguments", None, f"not JSON: {exc}")]) from None
+        if not isinstance(arguments, dict):
+            raise ConfigError([Problem("--arguments", None, "must be a JSON object of argument names to values")])
     if args.policies is not None:
         bundle = policy_bundle.load(args.policies)
         state = PolicyState.build(bundle.rules)

@@ -21,6 +21,17 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: `true` is not `1` (as it is in Python), though `1` is `1.0`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
 def argument_violation(constraints: dict[str, Any], arguments: dict[str, Any]) -> str | None:
     """Why `arguments` break `constraints`, or None when they satisfy them."""
     for name, rule in constraints.items():
@@ -29,7 +40,7 @@ def argument_violation(constraints: dict[str, Any], arguments: dict[str, Any]) -
                 return f"argument {name!r} is required by policy"
             continue
         value = arguments[name]
-        if "enum" in rule and value not in rule["enum"]:
+        if "enum" in rule and not any(_same(value, allowed) for allowed in rule["enum"]):
             return f"argument {name!r} must be one of {rule['enum']}"
         if "pattern" in rule and (not isinstance(value, str) or not _regex(rule["pattern"]).search(value)):
             return f"argument {name!r} must match {rule['pattern']!r}"

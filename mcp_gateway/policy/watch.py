@@ -58,12 +58,12 @@ class PolicyDirectory:
                     "policy bundle in %s rejected; the live policy stays:\n  %s", self.directory, "\n  ".join(problems)
                 )
                 self.status = {**self.status, "error": problems, "error_at": now}
-                return {"applied": False, "policy_version": None, "error": problems}
-            except SQLAlchemyError as exc:
-                message = f"the store refused the bundle: {exc}"
+                return {"applied": False, "policy_version": None, "error": problems, "retry": False}
+            except (SQLAlchemyError, OSError) as exc:
+                message = f"the store refused the bundle: {str(exc).splitlines()[0]}"
                 log.error("%s", message)
                 self.status = {**self.status, "error": [message], "error_at": now}
-                return {"applied": False, "policy_version": None, "error": [message]}
+                return {"applied": False, "policy_version": None, "error": [message], "retry": True}
             await self.snapshots.refresh(force=True)
             self.status = {
                 "directory": str(self.directory),
@@ -74,14 +74,21 @@ class PolicyDirectory:
             }
             if version is not None:
                 log.info("policy bundle %s applied as version %d", self.directory, version)
-            return {"applied": version is not None, "policy_version": self.status["policy_version"], "error": None}
+            return {
+                "applied": version is not None,
+                "policy_version": self.status["policy_version"],
+                "error": None,
+                "retry": False,
+            }
 
     async def watch(self, interval: float = 0.5) -> None:
-        """Reload whenever the directory's files change."""
+        """Reload whenever the directory's files change; a change the store refused is
+        tried again until it lands (a change that is invalid waits for the next edit)."""
         seen = fingerprint(self.directory)
         while True:
             await anyio.sleep(interval)
             current = fingerprint(self.directory)
             if current != seen:
-                seen = current
-                await self.reload("mcp-gateway (watch)")
+                outcome = await self.reload("mcp-gateway (watch)")
+                if not outcome["retry"]:
+                    seen = current

@@ -42,9 +42,9 @@ def upgrade() -> None:
         sa.Column("method", sa.String(length=64), nullable=True),
         sa.Column("decision", sa.String(length=16), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("rule_id", sa.String(length=64), nullable=True),
+        sa.Column("rule_id", sa.String(length=128), nullable=True),
         sa.Column("shadow", sa.String(length=16), nullable=True),
-        sa.Column("shadow_rule_id", sa.String(length=64), nullable=True),
+        sa.Column("shadow_rule_id", sa.String(length=128), nullable=True),
         sa.Column("policy_version", sa.Integer(), nullable=True),
         sa.Column("arguments", sa.Text(), nullable=True),
         sa.Column("args_digest", sa.String(length=64), nullable=True),
@@ -110,7 +110,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "rules",
-        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=128), nullable=False),
         sa.Column("team_id", sa.String(length=64), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("effect", sa.String(length=8), nullable=False),
