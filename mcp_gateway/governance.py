@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,12 +52,14 @@ class Governance:
         snapshots: Snapshots,
         writer: AuditWriter,
         arguments: ArgumentPolicy,
-        on_change: Callable[[], Awaitable[None]] | None = None,
+        on_change: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.snapshots = snapshots
         self.writer = writer
         self.arguments = arguments
         self.inflight = Inflight()
+        self._expiries: list[asyncio.TimerHandle] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.on_change = on_change
         """Called when what clients may see changed (the router's list_changed fan-out)."""
         snapshots.subscribe(self._swapped)
@@ -214,7 +216,26 @@ class Governance:
         }
         await self.writer.append(row)
 
+    def _watch_expiries(self, snapshot: Snapshot) -> None:
+        """When a switch expires, what clients may see changes: tell them then."""
+        for handle in self._expiries:
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        now, wall = loop.time(), time.time()
+        self._expiries = [
+            loop.call_at(now + max(0.0, s.expires_at - wall) + 0.01, self._expired)
+            for s in snapshot.policy.switches
+            if s.expires_at is not None
+        ]
+
+    def _expired(self) -> None:
+        if self.on_change is not None:
+            task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.on_change())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     async def _swapped(self, old: Snapshot, new: Snapshot) -> None:
+        self._watch_expiries(new)
         before = {s.id for s in old.policy.switches}
         engaged = [s for s in new.policy.switches if s.id not in before]
         if engaged:

@@ -90,7 +90,8 @@ class RpcConnection:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        """Calls made for clients (not the gateway's own listen streams and health checks)."""
+        return sum(1 for pending in self._pending.values() if pending.sink is not None)
 
     def bind(self, transport: Transport, task_group: Any) -> None:
         self.transport = transport

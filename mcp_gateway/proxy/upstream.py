@@ -524,6 +524,7 @@ class Upstream:
             "restarts": self.restarts,
             "tools": len(self.catalog.tools),
             "in_flight": self._conn.in_flight if self._conn is not None else 0,
+            "pid": self._transport.process.pid if isinstance(self._transport, stdio_client.StdioTransport) else None,
         }
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import tables as t
@@ -86,19 +86,28 @@ async def query(
         return [_plain(r) for r in await conn.execute(q)]
 
 
-async def ascending(
-    engine: AsyncEngine, filters: Filters, *, after: int = 0, page: int = 1000
+async def _keyset(
+    engine: AsyncEngine, query: Callable[[int], Select[Any]], key: str, after: int, page: int
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every matching row, oldest first, in pages."""
+    """Rows of `query(after)` in pages, each page starting past the last row's `key`."""
     while True:
-        q = _where(select(t.audit), filters).where(t.audit.c.seq > after).order_by(t.audit.c.seq).limit(page)
         async with engine.connect() as conn:
-            rows = [_plain(r) for r in await conn.execute(q)]
+            rows = [_plain(r) for r in await conn.execute(query(after).limit(page))]
         for row in rows:
             yield row
         if len(rows) < page:
             return
-        after = rows[-1]["seq"]
+        after = rows[-1][key]
+
+
+def ascending(
+    engine: AsyncEngine, filters: Filters, *, after: int = 0, page: int = 1000
+) -> AsyncIterator[dict[str, Any]]:
+    """Every matching row, oldest first, in pages."""
+    c = t.audit.c
+    return _keyset(
+        engine, lambda last: _where(select(t.audit), filters).where(c.seq > last).order_by(c.seq), "seq", after, page
+    )
 
 
 async def by_chain(engine: AsyncEngine, page: int = 1000) -> AsyncIterator[dict[str, Any]]:
@@ -107,16 +116,12 @@ async def by_chain(engine: AsyncEngine, page: int = 1000) -> AsyncIterator[dict[
     async with engine.connect() as conn:
         chains = [r[0] for r in await conn.execute(select(c.chain).distinct().order_by(c.chain))]
     for chain in chains:
-        last = -1
-        while True:
-            q = select(t.audit).where(c.chain == chain, c.chain_seq > last).order_by(c.chain_seq).limit(page)
-            async with engine.connect() as conn:
-                rows = [_plain(r) for r in await conn.execute(q)]
-            for row in rows:
-                yield row
-            if len(rows) < page:
-                break
-            last = rows[-1]["chain_seq"]
+
+        def in_chain(last: int, chain: str = chain) -> Select[Any]:
+            return select(t.audit).where(c.chain == chain, c.chain_seq > last).order_by(c.chain_seq)
+
+        async for row in _keyset(engine, in_chain, "chain_seq", 0, page):
+            yield row
 
 
 # -- the writer's fast path ----------------------------------------------------------------

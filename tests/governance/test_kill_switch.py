@@ -159,3 +159,31 @@ async def test_engaging_needs_a_reason_and_a_target(gateway: Any) -> None:
         no_target = await admin.post("/kill-switches", json={"scope": "server", "reason": "x"})
     assert no_reason.status_code == 400 and "reason" in no_reason.json()["error"]["message"]
     assert no_target.status_code == 400 and "server" in no_target.json()["error"]["message"]
+
+
+async def test_clients_are_told_to_list_again_when_a_switch_is_engaged_and_when_it_expires(gateway: Any) -> None:
+    import mcp.types as types
+
+    url, _, _ = gateway
+    key = await create_key(url, "ops", "bot")
+    changed = anyio.Event()
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            seen.append("tools")
+            if seen.count("tools") >= 2:
+                changed.set()
+
+    async with agent(url, key, message_handler=on_message) as client:
+        await client.list_tools()  # the session's GET stream is open
+        async with admin_client(url) as admin:
+            response = await admin.post(
+                "/kill-switches",
+                json={"scope": "tool", "server": "x", "tool": "echo", "reason": "brief", "expires_in_seconds": 1},
+            )
+            assert response.status_code == 201
+        with anyio.fail_after(15):
+            await changed.wait()  # once when engaged, once when it expired
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert "x__echo" in names
