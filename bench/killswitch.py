@@ -37,7 +37,7 @@ async def _slow_call(session: aiohttp.ClientSession, target: Target, ended: list
     ended.append(time.perf_counter())
 
 
-async def rounds(a_url: str, b_url: str, admin_a: str, key: str, count: int, in_flight: int = 10) -> dict[str, Any]:
+async def rounds(a_url: str, b_url: str, admin_a: str, key: str, count: int, in_flight: int = 20) -> dict[str, Any]:
     to_a, to_b, to_end = [], [], []
     a = Target(a_url, "everything__echo", key)
     b = Target(b_url, "everything__echo", key)

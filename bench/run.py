@@ -118,10 +118,16 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
             "direct": await throughput(direct, 32, args.throughput_seconds),
             "gateway": await throughput(through, 32, args.throughput_seconds),
         }
-        print("latency: the example everything server", flush=True)
+        print("latency and throughput: the example everything server", flush=True)
+        everything_direct = Target(f"http://127.0.0.1:{everything.port}/mcp", "echo")
+        everything_through = Target(gateway.url, "everything__echo", key)
         report["everything_sequential"] = {
-            "direct": await sequential(Target(f"http://127.0.0.1:{everything.port}/mcp", "echo"), args.calls // 5, 50),
-            "gateway": await sequential(Target(gateway.url, "everything__echo", key), args.calls // 5, 50),
+            "direct": await sequential(everything_direct, args.calls // 5, 50),
+            "gateway": await sequential(everything_through, args.calls // 5, 50),
+        }
+        report["everything_throughput_32"] = {
+            "direct": await throughput(everything_direct, 32, args.throughput_seconds),
+            "gateway": await throughput(everything_through, 32, args.throughput_seconds),
         }
         print("latency: initialize and server/discover through the gateway", flush=True)
         report["handshake_through_gateway"] = await handshake_latency(gateway.url, key, 300)
