@@ -183,10 +183,6 @@ class Config(BaseModel):
     gateway_lines: dict[str, int] = Field(default_factory=dict)
     """Line of each `gateway:` key, for errors found when settings are built."""
 
-    def namespace_of(self, name: str) -> str:
-        upstream = self.upstreams[name]
-        return name if upstream.namespace is None else upstream.namespace
-
 
 _PASSWORD_IN_URL = re.compile(r"://[^/@:]+:[^/@]+@")
 

@@ -1,8 +1,7 @@
 """The gateway's error tree.
 
 Every error the gateway raises on purpose derives from `GatewayError` and carries the
-JSON-RPC code (and, where it matters, the HTTP status) it is rendered with, so one place
-turns it into a wire error::
+JSON-RPC code it is rendered with, so one place (`to_error`) turns it into a wire error::
 
     GatewayError                       -32603 unless a subclass says otherwise
     ├── ProtocolError                  a malformed or unsupported request (-32600 / -32602 / -32601 ...)
@@ -39,7 +38,6 @@ class GatewayError(Exception):
     """Base of every error the gateway raises deliberately."""
 
     code: int = INTERNAL_ERROR
-    http_status: int = 200
 
     def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(message)

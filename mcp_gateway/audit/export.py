@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -27,11 +26,3 @@ class CsvWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         self._writer.writerow(row)
-
-
-def csv_text(rows: Iterable[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = CsvWriter(out)
-    for row in rows:
-        writer.write(row)
-    return out.getvalue()

@@ -20,7 +20,6 @@ from .. import __version__
 from ..errors import ConfigError
 from . import admin, audit, policy, serve
 
-EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 

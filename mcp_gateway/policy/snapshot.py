@@ -35,7 +35,6 @@ class Snapshot:
     """key id -> (digest, principal id)"""
     admin_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
     """token id -> (digest, name)"""
-    loaded_at: float = 0.0
 
     @property
     def version(self) -> int:
@@ -71,7 +70,6 @@ def build(rows: state_store.StateRows) -> Snapshot:
         principals=principals,
         keys={k["id"]: (k["hash"], k["principal_id"]) for k in rows.keys if k["principal_id"] in principals},
         admin_tokens={a["id"]: (a["hash"], a["name"]) for a in rows.admin_tokens},
-        loaded_at=time.time(),
     )
 
 

@@ -124,9 +124,7 @@ class Router(Events):
     async def notify(self, session: Session, message: Message) -> None:
         """A notification from a client."""
         method = message["method"]
-        if method == "notifications/initialized":
-            session.initialized = True
-        elif method == "notifications/cancelled":
+        if method == "notifications/cancelled":
             scope = session.calls.get(jsonrpc.params_of(message).get("requestId"))  # type: ignore[arg-type]
             if scope is not None:
                 scope.cancel()

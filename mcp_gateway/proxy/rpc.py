@@ -86,7 +86,6 @@ class RpcConnection:
         self._tasks: Any = None  # the task group that serves upstream-initiated requests
         self._background: set[asyncio.Task[None]] = set()
         self.closed = anyio.Event()
-        self.close_reason = ""
 
     @property
     def in_flight(self) -> int:
@@ -171,7 +170,6 @@ class RpcConnection:
         """Fail every pending request; the connection is finished."""
         if self.closed.is_set():
             return
-        self.close_reason = reason
         self.closed.set()
         for request_id, pending in list(self._pending.items()):
             if not pending.future.done():

@@ -55,8 +55,8 @@ class Session:
     protocol_version: str = ""
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     client_info: dict[str, Any] = field(default_factory=dict)
+    """What the client said it is (`initialize`'s clientInfo): for operators and logs."""
     log_level: str | None = None
-    initialized: bool = False
     subscriptions: set[str] = field(default_factory=set)
     outbox: Emit | None = None
     """The channel for messages that belong to no request (GET stream, stdout); None if closed."""
@@ -135,6 +135,8 @@ class Call:
     """Sends a request to the client and returns its result; None at 2026-07-28 (no back channel)."""
     protocol_version: str = ""
     client_capabilities: dict[str, Any] = field(default_factory=dict)
+    client_info: dict[str, Any] = field(default_factory=dict)
+    """What the client said it is (`initialize`'s clientInfo): for operators and logs."""
     log_level: str | None = None
 
     @property

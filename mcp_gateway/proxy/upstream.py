@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -520,6 +519,7 @@ class Upstream:
             "state": self.state,
             "since": self.since,
             "protocol": self.protocol_version or None,
+            "server": self.server_info.get("name"),
             "last_error": self.last_error or None,
             "restarts": self.restarts,
             "tools": len(self.catalog.tools),
@@ -544,6 +544,3 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _has_identity(kind: str, entry: dict[str, Any]) -> bool:
     key = {"resources": "uri", "templates": "uriTemplate"}.get(kind, "name")
     return isinstance(entry.get(key), str)
-
-
-UpstreamFactory = Callable[[str, UpstreamConfig], Awaitable[Upstream]]
