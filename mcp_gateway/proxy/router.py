@@ -316,16 +316,25 @@ class Router(Events):
         return {}
 
     async def _unsubscribe(self, call: Call) -> dict[str, Any]:
-        upstream, original, uri = self._route_uri(call.params)
-        call.session.subscriptions.discard(uri)
-        subscribers = self._subscribers.get(uri)
-        if subscribers is not None:
-            subscribers.discard(call.session)
-            if not subscribers:
-                del self._subscribers[uri]
-                if not any(uri in lst.wants.get("resourceSubscriptions", ()) for lst in self.listeners):
-                    await upstream.unsubscribe(original)
+        _, _, uri = self._route_uri(call.params)
+        await self._drop_subscriber(call.session, uri)
         return {}
+
+    async def _drop_subscriber(self, session: Session, uri: str) -> None:
+        """`session` no longer follows `uri`; the upstream stops sending it when nobody does."""
+        session.subscriptions.discard(uri)
+        subscribers = self._subscribers.get(uri)
+        if subscribers is None:
+            return
+        subscribers.discard(session)
+        if subscribers:
+            return
+        del self._subscribers[uri]
+        if any(uri in (lst.wants.get("resourceSubscriptions") or ()) for lst in self.listeners):
+            return
+        route = self.catalog.route_uri(uri)
+        if route is not None:
+            await route[0].unsubscribe(route[1])
 
     async def _complete(self, call: Call) -> dict[str, Any]:
         ref = call.params.get("ref")
@@ -360,15 +369,7 @@ class Router(Events):
         for scope in session.calls.values():
             scope.cancel()
         for uri in list(session.subscriptions):
-            subscribers = self._subscribers.get(uri)
-            if subscribers is None:
-                continue
-            subscribers.discard(session)
-            if not subscribers:
-                del self._subscribers[uri]
-                route = self.catalog.route_uri(uri)
-                if route is not None:
-                    await route[0].unsubscribe(route[1])
+            await self._drop_subscriber(session, uri)
 
     async def listen(self, listener: Listener) -> None:
         """Register a 2026-07-28 listen stream and subscribe upstream to what it names."""

@@ -233,9 +233,9 @@ class Upstream:
         await self._initialize(conn, transport)
 
     async def _discover(self, conn: RpcConnection, transport: Any) -> bool:
-        if isinstance(transport, http_client.HttpTransport):
-            transport.protocol_version = MODERN
-            transport.modern = True
+        http = transport if isinstance(transport, http_client.HttpTransport) else None
+        if http is not None:
+            http.protocol_version, http.modern = MODERN, True
         try:
             with anyio.fail_after(10):
                 result = await conn.request(
@@ -243,15 +243,11 @@ class Upstream:
                 )
         except (RpcError, TimeoutError, UpstreamError) as exc:
             log.debug("%s: server/discover failed (%s); using the initialize handshake", self.name, exc)
-            if isinstance(transport, http_client.HttpTransport):
-                transport.protocol_version = None
-                transport.modern = False
-            return False
+            result = {}
         versions = result.get("supportedVersions")
         if not isinstance(versions, list) or MODERN not in versions:
-            if isinstance(transport, http_client.HttpTransport):
-                transport.protocol_version = None
-                transport.modern = False
+            if http is not None:
+                http.protocol_version, http.modern = None, False
             return False
         self.modern = True
         self.protocol_version = MODERN

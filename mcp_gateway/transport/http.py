@@ -350,22 +350,9 @@ class McpEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
         ack = jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": wants})
         await listener.deliver(ack)
-
-        async def watch_disconnect(tg: TaskGroup) -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
-
         try:
-            async with outgoing_send, outgoing, anyio.create_task_group() as tg:
-                tg.start_soon(watch_disconnect, tg)
-                while True:
-                    chunk = b": keepalive\n\n"
-                    with anyio.move_on_after(sse.KEEPALIVE):
-                        chunk = sse.frame(await outgoing.receive())
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except OSError:
-            pass
+            async with outgoing_send, outgoing:
+                await sse.relay(receive, send, outgoing)
         finally:
             self.router.unlisten(listener)
 
@@ -400,25 +387,13 @@ class McpEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
         await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
 
-        async def watch_disconnect(tg: TaskGroup) -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
+        def seen() -> None:
+            held.last_seen = time.monotonic()
 
         try:
-            async with outgoing_send, outgoing, anyio.create_task_group() as tg:
-                tg.start_soon(watch_disconnect, tg)
-                while session.id in self.sessions:
-                    chunk = b": keepalive\n\n"
-                    with anyio.move_on_after(sse.KEEPALIVE):
-                        try:
-                            chunk = sse.frame(await outgoing.receive())
-                        except anyio.EndOfStream:
-                            break  # the session ended (DELETE, idle sweep)
-                    held.last_seen = time.monotonic()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except OSError:
-            pass
+            async with outgoing_send, outgoing:
+                # Ends when the client hangs up or the session does (DELETE, idle sweep).
+                await sse.relay(receive, send, outgoing, on_sent=seen)
         finally:
             if session.outbox is outbox:
                 session.outbox = None

@@ -13,6 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.types import Receive, Send
 
 from .. import jsonrpc
@@ -59,6 +62,44 @@ async def send_status(
 
 
 Handler = Callable[[Callable[[Message], Awaitable[None]]], Awaitable[dict[str, Any]]]
+
+
+async def relay(
+    receive: Receive,
+    send: Send,
+    outgoing: MemoryObjectReceiveStream[Message],
+    on_sent: Callable[[], None] | None = None,
+) -> None:
+    """Write each message from `outgoing` as an event on an open SSE response, with keepalive
+    comments when idle, until the stream ends or the client hangs up."""
+
+    gone = False
+
+    async def watch_disconnect(tg: TaskGroup) -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        tg.cancel_scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_disconnect, tg)
+            while True:
+                chunk = b": keepalive\n\n"
+                with anyio.move_on_after(KEEPALIVE):
+                    try:
+                        chunk = frame(await outgoing.receive())
+                    except anyio.EndOfStream:
+                        break
+                if on_sent is not None:
+                    on_sent()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tg.cancel_scope.cancel()
+        if not gone:  # the stream ended on our side (the session was closed): end the response too
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        pass  # the client is gone
 
 
 class Cancellation:
