@@ -19,6 +19,20 @@ BOUND = 15.0
 """Seconds a poll may take before the test fails: a bound against hanging, not a timing claim."""
 
 
+# A bundle that lets team local use server x, and the same with x's echo denied.
+ALLOW = {"teams": {"local": {"rules": [{"id": "local-x", "allow": {"servers": ["x"]}}]}}}
+DENY_ECHO = {
+    "teams": {
+        "local": {
+            "rules": [
+                {"id": "local-x", "allow": {"servers": ["x"]}},
+                {"id": "no-echo", "deny": {"servers": ["x"], "tools": ["echo"]}},
+            ]
+        }
+    }
+}
+
+
 def policy_gateway(
     directory: Path, store_url: str, *, watch: bool = False, upstreams: tuple[str, ...] = ("x",)
 ) -> Path:

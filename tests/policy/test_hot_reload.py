@@ -13,21 +13,9 @@ from typing import Any
 import pytest
 
 from ..support import agent, serve, wait_ready, write_policies
-from .live import audit_rows, eventually, get, outcome, policy_gateway
+from .live import ALLOW, DENY_ECHO, audit_rows, eventually, get, outcome, policy_gateway
 
 pytestmark = pytest.mark.anyio
-
-ALLOW = {"teams": {"local": {"rules": [{"id": "local-x", "allow": {"servers": ["x"]}}]}}}
-DENY_ECHO = {
-    "teams": {
-        "local": {
-            "rules": [
-                {"id": "local-x", "allow": {"servers": ["x"]}},
-                {"id": "no-echo", "deny": {"servers": ["x"], "tools": ["echo"]}},
-            ]
-        }
-    }
-}
 
 
 async def _until(client: Any, want: str, text: str) -> dict[str, Any]:

@@ -12,21 +12,9 @@ from pathlib import Path
 import pytest
 
 from ..support import agent, serve, wait_ready, write_policies
-from .live import eventually, get, outcome, policy_gateway
+from .live import ALLOW, DENY_ECHO, eventually, get, outcome, policy_gateway
 
 pytestmark = pytest.mark.anyio
-
-ALLOW = {"teams": {"local": {"rules": [{"id": "local-x", "allow": {"servers": ["x"]}}]}}}
-DENY_ECHO = {
-    "teams": {
-        "local": {
-            "rules": [
-                {"id": "local-x", "allow": {"servers": ["x"]}},
-                {"id": "no-echo", "deny": {"servers": ["x"], "tools": ["echo"]}},
-            ]
-        }
-    }
-}
 
 
 @contextmanager
