@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mcp_gateway.audit.verify import verify
 from mcp_gateway.audit.writer import AuditWriter
 from mcp_gateway.store import open_engine, upgrade
-from mcp_gateway.store.audit import appender
 from mcp_gateway.store import tables as t
+from mcp_gateway.store.audit import appender
 
 from ..support import write_config
 
@@ -91,7 +91,7 @@ async def test_a_deleted_row_is_named_by_the_row_after_it(engine: AsyncEngine, i
 async def test_two_rows_swapped_are_caught_at_the_first_of_them(engine: AsyncEngine, index: int) -> None:
     rows = await _rows(engine, "replica-a")
     first, second = rows[index], rows[index + 1]
-    content = [c for c in t.audit.columns.keys() if c not in ("seq", "chain", "chain_seq")]
+    content = [c.name for c in t.audit.columns if c.name not in ("seq", "chain", "chain_seq")]
     async with engine.begin() as conn:
         for row, other in ((first, second), (second, first)):
             await conn.execute(
