@@ -173,9 +173,11 @@ async def agent(url: str, key: str | None = None, mode: str = "legacy", **kwargs
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60)) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode, **kwargs) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode, **kwargs) as client,
+    ):
+        yield client
 
 
 def admin_client(url: str, token: str | None = None) -> httpx2.AsyncClient:

@@ -106,7 +106,7 @@ async def wait_for_session_stream(gateway: Gateway, client_name: str, within: fl
         return any(s.client_info.get("name") == client_name and s.outbox is not None for s in gateway.router.sessions)
 
     with anyio.fail_after(within):
-        while not streaming():  # noqa: ASYNC110  (polled: the gateway has no event for this)
+        while not streaming():
             await anyio.sleep(0.02)
 
 

@@ -92,7 +92,7 @@ async def rig(directory: Path, **per_upstream: Any) -> AsyncIterator[Rig]:
 async def until(check: Callable[[], Awaitable[bool]]) -> None:
     """Poll `check` until it holds; the caller bounds the wait. Only for state that lives in
     another process (a file, `/readyz`, a listing) and cannot signal this one."""
-    while not await check():  # noqa: ASYNC110  (nothing to wait on: this is a poll)
+    while not await check():
         await anyio.sleep(0.05)
 
 
