@@ -71,8 +71,10 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             "| | calls/s | calls | errors |",
             "| --- | ---: | ---: | ---: |",
-            f"| direct | {t['direct']['per_second']} | {t['direct']['calls']} | {t['direct']['errors']} |",
-            f"| through the gateway | {t['gateway']['per_second']} | {t['gateway']['calls']} | {t['gateway']['errors']} |",
+            *(
+                f"| {label} | {t[side]['per_second']} | {t[side]['calls']} | {t[side]['errors']} |"
+                for label, side in (("direct", "direct"), ("through the gateway", "gateway"))
+            ),
             "",
             f"Through the gateway: **{share:.0f}%** of direct.",
             "",
