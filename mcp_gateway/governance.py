@@ -18,11 +18,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .audit.redact import ArgumentPolicy
 from .audit.writer import AuditUnavailable, AuditWriter
-from .errors import Denied, GatewayError, RpcError, UpstreamError, UpstreamTimeout
+from .errors import Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
 from .killswitch import Inflight
 from .policy.engine import decide
@@ -100,20 +100,30 @@ class Governance:
             "args_digest": hashed,
         }
 
+    def _judge(
+        self, principal: Principal, target: Target, method: str, arguments: dict[str, Any] | None
+    ) -> tuple[Decision, str, dict[str, Any]]:
+        """The decision, a call id, and the decision's audit row."""
+        decision = self.decide(principal, target, arguments if method == "tools/call" else None)
+        call_id = secrets.token_hex(8)
+        return decision, call_id, self._decision_row(principal, target, method, decision, call_id, arguments)
+
+    async def _refuse(self, decision: Decision, row: dict[str, Any]) -> NoReturn:
+        """Audit a denial if the audit can take it, and deny either way."""
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable:
+            pass
+        raise Denied(f"Denied by the gateway: {decision.reason}", decision.data())
+
     async def admit(
         self, principal: Principal, target: Target, method: str, arguments: dict[str, Any] | None
     ) -> Ticket:
         """Decide and audit, for a request that is not forwarded as a call (e.g. a subscription)."""
-        decision = self.decide(principal, target, arguments if method == "tools/call" else None)
-        call_id = secrets.token_hex(8)
-        row = self._decision_row(principal, target, method, decision, call_id, arguments)
-        try:
-            await self.writer.append(row)
-        except AuditUnavailable:
-            if decision.allowed:
-                raise
+        decision, call_id, row = self._judge(principal, target, method, arguments)
         if not decision.allowed:
-            raise Denied(f"Denied by the gateway: {decision.reason}", decision.data())
+            await self._refuse(decision, row)
+        await self.writer.append(row)
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
     async def call(
@@ -127,15 +137,9 @@ class Governance:
         """Decide, audit the decision (and wait for its commit), forward under the kill
         switch's watch, and audit how it ended. Raises `Denied` for a denial, a kill or a
         decision that could not be audited."""
-        decision = self.decide(principal, target, arguments if method == "tools/call" else None)
-        call_id = secrets.token_hex(8)
-        row = self._decision_row(principal, target, method, decision, call_id, arguments)
+        decision, call_id, row = self._judge(principal, target, method, arguments)
         if not decision.allowed:
-            try:
-                await self.writer.append(row)
-            except AuditUnavailable:
-                pass  # denied either way
-            raise Denied(f"Denied by the gateway: {decision.reason}", decision.data())
+            await self._refuse(decision, row)
         ticket = Ticket(call_id, principal, target, method, decision, time.monotonic())
         # In flight from before the audit wait: a switch engaged meanwhile must find this call.
         flight = self.inflight.add(principal, target)
@@ -168,10 +172,7 @@ class Governance:
         except UpstreamTimeout as exc:
             outcome, detail = "timeout", exc.message
             raise
-        except (UpstreamError, RpcError) as exc:
-            outcome, detail = "upstream_error", exc.message
-            raise
-        except GatewayError as exc:
+        except GatewayError as exc:  # the upstream failed, or answered with an error
             outcome, detail = "upstream_error", exc.message
             raise
         finally:

@@ -70,6 +70,11 @@ def exposed_uri(upstream: Upstream, uri: str) -> str:
     return f"{upstream.namespace}+{uri}" if upstream.namespace else uri
 
 
+def original_uri(upstream: Upstream, uri: str) -> str:
+    """The URI an upstream knows a gateway URI by (`exposed_uri` undone)."""
+    return uri[len(upstream.namespace) + 1 :] if upstream.namespace else uri
+
+
 def template_pattern(template: str) -> re.Pattern[str]:
     """A regex matching the URIs an RFC 6570 template expands to (enough to route reads)."""
     out, pos = [], 0
@@ -152,8 +157,7 @@ class Catalog:
                 return upstream, rest
         for template in snap.templates:
             if template.pattern.match(uri):
-                upstream = template.upstream
-                return upstream, uri[len(upstream.namespace) + 1 :] if upstream.namespace else uri
+                return template.upstream, original_uri(template.upstream, uri)
         if len(self.unprefixed) == 1:
             return self.unprefixed[0], uri
         return None
@@ -161,7 +165,5 @@ class Catalog:
     def route_template(self, uri_template: str) -> tuple[Upstream, str] | None:
         for template in self.snapshot.templates:
             if template.exposed["uriTemplate"] == uri_template:
-                upstream = template.upstream
-                original = uri_template[len(upstream.namespace) + 1 :] if upstream.namespace else uri_template
-                return upstream, original
+                return template.upstream, template.original
         return None

@@ -322,7 +322,7 @@ class McpEndpoint:
     def _modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
     ) -> InboundLadderRejection | None:
-        raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        raw = ((k.decode("latin-1"), "") for k, _ in scope["headers"])  # names are all it compares
         duplicated = find_duplicated_routing_header(raw)
         if duplicated is not None:
             return InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
