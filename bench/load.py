@@ -217,3 +217,32 @@ async def handshake_latency(url: str, key: str | None, count: int) -> dict[str, 
                         await closed.read()
             out[name] = summary(samples)
     return out
+
+
+async def throughput_rounds(
+    direct: Target, through: Target, clients: int, seconds: float, rounds: int
+) -> dict[str, Any]:
+    """Throughput direct and through the gateway, alternating in `rounds` rounds (the order
+    flipped each round), so a drift in the machine's speed (seen here: a fifth, from one
+    minute to the next) weighs on both sides alike. Reports each side's median round and
+    every round's share."""
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+    for n in range(rounds):
+        order = (("direct", direct), ("gateway", through))
+        for side, target in order if n % 2 == 0 else order[::-1]:
+            runs[side].append(await throughput(target, clients, seconds))
+
+    def median(side: str) -> dict[str, float]:
+        ranked = sorted(runs[side], key=lambda run: run["per_second"])
+        middle = dict(ranked[len(ranked) // 2])
+        middle["errors"] = sum(run["errors"] for run in runs[side])
+        return middle
+
+    shares = [g["per_second"] / d["per_second"] * 100 for d, g in zip(runs["direct"], runs["gateway"], strict=True)]
+    return {
+        "direct": median("direct"),
+        "gateway": median("gateway"),
+        "rounds": rounds,
+        "round_seconds": seconds,
+        "round_shares_percent": [round(share, 1) for share in shares],
+    }

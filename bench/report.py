@@ -66,6 +66,7 @@ def markdown(r: dict[str, Any]) -> str:
         if t is None:
             continue
         share = t["gateway"]["per_second"] / t["direct"]["per_second"] * 100
+        shares = t.get("round_shares_percent", [])
         lines += [
             f"**{title}**",
             "",
@@ -79,6 +80,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"Through the gateway: **{share:.0f}%** of direct.",
             "",
         ]
+        if shares:
+            lines += [
+                f"Medians of {t['rounds']} alternating rounds of {t['round_seconds']:g} s a side (calls and errors: "
+                f"the median round; errors: all rounds). Each round's share: "
+                + ", ".join(f"{v:.0f}%" for v in shares)
+                + ".",
+                "",
+            ]
     lines += ["## Kill switch across two replicas (PostgreSQL)", ""]
     k = r["kill_switch_two_replicas"]
     lines += [

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import decide as decide_bench
 from bench import killswitch
-from bench.load import Target, handshake_latency, open_loop, sequential, throughput
+from bench.load import Target, handshake_latency, open_loop, sequential, throughput_rounds
 from bench.procs import ROOT, Gateway, create_key, everything_upstream, fast_upstream, write_gateway_config
 from bench.report import markdown
 
@@ -114,10 +114,9 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
                 "gateway": await open_loop(through, rate, args.open_seconds),
             }
         print("throughput: 32 clients", flush=True)
-        report["throughput_32"] = {
-            "direct": await throughput(direct, 32, args.throughput_seconds),
-            "gateway": await throughput(through, 32, args.throughput_seconds),
-        }
+        report["throughput_32"] = await throughput_rounds(
+            direct, through, 32, args.throughput_seconds, args.throughput_rounds
+        )
         print("latency and throughput: the example everything server", flush=True)
         everything_direct = Target(f"http://127.0.0.1:{everything.port}/mcp", "echo")
         everything_through = Target(gateway.url, "everything__echo", key)
@@ -125,10 +124,9 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
             "direct": await sequential(everything_direct, args.calls // 5, 50),
             "gateway": await sequential(everything_through, args.calls // 5, 50),
         }
-        report["everything_throughput_32"] = {
-            "direct": await throughput(everything_direct, 32, args.throughput_seconds),
-            "gateway": await throughput(everything_through, 32, args.throughput_seconds),
-        }
+        report["everything_throughput_32"] = await throughput_rounds(
+            everything_direct, everything_through, 32, args.throughput_seconds, args.throughput_rounds
+        )
         print("latency: initialize and server/discover through the gateway", flush=True)
         report["handshake_through_gateway"] = await handshake_latency(gateway.url, key, 300)
         report["rss_mb"]["after_load"] = round(gateway.rss_mb(), 1)
@@ -187,7 +185,8 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=3000, help="sequential calls per side")
     parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 500.0], help="open-loop arrival rates")
     parser.add_argument("--open-seconds", type=float, default=10.0)
-    parser.add_argument("--throughput-seconds", type=float, default=10.0)
+    parser.add_argument("--throughput-seconds", type=float, default=5.0, help="seconds per side per round")
+    parser.add_argument("--throughput-rounds", type=int, default=5, help="alternating rounds, direct and gateway")
     parser.add_argument("--soak", type=float, default=600.0, help="soak duration in seconds")
     parser.add_argument("--soak-rate", type=float, default=200.0)
     parser.add_argument("--kill-rounds", type=int, default=20)

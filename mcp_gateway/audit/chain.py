@@ -11,8 +11,24 @@ from ..store.audit import CONTENT_COLUMNS
 
 GENESIS = "0" * 64
 
+_BLANK: dict[str, Any] = dict.fromkeys(CONTENT_COLUMNS)
+
+
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
 
 def row_hash(row: dict[str, Any]) -> str:
     """SHA-256 over the row's content columns (canonical JSON, sorted keys), `prev_hash` included."""
-    content = {name: row.get(name) for name in CONTENT_COLUMNS}
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return _digest({name: row.get(name) for name in CONTENT_COLUMNS})
+
+
+def link(row: dict[str, Any], chain: str, seq: int, prev: str) -> dict[str, Any]:
+    """`row` as it is stored: every column but the database's `seq`, in table order, with
+    its place in `chain` after the row whose hash is `prev`, and its own hash (the same
+    as `row_hash` of it)."""
+    linked = {**_BLANK, **row, "chain": chain, "chain_seq": seq, "prev_hash": prev}
+    if len(linked) != len(_BLANK):
+        raise ValueError(f"not audit columns: {sorted(linked.keys() - _BLANK.keys())}")
+    linked["hash"] = _digest(linked)
+    return linked

@@ -30,20 +30,33 @@ DEFAULT_REDACT_KEYS = (
 REDACTED = "[REDACTED]"
 
 
-def digest(arguments: Any) -> str:
-    return hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
+class _Secrets:
+    """Which argument names look secret; the answer for each name is remembered (names
+    repeat from call to call), up to a bound."""
+
+    def __init__(self, keys: tuple[str, ...], remember: int = 4096) -> None:
+        self.keys = keys
+        self.remember = remember
+        self._known: dict[Any, bool] = {}
+
+    def __call__(self, name: Any) -> bool:
+        known = self._known.get(name)
+        if known is None:
+            lowered = str(name).lower()
+            known = any(s in lowered for s in self.keys)
+            if len(self._known) >= self.remember:
+                self._known.clear()
+            self._known[name] = known
+        return known
 
 
-def _redact(value: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
+def _redact(value: Any, secret: _Secrets, depth: int = 0) -> Any:
     if depth > 32:
         return "[TOO DEEP]"
     if isinstance(value, dict):
-        return {
-            k: REDACTED if any(s in str(k).lower() for s in keys) else _redact(v, keys, depth + 1)
-            for k, v in value.items()
-        }
+        return {k: REDACTED if secret(k) else _redact(v, secret, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact(v, keys, depth + 1) for v in value]
+        return [_redact(v, secret, depth + 1) for v in value]
     return value
 
 
@@ -59,19 +72,20 @@ class ArgumentPolicy:
         self.mode = mode
         self.keys = tuple(k.lower() for k in redact_keys)
         self.max_bytes = max_bytes
+        self._secret = _Secrets(self.keys)
 
     def render(self, arguments: dict[str, Any] | None) -> tuple[str | None, str | None]:
         """(stored arguments JSON or None, digest)."""
         if arguments is None:
             return None, None
-        redacted = _redact(arguments, self.keys)
+        redacted = _redact(arguments, self._secret)
         try:
-            hashed = digest(redacted)
+            data = orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS)  # what is digested is what is kept
         except TypeError:
             return None, None
+        hashed = hashlib.sha256(data).hexdigest()
         if self.mode == "digest":
             return None, hashed
-        data = orjson.dumps(redacted)
         if len(data) > self.max_bytes:
             # The first `max_bytes` bytes of the JSON, cut at a character boundary.
             preview = data[: self.max_bytes].decode("utf-8", "ignore")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
@@ -32,25 +32,49 @@ class ConnectError(HttpError):
     """No connection could be made: the server is not there."""
 
 
-@dataclass(eq=False)
 class Response:
-    status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    _chunks: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
-    _error: BaseException | None = None
-    complete: bool = False
+    """A response being received: status and headers once they are in, then the body as
+    it arrives (`chunks()`, or `read()` for all of it)."""
+
+    __slots__ = ("_chunks", "_error", "_waiter", "complete", "headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.complete = False
+        self._chunks: deque[bytes | None] = deque()  # None ends the body
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+
+    def _push(self, chunk: bytes | None) -> None:
+        self._chunks.append(chunk)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next(self) -> bytes | None:
+        while not self._chunks:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        if chunk is None:
+            self._chunks.appendleft(None)  # the end stays the end
+            if self._error is not None:
+                raise HttpError(str(self._error)) from self._error
+        return chunk
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._chunks.get()
-            if chunk is None:
-                if self._error is not None:
-                    raise HttpError(str(self._error)) from self._error
-                return
+        while (chunk := await self._next()) is not None:
             yield chunk
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
+        parts = []
+        while (chunk := await self._next()) is not None:
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 class _Connection(asyncio.Protocol):
@@ -106,14 +130,14 @@ class _Connection(asyncio.Protocol):
                 self._fail(HttpError(f"the response exceeded {MAX_BODY} bytes"))
                 self.close()
                 return
-            self.response._chunks.put_nowait(body)
+            self.response._push(body)
 
     def on_message_complete(self) -> None:
         response, self.response = self.response, None
         if response is None:
             return
         response.complete = True
-        response._chunks.put_nowait(None)
+        response._push(None)
         if self.parser.should_keep_alive() and not self.closed:
             self.parser = httptools.HttpResponseParser(self)
             self.pool.release(self)
@@ -129,7 +153,7 @@ class _Connection(asyncio.Protocol):
         if response is not None and not response.complete:
             response._error = exc
             response.complete = True
-            response._chunks.put_nowait(None)
+            response._push(None)
         self.response = None
 
     def send(self, head: bytes, body: bytes) -> asyncio.Future[Response]:

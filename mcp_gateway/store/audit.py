@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -123,7 +125,14 @@ async def by_chain(engine: AsyncEngine, page: int = 1000) -> AsyncIterator[dict[
 # round trip per statement). The statement is generated from the table, so the schema has
 # one source.
 
-_INSERT_COLUMNS = tuple(c for c in COLUMNS if c != "seq")
+_INSERT_COLUMNS = (*CONTENT_COLUMNS, "hash")
+"""Every column but the database's `seq`, in the order `audit.chain.link` builds a row."""
+
+
+def _values(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Statement parameters for rows as `audit.chain.link` builds them: every inserted
+    column, in table order."""
+    return [tuple(row.values()) for row in rows]
 
 
 def _insert_sql(placeholder: Any) -> str:
@@ -140,15 +149,58 @@ def _log_failure(future: asyncio.Future[None]) -> None:
         log.warning("audit: WAL checkpoint failed: %s", future.exception())
 
 
+class _Worker:
+    """One thread fed by a queue: a cheaper hop than a thread pool's `submit` for a task
+    that runs on the hot path, one batch at a time."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the waiting task, which raises it
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 class SqliteAppender:
     """Batches into SQLite on a connection of its own.
 
-    A batch is written on the event loop's thread: in WAL mode with `synchronous=NORMAL` an
-    INSERT and COMMIT touch only the WAL (no fsync) and take tens of microseconds, less than
-    handing the batch to a thread and back. Two things could make that slow, and both are
-    kept off the loop: this connection never waits for a lock (a busy database sends the
-    batch to the worker thread, which does wait), and it never checkpoints (a worker thread
-    does that every few seconds on a connection of its own).
+    In WAL mode with `synchronous=NORMAL` an INSERT and COMMIT touch only the WAL (no
+    fsync). A small batch (the gateway is not busy) is written on the event loop's thread:
+    it takes tens of microseconds, less than handing it to a thread and back. A larger one
+    goes to a writer thread of its own: SQLite lets go of the GIL while it writes, so the
+    loop goes on serving calls meanwhile (under load, writing on the loop took about a
+    sixth of its time). Two things could make a write slow, and both are kept off the
+    loop: this connection never waits for a lock (a busy database sends the batch to the
+    worker thread, which does wait), and it never checkpoints (a worker thread does that
+    every second on a connection of its own).
 
     A checkpoint that races a steady stream of commits never finds the log fully copied
     when a write begins, so the log is never restarted and grows without end (seen: a
@@ -159,12 +211,14 @@ class SqliteAppender:
     """
 
     CHECKPOINT_EVERY = 1.0
+    INLINE_BELOW = 8
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._fast: sqlite3.Connection | None = None
         self._slow: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
+        self._writer: _Worker | None = None
         self._sql = _insert_sql(lambda _: "?")
         self._checkpointed = 0.0
         self._checkpointing: asyncio.Future[None] | None = None
@@ -183,7 +237,7 @@ class SqliteAppender:
     def _insert(self, conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(self._sql, [tuple(row.get(c) for c in _INSERT_COLUMNS) for row in rows])
+            conn.executemany(self._sql, _values(rows))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -215,7 +269,12 @@ class SqliteAppender:
         if self._fast is None:
             self._fast = self._open(busy_ms=0)
         try:
-            self._insert(self._fast, rows)
+            if len(rows) < self.INLINE_BELOW:
+                self._insert(self._fast, rows)
+            else:
+                if self._writer is None:
+                    self._writer = _Worker("audit-sqlite-writer")
+                await self._writer.run(self._insert, self._fast, rows)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
@@ -248,6 +307,8 @@ class SqliteAppender:
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=False)
+        if self._writer is not None:
+            self._writer.stop()
 
 
 class PostgresAppender:
@@ -269,7 +330,7 @@ class PostgresAppender:
         conn = await self._connection()
         try:
             async with conn.transaction():
-                await conn.executemany(self._sql, [tuple(row.get(c) for c in _INSERT_COLUMNS) for row in rows])
+                await conn.executemany(self._sql, _values(rows))
         except BaseException:
             await self._drop()
             raise

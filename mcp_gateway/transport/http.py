@@ -301,7 +301,7 @@ class McpEndpoint:
         meta = jsonrpc.meta_of(params)
         caps = meta.get(CLIENT_CAPABILITIES)
         level = meta.get(LOG_LEVEL)
-        session = Session(principal=who, protocol_version=MODERN_VERSIONS[0], ephemeral=True)
+        session = Session(principal=who, id="", protocol_version=MODERN_VERSIONS[0], ephemeral=True)
         call = Call(
             session,
             request_id,
@@ -322,10 +322,11 @@ class McpEndpoint:
     def _modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
     ) -> InboundLadderRejection | None:
-        raw = ((k.decode("latin-1"), "") for k, _ in scope["headers"])  # names are all it compares
-        duplicated = find_duplicated_routing_header(raw)
-        if duplicated is not None:
-            return InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
+        if len(headers) != len(scope["headers"]):  # some header name appears more than once
+            raw = ((k.decode("latin-1"), "") for k, _ in scope["headers"])  # names are all it compares
+            duplicated = find_duplicated_routing_header(raw)
+            if duplicated is not None:
+                return InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
         verdict = classify_inbound_request(message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return verdict

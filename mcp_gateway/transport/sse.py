@@ -47,7 +47,10 @@ async def send_json(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     payload = jsonrpc.dumps(body) if body is not None else b""
-    all_headers = (JSON_HEADERS if body is not None else []) + (headers or [])
+    length = (b"content-length", str(len(payload)).encode())
+    all_headers = [*JSON_HEADERS, length] if body is not None else [length]
+    if headers:
+        all_headers += headers
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": payload})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_gateway.audit.chain import GENESIS, link
 from mcp_gateway.store import open_engine, upgrade
 from mcp_gateway.store.audit import SqliteAppender
 
@@ -24,11 +25,11 @@ async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: 
     await engine.dispose()
     appender = SqliteAppender(str(path))
     appender.CHECKPOINT_EVERY = 0.05
-    row = {"chain": "c", "ts": 1.0, "kind": "decision", "prev_hash": "0" * 64, "hash": "1" * 64, "detail": "x" * 200}
+    row = {"ts": 1.0, "kind": "decision", "detail": "x" * 200}
     largest = 0
     try:
         for seq in range(1, ROWS + 1):
-            await appender.append([{**row, "chain_seq": seq}])  # one commit per row: the worst case
+            await appender.append([link(row, "c", seq, GENESIS)])  # one commit per row: the worst case
             await asyncio.sleep(0.0005)  # a steady stream: up to ~2000 commits a second
             if seq % 100 == 0:
                 largest = max(largest, (tmp_path / "audit.db-wal").stat().st_size)
