@@ -77,7 +77,7 @@ def settle_heap() -> None:
     A started gateway holds a large, long-lived heap (the SDK, SQLAlchemy, pydantic, the
     catalog), and every call allocates many short-lived objects. With the collector's
     defaults, collections come every few calls and the older ones walk that whole heap:
-    measured here, about an eighth of the CPU a call costs. So the heap as it is at
+    measured here, about a seventh of the CPU a call costs. So the heap as it is at
     start-up is frozen (never walked again) and young collections come less often.
     """
     gc.collect()
