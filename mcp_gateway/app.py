@@ -22,7 +22,7 @@ from .config import Config
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
 from .middleware.hosts import HostCheckMiddleware
-from .runtime import Gateway, running, settle_heap
+from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
 from .transport.security import HostCheck
@@ -124,9 +124,8 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if fresh else 503)
 
 
-def create_app(config: Config, settings: Settings, *, tune_gc: bool = False) -> GatewayApp:
-    """Build the gateway's ASGI app. `tune_gc` (for a process that is the gateway, as
-    `mcp-gateway serve` is) settles the heap once started: see `settle_heap`."""
+def create_app(config: Config, settings: Settings) -> GatewayApp:
+    """Build the gateway's ASGI app."""
     check_exposure(settings)
     hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
 
@@ -136,8 +135,6 @@ def create_app(config: Config, settings: Settings, *, tune_gc: bool = False) -> 
             starlette.state.gateway = gateway
             options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
             app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
-            if tune_gc:
-                settle_heap()
             yield
 
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]

@@ -7,7 +7,6 @@ around its stdin loop.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -69,20 +68,6 @@ class Gateway:
                     await upstream.ready.wait()
             return True
         return False
-
-
-def settle_heap() -> None:
-    """Once started, tell the garbage collector what is here to stay.
-
-    A started gateway holds a large, long-lived heap (the SDK, SQLAlchemy, pydantic, the
-    catalog), and every call allocates many short-lived objects. With the collector's
-    defaults, collections come every few calls and the older ones walk that whole heap:
-    measured here, about a seventh of the CPU a call costs. So the heap as it is at
-    start-up is frozen (never walked again) and young collections come less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 100)
 
 
 def chain_id(settings: Settings) -> str:

@@ -5,12 +5,6 @@ the rows, commits, and wakes the callers that wait for their commit. The queue i
 bounded: when it is full a caller waits briefly, then gets `AuditUnavailable`, and a call
 that cannot be audited is not made.
 
-Commits are grouped: before taking a batch the task lets every task that is ready to run
-add its row (one turn of the loop), and a batch that nobody waits for (completion rows)
-waits up to `LINGER` for company. A commit costs several times more than a row (measured
-here: about 80 µs for a batch of one, 25 µs a row in a batch of 32), so fewer, larger
-commits cost a call less.
-
 This is on every call's path, so it uses asyncio's queue and futures directly (a few
 microseconds each) rather than heavier abstractions.
 """
@@ -31,7 +25,6 @@ from .chain import GENESIS, link
 log = logging.getLogger(__name__)
 
 BATCH = 512
-LINGER = 0.002
 
 _Item = tuple[dict[str, Any], "asyncio.Future[None] | None"]
 
@@ -45,11 +38,6 @@ def _unavailable(detail: str) -> AuditUnavailable:
         "the call was not made: its audit record could not be written",
         {"reason": "audit unavailable", "detail": detail},
     )
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class AuditWriter:
@@ -67,9 +55,6 @@ class AuditWriter:
         self._resync = False
         self._closed = False
         self._stopped = asyncio.Event()
-        self._awaited = 0
-        """Rows in the queue whose callers wait for their commit."""
-        self._lingering: asyncio.Future[None] | None = None
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -112,23 +97,7 @@ class AuditWriter:
                     await self._queue.put((row, done))
             except TimeoutError:
                 raise _unavailable("the audit queue is full") from None
-        self._awaited += 1
-        if self._lingering is not None:
-            _wake(self._lingering)
         await done
-
-    async def _linger(self) -> None:
-        """Nobody waits for what is queued (completion rows): give it company for up to
-        `LINGER` seconds, until a row someone waits for arrives. Commits of one row each
-        would cost several times more per row."""
-        loop = asyncio.get_running_loop()
-        self._lingering = loop.create_future()
-        timer = loop.call_later(LINGER, _wake, self._lingering)
-        try:
-            await self._lingering
-        finally:
-            timer.cancel()
-            self._lingering = None
 
     async def _run(self) -> None:
         try:
@@ -136,11 +105,6 @@ class AuditWriter:
                 first = await self._queue.get()
                 if first is None:
                     return
-                # Let the tasks that are ready to run add their rows first: under load that
-                # makes one commit of many; idle, it costs one turn of the loop.
-                await asyncio.sleep(0)
-                if not self._awaited:
-                    await self._linger()
                 batch = [first]
                 stop = False
                 while len(batch) < BATCH:
@@ -152,7 +116,6 @@ class AuditWriter:
                         stop = True
                         break
                     batch.append(item)
-                self._awaited -= sum(1 for _, done in batch if done is not None)
                 await self._commit(batch)
                 if stop:
                     return

@@ -54,7 +54,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config, settings = load_all(args)
     setup_logging(settings.log_level)
-    app = create_app(config, settings, tune_gc=True)
+    app = create_app(config, settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP explicitly: with proto=0 asyncio never sets TCP_NODELAY and small
     # responses stall ~40 ms behind delayed ACKs.
@@ -91,7 +91,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_stdio(args: argparse.Namespace) -> int:
-    from ..runtime import running, settle_heap
+    from ..runtime import running
     from ..transport.stdio import StdioServer
 
     config, settings = load_all(args)
@@ -112,7 +112,6 @@ def run_stdio(args: argparse.Namespace) -> int:
             if principal() is None:
                 raise ConfigError([Problem("environment", None, f"{KEY_ENV} is not a valid API key")])
             await gateway.wait_ready(5.0)
-            settle_heap()
             server = StdioServer(gateway.router, principal, _ByteIn(sys.stdin.buffer), _ByteOut(sys.stdout.buffer))
             await server.serve()
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -149,58 +147,16 @@ def _log_failure(future: asyncio.Future[None]) -> None:
         log.warning("audit: WAL checkpoint failed: %s", future.exception())
 
 
-class _Worker:
-    """One thread fed by a queue: a cheaper hop than a thread pool's `submit` for a task
-    that runs on the hot path, one batch at a time."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((loop, future, fn, args))
-        return future
-
-    def _serve(self) -> None:
-        while (item := self._queue.get()) is not None:
-            loop, future, fn, args = item
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:  # handed to the waiting task, which raises it
-                result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
-
-
 class SqliteAppender:
     """Batches into SQLite on a connection of its own.
 
-    In WAL mode with `synchronous=NORMAL` an INSERT and COMMIT touch only the WAL (no
-    fsync). A small batch (the gateway is not busy) is written on the event loop's thread:
-    it takes tens of microseconds, less than handing it to a thread and back. A larger one
-    goes to a writer thread of its own: SQLite lets go of the GIL while it writes, so the
-    loop goes on serving calls meanwhile (under load, writing on the loop took about a
-    sixth of its time). Two things could make a write slow, and both are kept off the
-    loop: this connection never waits for a lock (a busy database sends the batch to the
-    worker thread, which does wait), and it never checkpoints (a worker thread does that
-    every second on a connection of its own).
+    A batch is written on the event loop's thread: in WAL mode with `synchronous=NORMAL` an
+    INSERT and COMMIT touch only the WAL (no fsync) and take tens of microseconds, less than
+    handing the batch to a thread and back (tried: under load, a writer thread of its own
+    left the gateway's throughput and its loop's CPU per call where they were). Two things
+    could make that slow, and both are kept off the loop: this connection never waits for a
+    lock (a busy database sends the batch to the worker thread, which does wait), and it
+    never checkpoints (a worker thread does that every second on a connection of its own).
 
     A checkpoint that races a steady stream of commits never finds the log fully copied
     when a write begins, so the log is never restarted and grows without end (seen: a
@@ -211,14 +167,12 @@ class SqliteAppender:
     """
 
     CHECKPOINT_EVERY = 1.0
-    INLINE_BELOW = 8
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._fast: sqlite3.Connection | None = None
         self._slow: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
-        self._writer: _Worker | None = None
         self._sql = _insert_sql(lambda _: "?")
         self._checkpointed = 0.0
         self._checkpointing: asyncio.Future[None] | None = None
@@ -269,12 +223,7 @@ class SqliteAppender:
         if self._fast is None:
             self._fast = self._open(busy_ms=0)
         try:
-            if len(rows) < self.INLINE_BELOW:
-                self._insert(self._fast, rows)
-            else:
-                if self._writer is None:
-                    self._writer = _Worker("audit-sqlite-writer")
-                await self._writer.run(self._insert, self._fast, rows)
+            self._insert(self._fast, rows)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
@@ -307,8 +256,6 @@ class SqliteAppender:
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=False)
-        if self._writer is not None:
-            self._writer.stop()
 
 
 class PostgresAppender:
