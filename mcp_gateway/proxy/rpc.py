@@ -123,8 +123,8 @@ class RpcConnection:
                 params = {**params, "_meta": {**meta, "progressToken": request_id}}
                 self._progress[request_id] = (pending, pending.progress_token)
         self._pending[request_id] = pending
-        # A timer that fails the future, rather than `asyncio.timeout`: this is on every
-        # call's path, and the timer is a fraction of the cost.
+        # A timer that fails the future rather than `asyncio.timeout` (a context manager,
+        # cancellation and uncancelling): this is on every call's path.
         timer = None if timeout is None else asyncio.get_running_loop().call_later(timeout, _expire, pending.future)
         try:
             await self.transport.send(jsonrpc.request(request_id, method, params), headers)
