@@ -8,8 +8,9 @@ taken over the redacted arguments, so it cannot be used to confirm a guessed sec
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import orjson
@@ -30,27 +31,7 @@ DEFAULT_REDACT_KEYS = (
 REDACTED = "[REDACTED]"
 
 
-class _Secrets:
-    """Which argument names look secret; the answer for each name is remembered (names
-    repeat from call to call), up to a bound."""
-
-    def __init__(self, keys: tuple[str, ...], remember: int = 4096) -> None:
-        self.keys = keys
-        self.remember = remember
-        self._known: dict[Any, bool] = {}
-
-    def __call__(self, name: Any) -> bool:
-        known = self._known.get(name)
-        if known is None:
-            lowered = str(name).lower()
-            known = any(s in lowered for s in self.keys)
-            if len(self._known) >= self.remember:
-                self._known.clear()
-            self._known[name] = known
-        return known
-
-
-def _redact(value: Any, secret: _Secrets, depth: int = 0) -> Any:
+def _redact(value: Any, secret: Callable[[Any], bool], depth: int = 0) -> Any:
     if depth > 32:
         return "[TOO DEEP]"
     if isinstance(value, dict):
@@ -72,7 +53,12 @@ class ArgumentPolicy:
         self.mode = mode
         self.keys = tuple(k.lower() for k in redact_keys)
         self.max_bytes = max_bytes
-        self._secret = _Secrets(self.keys)
+        # Argument names repeat from call to call: remember each one's answer, up to a bound.
+        self._secret = functools.lru_cache(maxsize=4096)(self._looks_secret)
+
+    def _looks_secret(self, name: Any) -> bool:
+        lowered = str(name).lower()
+        return any(s in lowered for s in self.keys)
 
     def render(self, arguments: dict[str, Any] | None) -> tuple[str | None, str | None]:
         """(stored arguments JSON or None, digest)."""
