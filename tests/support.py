@@ -23,6 +23,7 @@ from mcp_gateway.app import create_app
 from mcp_gateway.config import load
 from mcp_gateway.runtime import Gateway
 from mcp_gateway.settings import settings_for
+from mcp_gateway.transport import server as http_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERYTHING = ROOT / "examples" / "everything_server.py"
@@ -129,7 +130,7 @@ async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str,
     app = create_app(config, settings)
     with loopback_socket() as sock:
         port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+        server = uvicorn.Server(http_server.config(app, log_level="warning"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
             with anyio.fail_after(20):

@@ -51,6 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import create_app
+    from ..transport import server as http_server
 
     config, settings = load_all(args)
     setup_logging(settings.log_level)
@@ -74,18 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port,
         settings.database_url,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level=settings.log_level,
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=5,
-        )
-    )
+    server = uvicorn.Server(http_server.config(app, settings.log_level))
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
