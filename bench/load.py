@@ -8,8 +8,9 @@ with aiohttp over keep-alive connections.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,22 +221,39 @@ async def handshake_latency(url: str, key: str | None, count: int) -> dict[str, 
 
 
 async def throughput_rounds(
-    direct: Target, through: Target, clients: int, seconds: float, rounds: int
+    direct: Target,
+    through: Target,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    cpu: Mapping[str, Callable[[], float]] | None = None,
 ) -> dict[str, Any]:
     """Throughput direct and through the gateway, alternating in `rounds` rounds (the order
     flipped each round), so a drift in the machine's speed (seen here: a fifth, from one
     minute to the next) weighs on both sides alike. Reports each side's median round and
-    every round's share."""
+    every round's share.
+
+    `cpu` maps a process's name to its CPU seconds so far: each side then also reports,
+    per process, the median CPU milliseconds a call cost it (all processes share the
+    machine's cores, so these say where the time of a call goes)."""
     runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+    costs: dict[str, dict[str, list[float]]] = {"direct": {}, "gateway": {}}
     for n in range(rounds):
         order = (("direct", direct), ("gateway", through))
         for side, target in order if n % 2 == 0 else order[::-1]:
-            runs[side].append(await throughput(target, clients, seconds))
+            before = {name: read() for name, read in (cpu or {}).items()}
+            run = await throughput(target, clients, seconds)
+            runs[side].append(run)
+            for name, read in (cpu or {}).items():
+                spent = (read() - before[name]) / max(run["calls"], 1) * 1000
+                costs[side].setdefault(name, []).append(spent)
 
     def median(side: str) -> dict[str, float]:
         ranked = sorted(runs[side], key=lambda run: run["per_second"])
         middle = dict(ranked[len(ranked) // 2])
         middle["errors"] = sum(run["errors"] for run in runs[side])
+        if costs[side]:
+            middle["cpu_ms_per_call"] = {name: round(statistics.median(v), 3) for name, v in costs[side].items()}
         return middle
 
     shares = [g["per_second"] / d["per_second"] * 100 for d, g in zip(runs["direct"], runs["gateway"], strict=True)]

@@ -29,6 +29,28 @@ def _latency(title: str, pair: dict[str, Any]) -> list[str]:
     ]
 
 
+def _cpu(t: dict[str, Any], cores: int | None) -> list[str]:
+    """Where a call's CPU time goes, process by process, when the run measured it."""
+    if "cpu_ms_per_call" not in t["direct"]:
+        return []
+    names = list(t["gateway"]["cpu_ms_per_call"])
+    lines = [
+        "CPU milliseconds a call cost each process (median of the rounds; every process shares the machine's cores):",
+        "",
+        "| | " + " | ".join(names) + " | all |",
+        "| --- |" + " ---: |" * (len(names) + 1),
+    ]
+    for label, side in (("direct", "direct"), ("through the gateway", "gateway")):
+        spent = t[side]["cpu_ms_per_call"]
+        cells = " | ".join(f"{spent.get(n, 0):.3f}" for n in names)
+        lines.append(f"| {label} | {cells} | {sum(spent.values()):.3f} |")
+    if cores:
+        total = sum(t["gateway"]["cpu_ms_per_call"].values())
+        ceiling = cores / total * 1000
+        lines += ["", f"At that cost {cores} cores carry at most {ceiling:.0f} calls/s through the gateway."]
+    return [*lines, ""]
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -88,6 +110,7 @@ def markdown(r: dict[str, Any]) -> str:
                 + ".",
                 "",
             ]
+        lines += _cpu(t, r["machine"].get("cores"))
     lines += ["## Kill switch across two replicas (PostgreSQL)", ""]
     k = r["kill_switch_two_replicas"]
     lines += [
@@ -129,8 +152,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"- `initialize` through the gateway: p50 {h['initialize']['p50']:.3f} ms, p99 {h['initialize']['p99']:.3f} ms;"
         f" `server/discover`: p50 {h['server/discover']['p50']:.3f} ms, p99 {h['server/discover']['p99']:.3f} ms.",
         f"- Gateway RSS: {r['rss_mb']['idle']} MB idle, {r['rss_mb']['after_load']} MB after the load above.",
-        f"- Soak: {soak['seconds']:.0f} s at {soak['rate']:.0f} calls/s; RSS from {soak['rss_first']} MB to "
-        f"{soak['rss_last']} MB ({soak['growth_percent']:+.1f}%), sampled every 10 s: {soak['rss_mb_samples']}.",
+        (
+            f"- Soak: {soak['seconds']:.0f} s at {soak['rate']:.0f} calls/s; RSS from {soak['rss_first']} MB to "
+            f"{soak['rss_last']} MB ({soak['growth_percent']:+.1f}%), sampled every 10 s: {soak['rss_mb_samples']}."
+            if soak["rss_mb_samples"]
+            else "- Soak: not run (`--soak 0`)."
+        ),
         f"- Start to ready (`/readyz` with every upstream up), three starts: {r['start_to_ready_seconds']} s.",
         "",
     ]

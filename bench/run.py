@@ -74,6 +74,12 @@ async def _drop(name: str) -> None:
         await conn.close()
 
 
+def own_cpu_seconds() -> float:
+    """This process's CPU seconds: the load client's."""
+    times = os.times()
+    return times.user + times.system
+
+
 async def latency_section(work: Path, report: dict[str, Any], args: argparse.Namespace) -> None:
     fast = await fast_upstream()
     everything = await everything_upstream()
@@ -114,8 +120,9 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
                 "gateway": await open_loop(through, rate, args.open_seconds),
             }
         print("throughput: 32 clients", flush=True)
+        cpu = {"load client": own_cpu_seconds, "upstream": fast.cpu_seconds, "gateway": gateway.cpu_seconds}
         report["throughput_32"] = await throughput_rounds(
-            direct, through, 32, args.throughput_seconds, args.throughput_rounds
+            direct, through, 32, args.throughput_seconds, args.throughput_rounds, cpu
         )
         print("latency and throughput: the example everything server", flush=True)
         everything_direct = Target(f"http://127.0.0.1:{everything.port}/mcp", "echo")
@@ -124,8 +131,9 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
             "direct": await sequential(everything_direct, args.calls // 5, 50),
             "gateway": await sequential(everything_through, args.calls // 5, 50),
         }
+        cpu = {"load client": own_cpu_seconds, "upstream": everything.cpu_seconds, "gateway": gateway.cpu_seconds}
         report["everything_throughput_32"] = await throughput_rounds(
-            everything_direct, everything_through, 32, args.throughput_seconds, args.throughput_rounds
+            everything_direct, everything_through, 32, args.throughput_seconds, args.throughput_rounds, cpu
         )
         print("latency: initialize and server/discover through the gateway", flush=True)
         report["handshake_through_gateway"] = await handshake_latency(gateway.url, key, 300)
