@@ -45,7 +45,7 @@ def data_segments_in(sock: socket.socket) -> int:
     return int(struct.unpack_from("I", info, TCPI_DATA_SEGS_IN)[0])
 
 
-def request(port: int, accept: str) -> bytes:
+def request(port: int, accept: str, *extra: str) -> bytes:
     body = json.dumps(MODERN_CALL).encode()
     head = (
         "POST /mcp HTTP/1.1\r\n"
@@ -55,7 +55,8 @@ def request(port: int, accept: str) -> bytes:
         "mcp-protocol-version: 2026-07-28\r\n"
         "mcp-method: tools/call\r\n"
         "mcp-name: everything__echo\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
+        + "".join(f"{line}\r\n" for line in extra)
+        + f"content-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -104,3 +105,21 @@ async def test_a_json_answer_arrives_in_one_segment(port: int) -> None:
         assert head.startswith(b"HTTP/1.1 200"), head
         assert json.loads(body)["result"]["content"][0]["text"] == "one segment"
         assert segments == 1, f"the answer came in {segments} segments"
+
+
+async def test_an_answer_before_the_connection_closes_is_sent_whole(port: int) -> None:
+    """`Connection: close`: the server writes the answer and closes at once; the held
+    write goes out before the close."""
+
+    def once() -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(request(port, "application/json", "connection: close"))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data
+
+    data = await anyio.to_thread.run_sync(once)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body)["result"]["content"][0]["text"] == "one segment"
