@@ -44,10 +44,14 @@ def _cpu(t: dict[str, Any], cores: int | None) -> list[str]:
         spent = t[side]["cpu_ms_per_call"]
         cells = " | ".join(f"{spent.get(n, 0):.3f}" for n in names)
         lines.append(f"| {label} | {cells} | {sum(spent.values()):.3f} |")
-    if cores:
-        total = sum(t["gateway"]["cpu_ms_per_call"].values())
-        ceiling = cores / total * 1000
-        lines += ["", f"At that cost {cores} cores carry at most {ceiling:.0f} calls/s through the gateway."]
+    spent = t["gateway"]["cpu_ms_per_call"]
+    if cores and spent.get("gateway"):
+        loop, machine = 1000 / spent["gateway"], cores / sum(spent.values()) * 1000
+        lines += [
+            "",
+            f"At these costs one gateway process (one event loop, one core) carries at most {loop:.0f} calls/s,"
+            f" and {cores} cores shared by the three processes at most {machine:.0f} calls/s.",
+        ]
     return [*lines, ""]
 
 

@@ -73,7 +73,9 @@ def config(app: ASGIApp, log_level: str = "info") -> uvicorn.Config:
         log_level=log_level,
         lifespan="on",
         access_log=False,
-        proxy_headers=False,  # nothing reads the client's address; no X-Forwarded-* rewriting
+        # The client's address stays the socket's peer: no X-Forwarded-For can make a remote
+        # caller look local to the admin API's loopback-only open door.
+        proxy_headers=False,
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=5,
