@@ -1,14 +1,12 @@
 """The HTTP server the gateway runs: uvicorn, set up the same way by `serve` and the tests.
 
-Its HTTP/1.1 protocol is uvicorn's httptools protocol, with what a response writes in one
-turn of the event loop sent in one `send`.
-
-uvicorn writes a response's head and its body in two `transport.write` calls, and uvloop
-sends each at once: two TCP segments for every answer, two syscalls on the gateway's side
-and often two wake-ups on the client's. A JSON answer is written start and body in the
-same turn of the loop, so holding writes until the end of that turn sends it whole. A
-stream's later chunks are each written in a turn of their own, and go out at the end of
-it: nothing waits longer than the callbacks already queued.
+Its HTTP/1.1 protocol is uvicorn's httptools protocol, with a response's head and body
+sent in one `send`. uvicorn writes them in two `transport.write` calls and uvloop sends
+each at once: two TCP segments for every answer, two syscalls on the gateway's side and
+often two wake-ups on the client's. Here writes are held, and go out when the response is
+complete (at once, before anything else the loop has queued, such as the audit writer's
+commit of the call's completion) or, for a stream, at the end of the loop turn that wrote
+them.
 """
 
 from __future__ import annotations
@@ -35,11 +33,11 @@ class _Coalescing:
     def write(self, data: bytes) -> None:
         if self._pending is None:
             self._pending = [data]
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         else:
             self._pending.append(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         pending, self._pending = self._pending, None
         if pending and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
@@ -49,11 +47,11 @@ class _Coalescing:
             self.write(chunk)
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.write_eof()
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:  # everything else is the real transport's
@@ -63,7 +61,12 @@ class _Coalescing:
 class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        super().connection_made(_Coalescing(cast(asyncio.Transport, transport), self.loop))  # type: ignore[arg-type]
+        self._out = _Coalescing(cast(asyncio.Transport, transport), self.loop)
+        super().connection_made(self._out)  # type: ignore[arg-type]
+
+    def on_response_complete(self) -> None:
+        self._out.flush()  # a finished answer goes out now
+        super().on_response_complete()
 
 
 def config(app: ASGIApp, log_level: str = "info") -> uvicorn.Config:

@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+import uvicorn
 
-from ..support import serve, stdio_upstream, wait_ready, write_config
+from mcp_gateway.transport import server as http_server
+
+from ..support import loopback_socket, serve, stdio_upstream, wait_ready, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +128,43 @@ async def test_an_answer_before_the_connection_closes_is_sent_whole(port: int) -
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert json.loads(body)["result"]["content"][0]["text"] == "one segment"
+
+
+async def test_a_finished_answer_goes_out_before_the_loop_runs_anything_else() -> None:
+    """The answer is written when it is complete, not when the loop next gets round to it:
+    here the app, having answered, holds the event loop until the client has read the
+    answer. Were the write held for a later turn of the loop, the client would wait in vain."""
+    released = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        body = b'{"answered":true}'
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"17")]})
+        await send({"type": "http.response.body", "body": body})
+        released.wait(10)  # what a long synchronous step after the answer would do to the loop
+
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(f"GET / HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode())
+            try:
+                return read_response(sock)[1]
+            except TimeoutError:
+                return b""
+            finally:
+                released.set()
+
+    with loopback_socket() as sock:
+        server = uvicorn.Server(http_server.config(app, log_level="warning"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(10):
+                while not server.started:
+                    await anyio.sleep(0.02)
+            body = await anyio.to_thread.run_sync(client, sock.getsockname()[1])
+            server.should_exit = True
+    assert body == b'{"answered":true}'
