@@ -40,7 +40,7 @@ class _Coalescing:
     def flush(self) -> None:
         pending, self._pending = self._pending, None
         if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            self._transport.writelines(pending)  # one send: uvloop writev()s the buffers, a large body uncopied
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
