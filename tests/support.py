@@ -123,24 +123,30 @@ async def http_upstream_process(env: dict[str, str] | None = None) -> AsyncItera
 
 
 @asynccontextmanager
-async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str, Gateway]]:
-    """Run the gateway under uvicorn on a random port; yields its /mcp URL and the running gateway."""
-    config = load(config_path)
-    settings = settings_for(config, **overrides)
-    app = create_app(config, settings)
+async def serving(app: Any) -> AsyncIterator[int]:
+    """Run an ASGI app under the gateway's uvicorn setup on a random loopback port; yields the port."""
     with loopback_socket() as sock:
-        port = sock.getsockname()[1]
         server = uvicorn.Server(http_server.config(app, log_level="warning"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
             with anyio.fail_after(20):
                 while not server.started:
                     await anyio.sleep(0.02)
-            gateway: Gateway = app.state.gateway
             try:
-                yield f"http://127.0.0.1:{port}/mcp", gateway
+                yield sock.getsockname()[1]
             finally:
                 server.should_exit = True
+
+
+@asynccontextmanager
+async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str, Gateway]]:
+    """Run the gateway under uvicorn on a random port; yields its /mcp URL and the running gateway."""
+    config = load(config_path)
+    settings = settings_for(config, **overrides)
+    app = create_app(config, settings)
+    async with serving(app) as port:
+        gateway: Gateway = app.state.gateway
+        yield f"http://127.0.0.1:{port}/mcp", gateway
 
 
 async def wait_ready(gateway: Gateway, timeout: float = 30.0) -> None:

@@ -18,11 +18,8 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 
-from mcp_gateway.transport import server as http_server
-
-from ..support import loopback_socket, serve, stdio_upstream, wait_ready, write_config
+from ..support import serve, serving, stdio_upstream, wait_ready, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -158,13 +155,6 @@ async def test_a_finished_answer_goes_out_before_the_loop_runs_anything_else() -
             finally:
                 released.set()
 
-    with loopback_socket() as sock:
-        server = uvicorn.Server(http_server.config(app, log_level="warning"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.02)
-            body = await anyio.to_thread.run_sync(client, sock.getsockname()[1])
-            server.should_exit = True
+    async with serving(app) as port:
+        body = await anyio.to_thread.run_sync(client, port)
     assert body == b'{"answered":true}'
