@@ -92,7 +92,6 @@ class HttpTransport:
         self._headers = {"accept": _ACCEPT, "content-type": "application/json", **headers}
         self._pool = Pool(url)
         self._feed = feed
-        self._streams: dict[RequestId, asyncio.Task[None]] = {}
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self.modern = False
@@ -118,25 +117,23 @@ class HttpTransport:
             self.broken.set()
 
     async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
+        """POST a message. A request's whole exchange runs here, in the caller's task (no
+        task of its own per call: this is every call's path); it returns once the answer,
+        and whatever its stream carried before it, has been fed. Cancelling the caller
+        drops the request's connection, which closes its stream."""
         if self.broken.is_set():
             raise UpstreamError(f"upstream {self.name!r} is unreachable: {self.broken_reason}", {"upstream": self.name})
         if jsonrpc.is_request(message):
-            request_id = message["id"]
-            self._streams[request_id] = asyncio.create_task(self._exchange(message, self._request_headers(headers)))
+            await self._exchange(message, self._request_headers(headers))
         else:
             await self._post_oneway(message, self._request_headers(headers))
 
     def abandon(self, request_id: RequestId) -> bool:
-        task = self._streams.pop(request_id, None)
-        if task is not None:
-            task.cancel()
-        # At 2026-07-28 closing the stream is the cancellation; earlier revisions also want the notification.
+        # The exchange ended with its caller, and its stream with it. At 2026-07-28
+        # closing the stream is the cancellation; earlier revisions also want the notification.
         return not self.modern
 
     def close(self) -> None:
-        for task in self._streams.values():
-            task.cancel()
-        self._streams.clear()
         self._pool.close()
 
     async def _post_oneway(self, message: Message, headers: dict[str, str]) -> None:
@@ -169,8 +166,6 @@ class HttpTransport:
         except UpstreamError as exc:
             await self._feed(jsonrpc.error(request_id, exc), request_id)
             return
-        finally:
-            self._streams.pop(request_id, None)
         if not answered:
             error = UpstreamError(
                 f"upstream {self.name!r} closed the stream without answering", {"upstream": self.name}
@@ -294,10 +289,9 @@ class HttpTransport:
             delay = min(delay * 2, 10.0)
 
     async def terminate(self) -> None:
-        """End the session (DELETE), best effort."""
-        for task in self._streams.values():
-            task.cancel()
-        self._streams.clear()
+        """End the exchanges in flight (their callers have been answered by the connection's
+        close), then the session (DELETE), best effort."""
+        self._pool.close()
         if self.session_id is not None and not self.modern:
             headers = self._request_headers(None)
             headers.pop("content-type", None)

@@ -55,10 +55,16 @@ class Sink(Protocol):
 class Transport(Protocol):
     """Moves messages to and from one upstream. Inbound messages go to the connection's `feed`."""
 
-    async def send(self, message: Message, headers: dict[str, str] | None = None) -> None: ...
+    async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
+        """Send one message. For a request, a transport may return at once (stdio: the
+        answer comes later on the shared stream) or run the whole exchange in the caller's
+        task and return once the answer has been fed (HTTP: the answer is on the request's
+        own response); cancelling the caller ends such an exchange."""
+        ...
 
     def abandon(self, request_id: RequestId) -> bool:
-        """Stop waiting for `request_id`. True when a `notifications/cancelled` should be sent too."""
+        """The caller stopped waiting for `request_id`. True when a `notifications/cancelled`
+        should be sent too."""
         ...
 
 
@@ -70,11 +76,6 @@ class _Pending:
 
 
 NotificationHandler = Callable[[Message], Awaitable[None]]
-
-
-def _expire(future: asyncio.Future[Message]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class RpcConnection:
@@ -123,12 +124,11 @@ class RpcConnection:
                 params = {**params, "_meta": {**meta, "progressToken": request_id}}
                 self._progress[request_id] = (pending, pending.progress_token)
         self._pending[request_id] = pending
-        # A timer that fails the future rather than `asyncio.timeout` (a context manager,
-        # cancellation and uncancelling): this is on every call's path.
-        timer = None if timeout is None else asyncio.get_running_loop().call_later(timeout, _expire, pending.future)
         try:
-            await self.transport.send(jsonrpc.request(request_id, method, params), headers)
-            response = await pending.future
+            # The deadline covers the send too: over HTTP the exchange runs inside it.
+            async with asyncio.timeout(timeout):
+                await self.transport.send(jsonrpc.request(request_id, method, params), headers)
+                response = await pending.future
         except TimeoutError:
             self._spawn(self._cancel(request_id, "timeout"))
             raise UpstreamTimeout(
@@ -140,8 +140,6 @@ class RpcConnection:
             self._spawn(self._cancel(request_id, "cancelled by the client"))
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
             self._pending.pop(request_id, None)
             if pending.progress_token is not None:
                 self._progress.pop(request_id, None)

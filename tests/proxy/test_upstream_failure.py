@@ -249,6 +249,25 @@ async def test_killed_http_upstream_fails_its_call_shows_down_and_returns_when_r
             assert remote.structured_content == {"result": 4}
 
 
+async def test_hung_http_upstream_is_given_up_by_its_health_check_and_its_call_ends_then(
+    tmp_path: Path,
+) -> None:
+    # The process is stopped, not killed: its socket still accepts, nothing ever answers,
+    # and the call's own timeout (300 s) is far off. The health check must end it.
+    async with rig(tmp_path, health_interval=0.5, health_timeout=1) as r:
+        assert r.remote.process is not None
+        pid = r.remote.process.pid
+        try:
+            async with Client(r.url, mode="legacy") as client:
+                error = await call_slow_until_interrupted(client, "remote__slow", partial(os.kill, pid, signal.SIGSTOP))
+                assert error.code == UPSTREAM_UNAVAILABLE
+                assert "health check failed" in error.message, error.message
+                local = await client.call_tool("local__echo", {"text": "still here"})
+                assert local.structured_content == {"text": "still here"}
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def test_upstream_down_from_the_start_does_not_stop_the_gateway_and_its_tools_are_unknown(
     tmp_path: Path,
 ) -> None:
