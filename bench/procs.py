@@ -119,16 +119,16 @@ async def create_key(config: Path) -> str:
 
 
 class Gateway(Proc):
-    """`mcp-gateway serve` as a replica."""
+    """`mcp-gateway serve` as a replica (under `python`, by default this interpreter)."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None, python: str = sys.executable) -> None:
         port = free_port()
         self.config = config
         self.started = time.perf_counter()
         log = config.parent / f"gateway-{port}.log"
         super().__init__(
             [
-                sys.executable,
+                python,
                 "-m",
                 "mcp_gateway",
                 "serve",

@@ -55,6 +55,29 @@ def _cpu(t: dict[str, Any], cores: int | None) -> list[str]:
     return [*lines, ""]
 
 
+def _other_pythons(r: dict[str, Any]) -> list[str]:
+    """The same throughput rounds with the gateway under other interpreters (`--also-python`)."""
+    others = r.get("throughput_32_other_pythons")
+    if not others:
+        return []
+    lines = [
+        f"The same rounds with the gateway under other interpreters (the load client and upstream stay on"
+        f" Python {r['machine']['python']}):",
+        "",
+        "| gateway on | direct calls/s | through the gateway | share | each round's share | gateway CPU ms/call |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for version, t in others.items():
+        share = t["gateway"]["per_second"] / t["direct"]["per_second"] * 100
+        rounds = ", ".join(f"{v:.0f}%" for v in t.get("round_shares_percent", []))
+        cpu = t["gateway"].get("cpu_ms_per_call", {}).get("gateway")
+        lines.append(
+            f"| Python {version} | {t['direct']['per_second']} | {t['gateway']['per_second']} | **{share:.0f}%**"
+            f" | {rounds} | {cpu if cpu is not None else ''} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -115,6 +138,8 @@ def markdown(r: dict[str, Any]) -> str:
                 "",
             ]
         lines += _cpu(t, r["machine"].get("cores"))
+        if key == "throughput_32":
+            lines += _other_pythons(r)
     lines += ["## Kill switch across two replicas (PostgreSQL)", ""]
     k = r["kill_switch_two_replicas"]
     lines += [

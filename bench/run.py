@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import decide as decide_bench
 from bench import killswitch
 from bench.load import Target, handshake_latency, open_loop, sequential, throughput_rounds
-from bench.procs import ROOT, Gateway, create_key, everything_upstream, fast_upstream, write_gateway_config
+from bench.procs import ROOT, Gateway, Proc, create_key, everything_upstream, fast_upstream, write_gateway_config
 from bench.report import markdown
 
 PG = os.environ.get("MCP_GATEWAY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,6 +124,8 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
         report["throughput_32"] = await throughput_rounds(
             direct, through, 32, args.throughput_seconds, args.throughput_rounds, cpu
         )
+        if args.also_python:
+            report["throughput_32_other_pythons"] = await other_pythons(work, fast, args)
         print("latency and throughput: the example everything server", flush=True)
         everything_direct = Target(f"http://127.0.0.1:{everything.port}/mcp", "echo")
         everything_through = Target(gateway.url, "everything__echo", key)
@@ -163,6 +165,36 @@ async def latency_section(work: Path, report: dict[str, Any], args: argparse.Nam
         everything.stop()
 
 
+def python_version(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+async def other_pythons(work: Path, fast: Proc, args: argparse.Namespace) -> dict[str, Any]:
+    """The 32-client throughput again, with the gateway under each interpreter of
+    `--also-python` (the same load client, upstream and rounds; a store of its own each)."""
+    results: dict[str, Any] = {}
+    for n, python in enumerate(args.also_python):
+        config = write_gateway_config(
+            work / f"python-{n}", {"fast": {"url": f"http://127.0.0.1:{fast.port}/mcp", "namespace": ""}}
+        )
+        key = await create_key(config)
+        gateway = Gateway(config, python=python)
+        try:
+            await gateway.ready()
+            version = python_version(python)
+            print(f"throughput: 32 clients, gateway on Python {version}", flush=True)
+            direct = Target(f"http://127.0.0.1:{fast.port}/mcp", "echo")
+            cpu = {"load client": own_cpu_seconds, "upstream": fast.cpu_seconds, "gateway": gateway.cpu_seconds}
+            results[version] = await throughput_rounds(
+                direct, Target(gateway.url, "echo", key), 32, args.throughput_seconds, args.throughput_rounds, cpu
+            )
+        finally:
+            gateway.stop()
+    return results
+
+
 async def replica_section(work: Path, report: dict[str, Any], args: argparse.Namespace) -> None:
     name, url = await _pg_database()
     everything = await everything_upstream()
@@ -198,6 +230,14 @@ async def main() -> None:
     parser.add_argument("--soak", type=float, default=600.0, help="soak duration in seconds")
     parser.add_argument("--soak-rate", type=float, default=200.0)
     parser.add_argument("--kill-rounds", type=int, default=20)
+    parser.add_argument(
+        "--also-python",
+        nargs="+",
+        default=[],
+        metavar="PYTHON",
+        help="also measure the 32-client throughput with the gateway under these interpreters (each with"
+        " mcp-gateway installed)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
 
