@@ -68,7 +68,7 @@ def _other_pythons(r: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for version, t in others.items():
-        share = t["gateway"]["per_second"] / t["direct"]["per_second"] * 100
+        share = t.get("share_percent", t["gateway"]["per_second"] / t["direct"]["per_second"] * 100)
         rounds = ", ".join(f"{v:.0f}%" for v in t.get("round_shares_percent", []))
         cpu = t["gateway"].get("cpu_ms_per_call", {}).get("gateway")
         lines.append(
@@ -114,7 +114,7 @@ def markdown(r: dict[str, Any]) -> str:
         t = r.get(key)
         if t is None:
             continue
-        share = t["gateway"]["per_second"] / t["direct"]["per_second"] * 100
+        share = t.get("share_percent", t["gateway"]["per_second"] / t["direct"]["per_second"] * 100)
         shares = t.get("round_shares_percent", [])
         lines += [
             f"**{title}**",
@@ -131,8 +131,9 @@ def markdown(r: dict[str, Any]) -> str:
         ]
         if shares:
             lines += [
-                f"Medians of {t['rounds']} alternating rounds of {t['round_seconds']:g} s a side (calls and errors: "
-                f"the median round; errors: all rounds). Each round's share: "
+                f"{t['rounds']} alternating rounds of {t['round_seconds']:g} s a side. The share is the median of the"
+                " rounds' shares (each round's gateway run over its direct run, back to back); calls/s, calls and"
+                " errors are each side's median round (errors: all rounds). Each round's share: "
                 + ", ".join(f"{v:.0f}%" for v in shares)
                 + ".",
                 "",

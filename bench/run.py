@@ -74,6 +74,12 @@ async def _drop(name: str) -> None:
         await conn.close()
 
 
+def _interpreter() -> str:
+    """How the command that ran this names its interpreter: a venv in the checkout by its path."""
+    path = Path(sys.executable)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "python"
+
+
 def own_cpu_seconds() -> float:
     """This process's CPU seconds: the load client's."""
     times = os.times()
@@ -226,7 +232,7 @@ async def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 500.0], help="open-loop arrival rates")
     parser.add_argument("--open-seconds", type=float, default=10.0)
     parser.add_argument("--throughput-seconds", type=float, default=5.0, help="seconds per side per round")
-    parser.add_argument("--throughput-rounds", type=int, default=5, help="alternating rounds, direct and gateway")
+    parser.add_argument("--throughput-rounds", type=int, default=7, help="alternating rounds, direct and gateway")
     parser.add_argument("--soak", type=float, default=600.0, help="soak duration in seconds")
     parser.add_argument("--soak-rate", type=float, default=200.0)
     parser.add_argument("--kill-rounds", type=int, default=20)
@@ -242,7 +248,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     report: dict[str, Any] = {
-        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+        "command": f"{_interpreter()} bench/run.py " + " ".join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
         "commit": subprocess.run(
