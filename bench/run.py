@@ -1,8 +1,9 @@
 """The benchmark harness: what the gateway costs an agent, measured beside calling the
 upstream directly, in one run on one machine.
 
-    python bench/run.py                 # the full run (about 15 minutes: a 10-minute soak)
+    python bench/run.py                 # the full run (about 20 minutes: a 10-minute soak)
     python bench/run.py --soak 60       # a shorter soak
+    python bench/run.py --also-python .venv/bin/python   # throughput with the gateway under another interpreter too
 
 Writes bench/REPORT.md and bench/report.json. Needs PostgreSQL (the replica measurements)
 at $MCP_GATEWAY_BENCH_PG (default postgresql://postgres@127.0.0.1:5432/test; a database is
