@@ -55,6 +55,12 @@ def _cpu(t: dict[str, Any], cores: int | None) -> list[str]:
     return [*lines, ""]
 
 
+def _share(t: dict[str, Any]) -> float:
+    """Gateway throughput as a share of direct: the median of the paired rounds' shares
+    (reports from before that figure existed: the ratio of the two sides' medians)."""
+    return float(t.get("share_percent", t["gateway"]["per_second"] / t["direct"]["per_second"] * 100))
+
+
 def _other_pythons(r: dict[str, Any]) -> list[str]:
     """The same throughput rounds with the gateway under other interpreters (`--also-python`)."""
     others = r.get("throughput_32_other_pythons")
@@ -68,7 +74,7 @@ def _other_pythons(r: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for version, t in others.items():
-        share = t.get("share_percent", t["gateway"]["per_second"] / t["direct"]["per_second"] * 100)
+        share = _share(t)
         rounds = ", ".join(f"{v:.0f}%" for v in t.get("round_shares_percent", []))
         cpu = t["gateway"].get("cpu_ms_per_call", {}).get("gateway")
         lines.append(
@@ -114,7 +120,7 @@ def markdown(r: dict[str, Any]) -> str:
         t = r.get(key)
         if t is None:
             continue
-        share = t.get("share_percent", t["gateway"]["per_second"] / t["direct"]["per_second"] * 100)
+        share = _share(t)
         shares = t.get("round_shares_percent", [])
         lines += [
             f"**{title}**",
