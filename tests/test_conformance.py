@@ -2,8 +2,9 @@
 server behind it under its own names (`namespace: ""`): whatever the suite checks of a
 server, the gateway must pass while proxying it.
 
-The suite is an npm package, run by `../shared/tools/mcp-conformance` (override the path
-with `MCP_CONFORMANCE`). It is part of CI: a missing tool is a failure, not a skip.
+The suite is an npm package, run by the repository's `scripts/mcp-conformance` (which
+installs the pinned version into a cache on first use; override the runner's path with
+`MCP_CONFORMANCE`). It is part of CI: a missing Node.js is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ TAIL_LINES = 60
 
 def conformance_tool() -> Path:
     override = os.environ.get("MCP_CONFORMANCE")
-    return Path(override) if override else ROOT.parent / "shared" / "tools" / "mcp-conformance"
+    return Path(override) if override else ROOT / "scripts" / "mcp-conformance"
 
 
 def run_suite(tool: Path, url: str) -> str:
