@@ -4,10 +4,16 @@ The child gets a small allow-listed environment plus what its configuration name
 the gateway's own secrets do not leak into every server it runs. Its stderr is relayed
 to the gateway's log under the upstream's name. Shutdown closes stdin, then terminates,
 then kills, each after a grace period.
+
+The connection is over when the child exits, and also when its stdout ends or can no
+longer be read (a line over `MAX_LINE`): the transport is then `broken`, the supervisor
+takes the upstream down (calls fail at once), stops the child and starts a new one. A
+child that is alive but does not answer is found by the supervisor's health check.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -49,6 +55,16 @@ class StdioTransport:
         self.name = name
         self.process = process
         self._lock = anyio.Lock()
+        self.broken = asyncio.Event()
+        self.broken_reason = ""
+        self.suspect = asyncio.Event()
+        """Set when a request timed out, which may mean the child hangs: check it now."""
+
+    def break_(self, reason: str) -> None:
+        """Give up on this child: its supervisor stops it and starts another."""
+        if not self.broken.is_set():
+            self.broken_reason = reason
+            self.broken.set()
 
     async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
         stdin = self.process.stdin
@@ -65,7 +81,19 @@ class StdioTransport:
         return True
 
     async def read_stdout(self, feed: Feed) -> None:
-        """Feed each stdout line to the connection until the child closes it."""
+        """Feed each stdout line to the connection until the child closes it; then the
+        transport is broken, whatever the reason."""
+        try:
+            await self._read_stdout(feed)
+            # Most often stdout ends because the child exited: give it a moment to say how.
+            with anyio.move_on_after(1):
+                await self.process.wait()
+            if self.process.returncode is not None:
+                self.break_(f"process exited with status {self.process.returncode}")
+        finally:
+            self.break_("stdout closed")
+
+    async def _read_stdout(self, feed: Feed) -> None:
         assert self.process.stdout is not None
         buffered = BufferedByteReceiveStream(self.process.stdout)
         while True:
@@ -75,6 +103,8 @@ class StdioTransport:
                 return
             except anyio.DelimiterNotFound:
                 log.error("%s: a stdout line exceeded %d bytes; closing the connection", self.name, MAX_LINE)
+                self.break_(f"a stdout line exceeded {MAX_LINE} bytes")
+                await self._discard_stdout()
                 return
             if not line.strip():
                 continue
@@ -87,6 +117,16 @@ class StdioTransport:
                 await feed(message, None)
             except GatewayError as exc:
                 log.warning("%s: could not route a message: %s", self.name, exc)
+
+    async def _discard_stdout(self) -> None:
+        """Read on, throwing it away, while the child is being stopped: a child blocked on a
+        full pipe could not exit, and a pipe nobody reads to its end is never closed."""
+        assert self.process.stdout is not None
+        try:
+            while True:
+                await self.process.stdout.receive(65536)
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
 
     async def read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -102,6 +142,8 @@ class StdioTransport:
 
 
 async def _stop(process: Process) -> None:
+    # A child blocked writing a line nobody reads any more ignores its stdin closing: the
+    # signals after the grace period end it.
     if process.stdin is not None:
         with anyio.CancelScope(shield=True):
             try:
@@ -149,15 +191,13 @@ async def open_stdio(name: str, config: StdioUpstream, tg: TaskGroup, feed: Feed
     except OSError as exc:
         raise UpstreamError(f"upstream {name!r}: cannot start {config.command!r}: {exc.strerror or exc}") from None
     transport = StdioTransport(name, process)
-    done = anyio.Event()
 
-    async def stdout() -> None:
-        try:
-            await transport.read_stdout(feed)
-        finally:
-            done.set()
+    async def watch_exit() -> None:
+        await process.wait()
+        transport.break_(f"process exited with status {process.returncode}")
 
-    tg.start_soon(stdout)
+    tg.start_soon(transport.read_stdout, feed)
+    tg.start_soon(watch_exit)
     tg.start_soon(transport.read_stderr)
     try:
         yield transport

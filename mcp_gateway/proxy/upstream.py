@@ -173,8 +173,7 @@ class Upstream:
                 log.info("%s: ready (%s, %d tools)", self.name, self.protocol_version, len(self.catalog.tools))
                 await self.events.catalog_changed(self)
                 tg.start_soon(self._refresher, conn)
-                if isinstance(transport, http_client.HttpTransport):
-                    tg.start_soon(self._health, conn, transport)
+                tg.start_soon(self._health, conn, transport)
                 await self._resubscribe(conn)
                 await lost.wait()
             except anyio.get_cancelled_exc_class():
@@ -205,11 +204,12 @@ class Upstream:
         if isinstance(config, StdioUpstream):
             transport = await stack.enter_async_context(stdio_client.open_stdio(self.name, config, tg, conn.feed))
 
-            async def watch_exit() -> None:
-                await transport.process.wait()
+            async def watch_stdio() -> None:
+                # Exited, or its stdout ended or was given up on: either way the connection is over.
+                await transport.broken.wait()
                 lost.set()
 
-            tg.start_soon(watch_exit)
+            tg.start_soon(watch_stdio)
             return transport, lost
         assert isinstance(config, HttpUpstream)
         headers = {k.lower(): resolve(v) for k, v in config.headers.items()}
@@ -375,9 +375,12 @@ class Upstream:
         elif method == "notifications/message":
             log.debug("%s: log message with no caller to deliver it to: %s", self.name, params.get("data"))
 
-    async def _health(self, conn: RpcConnection, transport: http_client.HttpTransport) -> None:
-        """An idle HTTP upstream gives no sign of dying: ask it, now and then, and give up on
-        it when it does not answer, so its tools leave the catalog until it is back."""
+    async def _health(
+        self, conn: RpcConnection, transport: http_client.HttpTransport | stdio_client.StdioTransport
+    ) -> None:
+        """An idle upstream gives no sign of dying, nor does a stdio child that is alive but
+        stuck (stopped, deadlocked): ask it, now and then, and give up on it when it does not
+        answer, so its calls fail at once and its tools leave the catalog until it is back."""
         method = "server/discover" if self.modern else "ping"
         while True:
             with anyio.move_on_after(self.config.health_interval):

@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ToolListChangedNotification
 
 from mcp_gateway.errors import INVALID_PARAMS, UPSTREAM_TIMEOUT, UPSTREAM_UNAVAILABLE
+from mcp_gateway.proxy import stdio_client
 from mcp_gateway.runtime import Gateway
 
 from ..support import (
@@ -330,3 +331,47 @@ async def test_client_cancelling_a_call_cancels_it_upstream(tmp_path: Path, mode
         # The client's connection is still good for the next call.
         echoed = await client.call_tool(f"{upstream}__echo", {"text": "after"})
         assert echoed.structured_content == {"text": "after"}
+
+
+async def test_hung_stdio_upstream_is_given_up_by_its_health_check_and_replaced_by_a_new_child(
+    tmp_path: Path,
+) -> None:
+    # A stopped child keeps its pipes open and never exits: only asking it finds it out.
+    async with rig(tmp_path, health_interval=0.5, health_timeout=1) as r:
+        pid = r.local_pid()
+        try:
+            async with Client(r.url, mode="legacy") as client:
+                error = await call_slow_until_interrupted(client, "local__slow", partial(os.kill, pid, signal.SIGSTOP))
+                assert error.code == UPSTREAM_UNAVAILABLE
+                assert "health check failed" in error.message, error.message
+                remote = await client.call_tool("remote__echo", {"text": "still here"})
+                assert remote.structured_content == {"text": "still here"}
+                with anyio.move_on_after(RECONNECT_DEADLINE):
+                    await wait_for_tools(client, "local__", listed=True)
+                assert r.local_pid() != pid, "the stopped child was not replaced"
+                local = await client.call_tool("local__add", {"a": 1, "b": 2})
+                assert local.structured_content == {"result": 3}
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+async def test_stdio_upstream_whose_stdout_line_is_too_long_goes_down_fails_fast_and_is_respawned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limit is 64 MiB; a smaller one here makes the same path cheap to reach.
+    monkeypatch.setattr(stdio_client, "MAX_LINE", 64 * 1024)
+    async with rig(tmp_path) as r:
+        pid = r.local_pid()
+        async with Client(r.url, mode="legacy") as client:
+            with pytest.raises(MCPError) as info, anyio.fail_after(10):
+                await client.call_tool("local__echo", {"text": "x" * 100_000})
+            assert info.value.code == UPSTREAM_UNAVAILABLE, info.value
+            with anyio.move_on_after(RECONNECT_DEADLINE):
+                await wait_for_tools(client, "local__", listed=True)
+            assert r.local_pid() != pid, "the child whose output was given up on was not replaced"
+            local = await client.call_tool("local__echo", {"text": "short"})
+            assert local.structured_content == {"text": "short"}
+            assert r.gateway.upstreams["local"].restarts >= 1
