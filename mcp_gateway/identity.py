@@ -15,5 +15,5 @@ class Principal:
     kind: str = "agent"
 
 
-LOCAL = Principal(id="local", team="local", name="local", kind="agent")
+LOCAL = Principal(id="local/local", team="local", name="local", kind="agent")
 """The principal of an unauthenticated loopback gateway (`auth: none`), for development only."""

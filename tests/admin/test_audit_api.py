@@ -143,3 +143,18 @@ async def test_invalid_query_parameters_are_400(gateway: str) -> None:
         if response.status_code != 400 or next(iter(params)) not in response.json()["error"]["message"]
     ]
     assert not wrong, "\n".join(wrong)
+
+
+async def test_the_development_principal_is_spelled_local_slash_local_in_the_audit_as_in_the_docs(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, {"x": stdio_upstream()})  # auth: none
+    async with serve(config) as (url, gw):
+        await wait_ready(gw)
+        async with agent(url) as client:
+            await client.call_tool("x__echo", {"text": "who am I"})
+        async with admin_client(url) as admin:
+            await settled_audit(admin, completions(1))
+            rows = await audit_rows(admin, principal="local/local")
+            assert {r["principal_id"] for r in rows} == {"local/local"}
+            assert any(r["kind"] == "decision" and r["tool"] == "echo" for r in rows)
