@@ -14,9 +14,9 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .audit.redact import DEFAULT_REDACT_KEYS
 from .config import Config, resolve_refs
 from .errors import ConfigError, Problem
+from .sensitive import DEFAULT_REDACT_KEYS
 
 
 class Settings(BaseSettings):

@@ -22,7 +22,16 @@ import pytest
 
 from ..admin.common import mcp_gateway
 from ..stores import pg_url, postgres_database
-from ..support import EVERYTHING, GatewayProcess, raw_client, serve, stdio_upstream, wait_ready, write_config, write_policies
+from ..support import (
+    EVERYTHING,
+    GatewayProcess,
+    raw_client,
+    serve,
+    stdio_upstream,
+    wait_ready,
+    write_config,
+    write_policies,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -154,7 +163,8 @@ async def test_db_upgrade_does_not_print_the_store_password(secret_store: tuple[
     out = done.stdout.decode() + done.stderr.decode()
     assert done.returncode == 0, out
     assert "postgres:***@" in out and PASSWORD not in out, out
-    flagged = await mcp_gateway("db", "upgrade", "--config", str(config), "--database-url", env["DB_URL"])
+    flag = ("--database-url", env["DB_URL"])  # the flag wins over the file's reference
+    flagged = await mcp_gateway("db", "upgrade", "--config", str(config), *flag, env={"DB_URL": "sqlite://"})
     out = flagged.stdout.decode() + flagged.stderr.decode()
     assert flagged.returncode == 0 and PASSWORD not in out, out
 
