@@ -11,8 +11,8 @@ Values: token shapes found anywhere in a string are replaced by a marker, keepin
 names the kind (`Bearer `, a PEM block's BEGIN and END lines, the id of a gateway key):
 AWS access key ids, JWTs, `Bearer`/`Basic` credentials, PEM private keys, GitHub, Slack
 and Stripe-style keys, the gateway's own keys, URL passwords and secret-looking query
-parameters. One compiled expression finds them all, behind a cheap literal pre-check:
-this runs on every audited call's arguments.
+parameters. One compiled expression finds them all in one pass (this runs on every
+audited call's arguments), and none can take more than linear time on a crafted string.
 """
 
 from __future__ import annotations
@@ -74,9 +74,10 @@ _SECRET_PARAM = r"(?:[A-Za-z0-9_.-]*?(?i:password|passwd|pwd|secret|token|api[_-
 # Each alternative starts with a literal character and ends with an empty group naming its
 # kind (`lastgroup`): with literal starts the regex engine scans a string for those
 # characters only, so a string holding no candidate is passed over by one fast search.
-# This runs on every string of every audited call's arguments.
+# Runs that can fail late are possessive, bounded, or anchored at the start of a run, so
+# that no crafted string (`eyJeyJeyJ...`, `://a:://a:...`) costs quadratic time.
 _URL_CREDENTIALS = (
-    r"://(?P<userinfo_user>[^\s/?#@:]*):[^\s@]+(?=@)(?P<userinfo>)"
+    r"://(?P<userinfo_user>[^\s/?#@:]{0,256}+):(?:[^\s@:]|:(?!//)){1,256}+(?=@)(?P<userinfo>)"
     rf"|\?(?P<query_name>{_SECRET_PARAM})=[^&#\s]+(?P<query>)"
     rf"|&(?P<query2_name>{_SECRET_PARAM})=[^&#\s]+(?P<query2>)"
 )
@@ -84,7 +85,7 @@ _SHAPES = re.compile(
     r"-----BEGIN (?P<pem_kind>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"
     r"[\s\S]*?(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)(?P<pem>)"
     r"|A(?:KIA|SIA)[0-9A-Z]{16}(?![0-9A-Za-z])(?P<aws>)"
-    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*(?P<jwt>)"
+    r"|e(?<![A-Za-z0-9_-]e)yJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*+(?P<jwt>)"
     r"|B(?:earer|EARER|asic|ASIC)[ \t]+(?P<auth_value>[A-Za-z0-9._~+/-]{8,}=*)(?P<auth>)"
     r"|b(?:earer|asic)[ \t]+(?P<auth_value2>[A-Za-z0-9._~+/-]{8,}=*)(?P<auth2>)"
     r"|g(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})(?P<github>)"
