@@ -30,9 +30,14 @@ def shown(text: str) -> str:
     return escape(mask_urls(text))
 
 
+_MAX_EXCEPTIONS = 100
+
+
 def _traceback(exc: BaseException, seen: set[int], indent: str = "") -> list[str]:
     if id(exc) in seen:
         return []
+    if len(seen) >= _MAX_EXCEPTIONS:  # a chain or group this large is not read, and would recurse too deep
+        return [f"{indent}(further exceptions left out)"]
     seen.add(id(exc))
     lines: list[str] = []
     if exc.__cause__ is not None:

@@ -94,3 +94,19 @@ def test_a_formatter_configured_elsewhere_formats_a_safe_record() -> None:
     finally:
         logger.removeHandler(handler)
     assert out.getvalue() == "[test.logs.foreign] bad a\\nb\n"
+
+
+def test_a_very_long_exception_chain_is_cut_rather_than_failing_the_record(
+    log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, out = log
+    exc = ValueError("0")
+    for n in range(1, 2000):
+        cause, exc = exc, ValueError(str(n))
+        exc.__cause__ = cause
+    try:
+        raise exc
+    except ValueError:
+        logger.exception("deep")
+    text = out.getvalue()
+    assert "(further exceptions left out)" in text and "ValueError: 1999" in text
