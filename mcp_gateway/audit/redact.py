@@ -4,7 +4,7 @@ By default, arguments are stored with secrets redacted and capped in size; `dige
 stores only a SHA-256. Redacted, at any depth, are: the value of every secret-looking
 key (`password`, `Pass-Word`, `x-api-key`, ...: the patterns and how they match are
 `mcp_gateway.sensitive`'s), the `value` of a name/value pair whose name looks secret
-(`{"name": "Authorization", "value": ...}`, also with `key` or `header` as the name), and
+(`{"name": "Authorization", "value": ...}`, also `key` or `header`, or capitalised), and
 token-shaped parts of any string (`AKIA...`, JWTs, `Bearer ...`, PEM private keys, URL
 passwords, ...). The digest is stored in both modes, so identical calls can be matched
 without the content; it is taken over the redacted arguments, so it cannot be used to
@@ -24,7 +24,8 @@ from ..sensitive import DEFAULT_REDACT_KEYS, REDACTED, SCAN_LIMIT, NamePatterns,
 
 __all__ = ["DEFAULT_REDACT_KEYS", "REDACTED", "ArgumentPolicy"]
 
-_PAIR_NAMES = ("name", "key", "header")
+_PAIR_NAMES = ("name", "key", "header", "Name", "Key", "Header")
+_PAIR_VALUES = ("value", "Value")
 
 
 def _redact(value: Any, secret: Callable[[Any], bool], limit: int, depth: int = 0) -> Any:
@@ -34,8 +35,9 @@ def _redact(value: Any, secret: Callable[[Any], bool], limit: int, depth: int = 
         return "[TOO DEEP]"
     if isinstance(value, dict):
         redacted = {k: REDACTED if secret(k) else _redact(v, secret, limit, depth + 1) for k, v in value.items()}
-        if "value" in value and any(isinstance(n := value.get(p), str) and secret(n) for p in _PAIR_NAMES):
-            redacted["value"] = REDACTED  # {"name": "Authorization", "value": "..."}
+        for field in _PAIR_VALUES:
+            if field in value and any(isinstance(n := value.get(p), str) and secret(n) for p in _PAIR_NAMES):
+                redacted[field] = REDACTED  # {"name": "Authorization", "value": "..."}
         return redacted
     if isinstance(value, list):
         return [_redact(v, secret, limit, depth + 1) for v in value]

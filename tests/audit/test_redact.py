@@ -26,6 +26,7 @@ def test_a_name_value_pair_with_a_secret_looking_name_has_its_value_redacted() -
             {"name": "Authorization", "value": "Token abc123"},
             {"key": "X-Api-Key", "value": "k-1"},
             {"header": "Cookie", "value": "sid=1"},
+            {"Name": "DB_PASSWORD", "Value": "hunter2"},
             {"name": "Accept", "value": "text/plain"},
             {"name": "author", "value": "Ada"},
         ]
@@ -34,6 +35,7 @@ def test_a_name_value_pair_with_a_secret_looking_name_has_its_value_redacted() -
         {"name": "Authorization", "value": "[REDACTED]"},
         {"key": "X-Api-Key", "value": "[REDACTED]"},
         {"header": "Cookie", "value": "[REDACTED]"},
+        {"Name": "DB_PASSWORD", "Value": "[REDACTED]"},
         {"name": "Accept", "value": "text/plain"},
         {"name": "author", "value": "Ada"},
     ]
