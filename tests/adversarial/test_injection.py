@@ -25,6 +25,7 @@ from ..stores import pg_url, postgres_database
 from ..support import (
     EVERYTHING,
     GatewayProcess,
+    agent,
     raw_client,
     serve,
     stdio_upstream,
@@ -198,8 +199,6 @@ async def test_secrets_in_arguments_are_not_stored_in_the_clear(tmp_path: Path) 
     config = write_config(tmp_path, {"x": stdio_upstream()})
     async with serve(config) as (url, gw):
         await wait_ready(gw)
-        from ..support import agent
-
         async with agent(url) as client:
             result = await client.call_tool("x__echo", LEAKS)
         assert not result.is_error, result
