@@ -30,6 +30,7 @@ from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
+from .sensitive import mask_urls
 from .settings import Settings
 from .store import audit as audit_store
 from .store import current_revision, is_sqlite, open_engine, upgrade
@@ -84,7 +85,7 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
             raise ConfigError(
                 [
                     Problem(
-                        str(settings.database_url),
+                        mask_urls(str(settings.database_url)),
                         None,
                         "the store's schema is not current: run `mcp-gateway db upgrade`",
                     )
@@ -102,7 +103,13 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
         snapshots = Snapshots(engine, max_age=settings.snapshot_max_age, poll_interval=settings.snapshot_poll_interval)
         if not await snapshots.refresh(force=True):
             raise ConfigError(
-                [Problem(str(settings.database_url), None, f"cannot read the store: {snapshots.last_error}")]
+                [
+                    Problem(
+                        mask_urls(str(settings.database_url)),
+                        None,
+                        f"cannot read the store: {mask_urls(snapshots.last_error or '')}",
+                    )
+                ]
             )
         async with anyio.create_task_group() as tg:
             writer = AuditWriter(

@@ -14,9 +14,9 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .audit.redact import DEFAULT_REDACT_KEYS
 from .config import Config, resolve_refs
 from .errors import ConfigError, Problem
+from .sensitive import DEFAULT_REDACT_KEYS
 
 
 class Settings(BaseSettings):
@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     """Past this age without reaching the store, the snapshot is stale and every call is denied."""
     audit_arguments: Literal["redacted", "digest"] = "redacted"
     audit_redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
+    """Secret-looking name patterns, compared without case, `_`, `-`, `.` (`mcp_gateway.sensitive`)."""
     audit_max_argument_bytes: int = Field(default=4096, gt=0)
     audit_queue_size: int = Field(default=10_000, gt=0)
     replica_id: str | None = None

@@ -1,9 +1,14 @@
 """What of a call's arguments the audit keeps.
 
-By default, arguments are stored with secret-looking fields redacted (matched by key
-name, at any depth) and capped in size; `digest` mode stores only a SHA-256. The digest
-is stored in both modes, so identical calls can be matched without the content; it is
-taken over the redacted arguments, so it cannot be used to confirm a guessed secret.
+By default, arguments are stored with secrets redacted and capped in size; `digest` mode
+stores only a SHA-256. Redacted, at any depth, are: the value of every secret-looking
+key (`password`, `Pass-Word`, `x-api-key`, ...: the patterns and how they match are
+`mcp_gateway.sensitive`'s), the `value` of a name/value pair whose name looks secret
+(`{"name": "Authorization", "value": ...}`, also `key` or `header`, or capitalised), and
+token-shaped parts of any string (`AKIA...`, JWTs, `Bearer ...`, PEM private keys, URL
+passwords, ...). The digest is stored in both modes, so identical calls can be matched
+without the content; it is taken over the redacted arguments, so it cannot be used to
+confirm a guessed secret.
 """
 
 from __future__ import annotations
@@ -15,29 +20,27 @@ from typing import Any, Literal
 
 import orjson
 
-DEFAULT_REDACT_KEYS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-    "credential",
-    "private_key",
-    "access_key",
-)
-REDACTED = "[REDACTED]"
+from ..sensitive import DEFAULT_REDACT_KEYS, REDACTED, SCAN_LIMIT, NamePatterns, scrub
+
+__all__ = ["DEFAULT_REDACT_KEYS", "REDACTED", "ArgumentPolicy"]
+
+_PAIR_NAMES = ("name", "key", "header", "Name", "Key", "Header")
+_PAIR_VALUES = ("value", "Value")
 
 
-def _redact(value: Any, secret: Callable[[Any], bool], depth: int = 0) -> Any:
+def _redact(value: Any, secret: Callable[[Any], bool], limit: int, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub(value, limit)
     if depth > 32:
         return "[TOO DEEP]"
     if isinstance(value, dict):
-        return {k: REDACTED if secret(k) else _redact(v, secret, depth + 1) for k, v in value.items()}
+        redacted = {k: REDACTED if secret(k) else _redact(v, secret, limit, depth + 1) for k, v in value.items()}
+        for field in _PAIR_VALUES:
+            if field in value and any(isinstance(n := value.get(p), str) and secret(n) for p in _PAIR_NAMES):
+                redacted[field] = REDACTED  # {"name": "Authorization", "value": "..."}
+        return redacted
     if isinstance(value, list):
-        return [_redact(v, secret, depth + 1) for v in value]
+        return [_redact(v, secret, limit, depth + 1) for v in value]
     return value
 
 
@@ -51,20 +54,21 @@ class ArgumentPolicy:
         max_bytes: int = 4096,
     ) -> None:
         self.mode = mode
-        self.keys = tuple(k.lower() for k in redact_keys)
+        self.names = NamePatterns(redact_keys)
         self.max_bytes = max_bytes
+        # Whatever the row keeps (the first `max_bytes` of the JSON) is always looked through.
+        self._scan_limit = max(SCAN_LIMIT, max_bytes)
         # Argument names repeat from call to call: remember each one's answer, up to a bound.
         self._secret = functools.lru_cache(maxsize=4096)(self._looks_secret)
 
     def _looks_secret(self, name: Any) -> bool:
-        lowered = str(name).lower()
-        return any(s in lowered for s in self.keys)
+        return self.names(str(name))
 
     def render(self, arguments: dict[str, Any] | None) -> tuple[str | None, str | None]:
         """(stored arguments JSON or None, digest)."""
         if arguments is None:
             return None, None
-        redacted = _redact(arguments, self._secret)
+        redacted = _redact(arguments, self._secret, self._scan_limit)
         try:
             data = orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS)  # what is digested is what is kept
         except TypeError:

@@ -9,8 +9,10 @@ from typing import Any
 import anyio
 
 from .. import auth
+from ..sensitive import mask_urls
 from ..store import current_revision
 from ..store import identity as identity_store
+from ..text import escape
 from .common import add_config, load_all, store
 
 
@@ -51,7 +53,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with store(settings) as engine:
-            print(f"{settings.database_url}: at revision {await current_revision(engine)}")
+            print(f"{mask_urls(settings.database_url or '')}: at revision {await current_revision(engine)}")
 
     anyio.run(main)
     return 0
@@ -81,7 +83,7 @@ def run_keys_list(args: argparse.Namespace) -> int:
 
     for key in anyio.run(main):
         state = "revoked" if key["revoked_at"] else "active"
-        print(f"{key['id']}  {key['principal_id']}  {state}")
+        print(f"{escape(key['id'])}  {escape(key['principal_id'])}  {state}")
     return 0
 
 

@@ -12,6 +12,7 @@ import anyio
 from ..audit.export import CsvWriter, write_ndjson
 from ..audit.verify import verify
 from ..store import audit as audit_store
+from ..text import escape
 from .common import add_config, load_all, store
 
 
@@ -66,6 +67,9 @@ def _filter_values(args: argparse.Namespace) -> audit_store.Filters:
 
 
 def _line(row: dict[str, Any]) -> str:
+    """One row as one line: every stored value escaped, since requests chose many of them
+    (a resource URI is kept as asked) and a newline or a terminal escape in one must stay text."""
+    row = {k: escape(v) if isinstance(v, str) else v for k, v in row.items()}
     when = datetime.fromtimestamp(row["ts"], UTC).isoformat(timespec="milliseconds")
     what = f"{row['server'] or '-'}/{row['tool'] or '-'}" if row["server"] else row["method"] or "-"
     fields = [when, row["kind"], row["principal_id"] or "-", what, row["decision"] or "-"]
@@ -132,8 +136,8 @@ def run_verify(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"ok: {report.rows} row(s) in {report.chains} chain(s) verified")
         return 0
-    print(f"FAILED: first bad row: {report.first}", file=sys.stderr)
+    print(f"FAILED: first bad row: {escape(str(report.first))}", file=sys.stderr)
     for problem in report.problems:
         if problem is not report.first:
-            print(f"  also: {problem}", file=sys.stderr)
+            print(f"  also: {escape(str(problem))}", file=sys.stderr)
     return 1

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import logs
 from ..config import Config, load
 from ..settings import Settings, settings_for
 from ..store import open_engine, upgrade
@@ -61,13 +60,7 @@ def load_all(args: argparse.Namespace) -> tuple[Config, Settings]:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # One line per upstream HTTP request would drown everything else.
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logs.setup(level)
 
 
 @asynccontextmanager

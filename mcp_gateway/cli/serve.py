@@ -12,9 +12,11 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
-from .. import __version__, auth
+from .. import __version__, auth, logs
 from ..errors import ConfigError, Problem
 from ..identity import LOCAL, Principal
+from ..sensitive import mask_urls
+from ..text import escape
 from .common import add_config, load_all, setup_logging
 
 log = logging.getLogger("mcp_gateway")
@@ -73,9 +75,10 @@ def run_serve(args: argparse.Namespace) -> int:
         len(config.upstreams),
         host,
         port,
-        settings.database_url,
+        mask_urls(settings.database_url or ""),
     )
     server = uvicorn.Server(http_server.config(app, settings.log_level))
+    logs.protect("uvicorn", "uvicorn.error")  # configured by uvicorn's Config just now
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
@@ -154,16 +157,16 @@ def run_check(args: argparse.Namespace) -> int:
             for upstream in gateway.upstreams.values():
                 print(f"\n{upstream.name}: {upstream.state} {upstream.protocol_version}".rstrip())
                 if upstream.state not in ("ready", "disabled"):
-                    print(f"  error: {upstream.last_error or 'did not connect in time'}")
+                    print(f"  error: {escape(mask_urls(upstream.last_error or 'did not connect in time'))}")
                     status = 1
             snapshot = gateway.router.catalog.snapshot
             for kind in ("tools", "prompts", "resources", "templates"):
                 names = [e.get("uriTemplate") or e.get("uri") or e.get("name") for e in snapshot.listing(kind)]
                 print(f"\n{kind} ({len(names)}):")
                 for name in names:
-                    print(f"  {name}")
+                    print(f"  {escape(str(name))}")  # named by the upstream
             for conflict in snapshot.conflicts:
-                print(f"\nerror: {conflict}", file=sys.stderr)
+                print(f"\nerror: {escape(conflict)}", file=sys.stderr)
                 status = 1
             return status
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ..sensitive import mask_urls
+
 MAX_BODY = 64 * 1024 * 1024
 IDLE_SECONDS = 4.0
 """Connections idle longer are not reused: servers close idle ones (uvicorn after 5 s),
@@ -179,7 +181,7 @@ class Pool:
     def __init__(self, url: str, max_idle: int = 256, connect_timeout: float = 10.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ValueError(f"not an http(s) URL: {mask_urls(url)!r}")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
