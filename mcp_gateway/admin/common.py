@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,10 @@ from ..runtime import Gateway
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, str], Awaitable[Response]]
+
+MAX_PARAM = 512
+"""The longest query or path parameter any route takes (names and ids are far shorter)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ApiError(Exception):
@@ -69,6 +74,7 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
             )
         try:
+            _check_parameters(request)
             return await handler(request, actor)
         except ApiError as exc:
             return error(exc.status, exc.code, exc.message)
@@ -78,9 +84,25 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return functools.wraps(handler)(endpoint)
 
 
+def _check_parameters(request: Request) -> None:
+    """No route takes a long parameter or one with control characters (a NUL is not even
+    storable in PostgreSQL text): refuse them here, naming the parameter, for every route."""
+    named = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in named:
+        if not isinstance(value, str):
+            continue
+        if len(value) > MAX_PARAM:
+            raise ApiError(400, "invalid_request", f"{name} is longer than {MAX_PARAM} characters")
+        if _CONTROL.search(value):
+            raise ApiError(400, "invalid_request", f"{name} must not contain control characters")
+
+
 async def body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if b"\\u0000" in raw or b"\x00" in raw:
+        raise ApiError(400, "invalid_request", "body: strings must not contain NUL characters")
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
