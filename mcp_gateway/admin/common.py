@@ -37,14 +37,24 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
+NO_TOKEN = (
+    "this gateway has no admin token, so its admin API refuses every request: set admin_token "
+    "(MCP_GATEWAY_ADMIN_TOKEN) or create one with `mcp-gateway admin-token create`"
+)
+
+
 def actor_for(request: Request) -> str | None:
-    """The admin token's name, `local-admin` on an open loopback gateway, or None."""
+    """The admin token's name, `local-admin` on an `auth: none` loopback gateway, or None."""
     gw = gateway(request)
     configured = gw.settings.admin_token
     tokens = gw.snapshots.current.admin_tokens
     if configured is None and not tokens:
-        # Open only to this machine: a loopback listener, a loopback peer, and a loopback
-        # Host (a reverse proxy forwarding a public name gets no open door).
+        # Open only in `auth: none` development mode, and only to this machine: a loopback
+        # listener, peer and Host. With API keys there is no open door at all: a reverse
+        # proxy on the same host has a loopback peer and may well pass `Host: localhost`,
+        # and must not hand this machine's privilege to its own clients.
+        if gw.settings.auth != "none":
+            return None
         host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
         peer = request.client.host if request.client else ""
         local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
@@ -67,10 +77,12 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         actor = actor_for(request)
         if actor is None:
+            gw = gateway(request)
+            tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
             return error(
                 401,
                 "unauthorized",
-                "an admin token is required",
+                NO_TOKEN if tokenless and gw.settings.auth != "none" else "an admin token is required",
                 {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
             )
         try:
