@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from mcp_gateway import jsonrpc
+from mcp_gateway.errors import ProtocolError
 
 from ..admin.common import audit_rows
 from .common import DEEP, MODERN, Deployment, Rpc, deployment, error_of, rpc, with_nesting
@@ -272,3 +273,25 @@ async def test_audit_parameters_at_their_bounds_are_served_on_both_stores(tmp_pa
             response = await admin.get("/audit", params=params)
             assert response.status_code == 400, (params, response.text[:300])
             assert next(iter(params)) in response.json()["error"]["message"]
+
+
+# -- the depth bound itself, in process -------------------------------------------------------
+
+
+def _message_with_depth(depth: int) -> bytes:
+    """A request whose deepest value sits `depth` levels down (the envelope is level 1)."""
+    inner = b"[" * (depth - 2) + b"1" + b"]" * (depth - 2)
+    return b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": ' + inner + b"}}"
+
+
+def test_a_message_exactly_at_the_depth_limit_parses_and_one_level_more_does_not() -> None:
+    assert jsonrpc.parse_incoming(_message_with_depth(jsonrpc.MAX_DEPTH))["method"] == "ping"
+    with pytest.raises(ProtocolError) as refused:
+        jsonrpc.parse_incoming(_message_with_depth(jsonrpc.MAX_DEPTH + 1))
+    assert refused.value.code == -32600 and str(jsonrpc.MAX_DEPTH) in refused.value.message
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "[{" * 10_000
+    message = jsonrpc.parse_incoming(json.dumps({"jsonrpc": "2.0", "method": "x", "params": {"t": text}}))
+    assert message["params"]["t"] == text
