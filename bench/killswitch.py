@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from .load import Target, call_body, summary
+from .procs import ADMIN_HEADERS
 
 
 async def _first_denial(session: aiohttp.ClientSession, target: Target, since: float, stop: asyncio.Event) -> float:
@@ -47,7 +48,9 @@ async def rounds(a_url: str, b_url: str, admin_a: str, key: str, count: int, in_
             slow = [asyncio.create_task(_slow_call(session, b, ended)) for _ in range(in_flight)]
             await asyncio.sleep(0.5)  # let the slow calls reach the upstream
             async with session.post(
-                f"{admin_a}/kill-switches", json={"scope": "server", "server": "everything", "reason": "bench"}
+                f"{admin_a}/kill-switches",
+                json={"scope": "server", "server": "everything", "reason": "bench"},
+                headers=ADMIN_HEADERS,
             ) as response:
                 switch = (await response.json())["id"]
                 answered = time.perf_counter()
@@ -59,7 +62,9 @@ async def rounds(a_url: str, b_url: str, admin_a: str, key: str, count: int, in_
             to_a.append(first_a)
             to_b.append(first_b)
             to_end.append(max(ended) - answered)
-            async with session.post(f"{admin_a}/kill-switches/{switch}/release", json={"reason": "bench"}) as response:
+            async with session.post(
+                f"{admin_a}/kill-switches/{switch}/release", json={"reason": "bench"}, headers=ADMIN_HEADERS
+            ) as response:
                 await response.read()
             for target in (a, b):  # both serve again before the next round
                 while True:

@@ -18,6 +18,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ROOT / "bench" / "fast_upstream.py"
 EVERYTHING = ROOT / "examples" / "everything_server.py"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+"""Given to every bench gateway (`MCP_GATEWAY_ADMIN_TOKEN`): with API keys, the admin API
+and `/readyz`'s upstream states answer only an admin."""
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:
@@ -140,7 +144,7 @@ class Gateway(Proc):
                 "warning",
             ],
             port,
-            env,
+            {"MCP_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
             log,
         )
 
@@ -155,7 +159,7 @@ class Gateway(Proc):
     async def ready(self, timeout: float = 60) -> float:
         """Seconds from spawning the process to /readyz reporting ready with every upstream up."""
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as http:
             while time.monotonic() < deadline:
                 if self.popen.poll() is not None:
                     raise RuntimeError(f"gateway exited with {self.popen.returncode}")

@@ -5,6 +5,7 @@ MCP endpoint at `/mcp`, the admin API under `/admin/api`, and health endpoints.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import auth
 from .admin import admin_routes
+from .admin.common import NO_TOKEN, actor_for
 from .config import Config
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
@@ -27,16 +29,22 @@ from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
 from .transport.security import HostCheck
 
+log = logging.getLogger(__name__)
+
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="mcp-gateway"')]
 _INVALID = [(b"www-authenticate", b'Bearer realm="mcp-gateway", error="invalid_token"')]
 
 
 def check_exposure(settings: Settings) -> None:
-    """Refuse settings that would expose an ungoverned door beyond loopback."""
+    """Refuse settings that would expose an ungoverned door beyond loopback.
+
+    The admin API is open without a token only in `auth: none` mode (and then only to
+    loopback callers); with API keys and no admin token it refuses every request, so it is
+    not a door to refuse here."""
     problems = []
     if settings.auth == "none" and not settings.is_loopback():
         problems.append(Problem("settings", None, f"auth: none is only allowed on loopback, not on {settings.host}"))
-    if settings.admin_api and settings.admin_token is None and not settings.is_loopback():
+    if settings.auth == "none" and settings.admin_api and settings.admin_token is None and not settings.is_loopback():
         problems.append(
             Problem(
                 "settings",
@@ -107,20 +115,23 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the snapshot is fresh; reports the snapshot's version and age and each upstream."""
+    """Ready (200) while the policy snapshot is fresh, else 503. The page is open to anyone
+    (probes have no token, and it is exempt from the Host check so they can address the pod
+    by IP), so the details (snapshot version and age, each upstream's state, PID and last
+    error) go only to a caller the admin API would serve: an admin token, or a loopback
+    caller in `auth: none` mode. `/admin/api/status` has them and more."""
     gateway: Gateway = request.app.state.gateway
     snapshots = gateway.snapshots
-    upstreams = [u.status() for u in gateway.upstreams.values()]
     fresh = not snapshots.stale()
-    body: dict[str, Any] = {
-        "status": "ready" if fresh else "stale",
-        "snapshot": {
+    body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
+    if actor_for(request) is not None:
+        body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,
             "age_seconds": round(snapshots.age(), 3),
-        },
-        "upstreams": upstreams,
-    }
+            "stale": not fresh,
+        }
+        body["upstreams"] = [u.status() for u in gateway.upstreams.values()]
     return JSONResponse(body, status_code=200 if fresh else 503)
 
 
@@ -133,6 +144,9 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
     async def lifespan(starlette: Starlette) -> AsyncIterator[None]:
         async with running(config, settings) as gateway:
             starlette.state.gateway = gateway
+            tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
+            if settings.admin_api and settings.auth != "none" and not tokens:
+                log.warning("admin API: %s", NO_TOKEN)
             options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
             app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
             yield

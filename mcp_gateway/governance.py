@@ -5,6 +5,7 @@
               written, stops the request here); forward, so that a kill switch can end
               it; queue the completion row (outcome, latency)
     admit  -> the same decision and audit for requests that are not forwarded calls
+    refuse_unknown -> a denial row for a request naming nothing the gateway serves
 
 Listings go through `visible`, the same decision without the audit, so nothing denied is
 listed and nothing listed is denied.
@@ -26,14 +27,34 @@ from .errors import Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
 from .killswitch import Inflight
 from .policy.engine import decide
-from .policy.model import Decision, Target
+from .policy.model import Decision, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
 
 log = logging.getLogger(__name__)
 
+_MAX_NAME = 256
+"""The audit's `tool` column holds this much of a requested name."""
+
 _ids = random.Random()
 """Call ids correlate an audit log's rows; they are not secrets, so they need not cost a
 system call each (seeded from the OS once, 64 bits: unique enough across replicas)."""
+
+
+class Answered(Exception):
+    """Raised by a call's `forward` to answer it without going upstream (arguments that do
+    not fit the tool's schema): `result` is the answer, or `error` is raised instead; the
+    completion row records `outcome` and `detail`."""
+
+    def __init__(
+        self,
+        outcome: str,
+        detail: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: GatewayError | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.outcome, self.detail, self.result, self.error = outcome, detail, result, error
 
 
 @dataclass(eq=False)
@@ -130,6 +151,25 @@ class Governance:
         await self.writer.append(row)
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
+    async def refuse_unknown(
+        self, principal: Principal, kind: Kind, name: Any, method: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        """Audit, as a denial, a request for a tool, prompt or resource the gateway does not
+        serve (or that names none), so probing for names is as visible as using them. No rule
+        decided it (`rule_id` is null); the caller answers with the protocol's own error."""
+        shown = name if isinstance(name, str) else None
+        if shown is not None and len(shown) > _MAX_NAME:
+            shown = shown[: _MAX_NAME - 1] + "…"
+        reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
+        decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
+        call_id = f"{_ids.getrandbits(64):016x}"
+        row = self._decision_row(principal, Target("", kind, shown or ""), method, decision, call_id, arguments)
+        row["server"], row["tool"] = None, shown
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable:
+            log.error("audit: a %s request for an unknown %s was not recorded", method, kind)
+
     async def call(
         self,
         principal: Principal,
@@ -153,6 +193,11 @@ class Governance:
             result = await forward()
             outcome = "tool_error" if result.get("isError") is True else "ok"
             return result
+        except Answered as answered:
+            outcome, detail = answered.outcome, answered.detail
+            if answered.error is not None:
+                raise answered.error from None
+            return answered.result or {}
         except asyncio.CancelledError:
             switch = flight.killed_by
             if switch is None:

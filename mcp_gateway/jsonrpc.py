@@ -8,7 +8,7 @@ profile.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -16,6 +16,12 @@ from .errors import INVALID_REQUEST, PARSE_ERROR, GatewayError, ProtocolError
 
 Message = dict[str, Any]
 RequestId = str | int
+
+MAX_DEPTH = 64
+"""The deepest nesting of objects and arrays a message may have (the envelope counts as
+one level; a tool's arguments start at three). No MCP message needs more; orjson would
+take 1024 but cannot write back more than 255, and deep values make every later walk over
+them (schema checks, redaction, hashing, encoding) recursive work an attacker chooses."""
 
 
 def dumps(message: Message) -> bytes:
@@ -30,17 +36,42 @@ def loads(data: bytes | str) -> Any:
         raise ProtocolError(PARSE_ERROR, f"Parse error: {exc}") from None
 
 
-def is_request_id(value: Any) -> bool:
+def is_request_id(value: Any) -> TypeGuard[RequestId]:
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 
-def parse_incoming(data: bytes | str) -> Message:
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` nests objects and arrays more than `limit` levels deep (iteratively:
+    the check itself must not recurse)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _may_nest_deeper(data: bytes | str, limit: int) -> bool:
+    # Fewer brackets than the limit cannot nest deeper than it: most messages skip the walk.
+    if isinstance(data, str):
+        return data.count("{") + data.count("[") > limit
+    return data.count(b"{") + data.count(b"[") > limit
+
+
+def parse_incoming(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Message:
     """Decode one JSON-RPC message from a peer and check its envelope.
 
     Batches are refused (MCP dropped them); so is anything that is not a request,
-    notification or response. orjson refuses nesting deeper than 1024 levels.
+    notification or response, and anything nested deeper than `max_depth`.
     """
     decoded = loads(data)
+    if isinstance(decoded, dict | list) and _may_nest_deeper(data, max_depth) and depth_exceeds(decoded, max_depth):
+        raise ProtocolError(
+            INVALID_REQUEST, f"Invalid request: the message nests objects and arrays more than {max_depth} levels deep"
+        )
     if isinstance(decoded, list):
         raise ProtocolError(INVALID_REQUEST, "Batches are not supported: send one JSON-RPC message per request")
     if not isinstance(decoded, dict):

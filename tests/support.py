@@ -52,13 +52,19 @@ def http_upstream(url: str, **extra: Any) -> dict[str, Any]:
     return {"url": url, **extra}
 
 
+ADMIN_TOKEN = "test-admin-token-for-every-keys-gateway"
+"""With `auth: keys` the admin API opens only to an admin token: `write_config` gives every
+such gateway this one (unless told `admin_token=None`), and `admin_client` presents it."""
+ADMIN_TOKEN_ENV = "GATEWAY_TESTS_ADMIN_TOKEN"  # not MCP_GATEWAY_*: CLI helpers strip those
+os.environ.setdefault(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+
 ALLOW_ALL = {"teams": {"local": {"rules": [{"id": "local-all", "allow": {"servers": ["*"]}}]}}}
 
 
 def write_config(directory: Path, upstreams: dict[str, Any], **gateway: Any) -> Path:
     """A config in `directory`. Unless told otherwise: no API keys (principal local/local),
     a policy directory that lets team `local` use every upstream (`policies=None`: none at
-    all), and a SQLite store there."""
+    all), and a SQLite store there; with `auth="keys"`, the admin token `ADMIN_TOKEN`."""
     path = directory / "gateway.yaml"
     if "policies" in gateway:
         if gateway["policies"] is None:
@@ -69,6 +75,10 @@ def write_config(directory: Path, upstreams: dict[str, Any], **gateway: Any) -> 
         (policies / "allow-all.yaml").write_text(yaml.safe_dump(ALLOW_ALL))
         gateway["policies"] = "policies"
     gateway.setdefault("auth", "none")
+    if gateway["auth"] == "keys":
+        gateway.setdefault("admin_token", {"$env": ADMIN_TOKEN_ENV})
+    if gateway.get("admin_token", "") is None:
+        del gateway["admin_token"]
     document: dict[str, Any] = {"upstreams": upstreams, "gateway": gateway}
     path.write_text(yaml.safe_dump(document))
     return path
@@ -187,13 +197,13 @@ async def agent(url: str, key: str | None = None, mode: str = "legacy", **kwargs
         yield client
 
 
-def admin_client(url: str, token: str | None = None) -> httpx2.AsyncClient:
-    """The admin API of the gateway whose /mcp is at `url`."""
+def admin_client(url: str, token: str | None = ADMIN_TOKEN) -> httpx2.AsyncClient:
+    """The admin API of the gateway whose /mcp is at `url` (`token=None`: anonymous)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx2.AsyncClient(base_url=url.rsplit("/mcp", 1)[0] + "/admin/api", headers=headers, timeout=30)
 
 
-async def create_key(url: str, team: str, name: str, token: str | None = None) -> str:
+async def create_key(url: str, team: str, name: str, token: str | None = ADMIN_TOKEN) -> str:
     async with admin_client(url, token) as admin:
         response = await admin.post("/keys", json={"team": team, "name": name})
         assert response.status_code == 201, response.text
@@ -282,7 +292,8 @@ class GatewayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        async with httpx2.AsyncClient() as http:
+        # /readyz shows upstreams only to an admin.
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
             with anyio.fail_after(timeout):
                 while True:
                     if self.process.poll() is not None:

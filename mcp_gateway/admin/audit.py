@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -9,33 +11,47 @@ from ..store import audit as store
 from .common import ApiError, admin, gateway, ok
 
 FILTERS = ("team", "principal", "server", "tool", "decision", "kind")
+MAX_LIMIT = 1000
+MAX_CURSOR = 2**63 - 1
+"""Cursors are row numbers (`seq`); none is larger than a signed 64-bit integer."""
+
+_INT32 = 2**31 - 1
+_NUMBER = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
+"""A time in epoch seconds, written plainly: no exponent, no `nan` or `inf`, no thousand digits."""
+_WHOLE = re.compile(r"[0-9]{1,19}")
 
 
-def _number(request: Request, name: str, what: str = "a number (epoch seconds)") -> float | None:
+def _time(request: Request, name: str) -> float | None:
     value = request.query_params.get(name)
     if value is None:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ApiError(400, "invalid_request", f"{name} must be {what}") from None
+    if not _NUMBER.fullmatch(value.strip()):
+        raise ApiError(400, "invalid_request", f"{name} must be a time in epoch seconds, such as 1767225600.5")
+    return float(value)
+
+
+def _whole(request: Request, name: str, low: int, high: int, what: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    number = int(value) if _WHOLE.fullmatch(value.strip()) else None
+    if number is None or not low <= number <= high:
+        raise ApiError(400, "invalid_request", f"{name} must be {what}")
+    return number
 
 
 @admin
 async def query(request: Request, actor: str) -> Response:
     """Audit rows, newest first. Pass `cursor` from the previous page to get the next."""
     params = request.query_params
-    filters = store.Filters(since=_number(request, "since"), until=_number(request, "until"))
+    filters = store.Filters(since=_time(request, "since"), until=_time(request, "until"))
     for name in FILTERS:
         setattr(filters, name, params.get(name))
-    limit_value = _number(request, "limit", "a whole number")
-    limit = 100 if limit_value is None else int(limit_value)
-    if (limit_value is not None and limit != limit_value) or not 1 <= limit <= 1000:
-        raise ApiError(400, "invalid_request", "limit must be a whole number between 1 and 1000")
-    cursor = params.get("cursor")
-    if cursor is not None and not cursor.isdigit():
-        raise ApiError(400, "invalid_request", "cursor must be the next_cursor of a previous page")
-    before = int(cursor) if cursor else None
-    rows = await store.query(gateway(request).engine, filters, before=before, limit=limit)
+    limit = _whole(request, "limit", 1, MAX_LIMIT, f"a whole number between 1 and {MAX_LIMIT}") or 100
+    before = _whole(request, "cursor", 1, MAX_CURSOR, "the next_cursor of a previous page")
+    engine = gateway(request).engine
+    if before is not None and before > _INT32 and engine.dialect.name == "postgresql":
+        before = None  # every row number there is 32-bit: all rows come before such a cursor
+    rows = await store.query(engine, filters, before=before, limit=limit)
     next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
     return ok({"items": rows, "next_cursor": next_cursor})

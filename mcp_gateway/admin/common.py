@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,10 @@ from ..runtime import Gateway
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, str], Awaitable[Response]]
+
+MAX_PARAM = 512
+"""The longest query or path parameter any route takes (names and ids are far shorter)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ApiError(Exception):
@@ -32,14 +37,24 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
+NO_TOKEN = (
+    "this gateway has no admin token, so its admin API refuses every request: set admin_token "
+    "(MCP_GATEWAY_ADMIN_TOKEN) or create one with `mcp-gateway admin-token create`"
+)
+
+
 def actor_for(request: Request) -> str | None:
-    """The admin token's name, `local-admin` on an open loopback gateway, or None."""
+    """The admin token's name, `local-admin` on an `auth: none` loopback gateway, or None."""
     gw = gateway(request)
     configured = gw.settings.admin_token
     tokens = gw.snapshots.current.admin_tokens
     if configured is None and not tokens:
-        # Open only to this machine: a loopback listener, a loopback peer, and a loopback
-        # Host (a reverse proxy forwarding a public name gets no open door).
+        # Open only in `auth: none` development mode, and only to this machine: a loopback
+        # listener, peer and Host. With API keys there is no open door at all: a reverse
+        # proxy on the same host has a loopback peer and may well pass `Host: localhost`,
+        # and must not hand this machine's privilege to its own clients.
+        if gw.settings.auth != "none":
+            return None
         host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
         peer = request.client.host if request.client else ""
         local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
@@ -62,13 +77,16 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         actor = actor_for(request)
         if actor is None:
+            gw = gateway(request)
+            tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
             return error(
                 401,
                 "unauthorized",
-                "an admin token is required",
+                NO_TOKEN if tokenless and gw.settings.auth != "none" else "an admin token is required",
                 {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
             )
         try:
+            _check_parameters(request)
             return await handler(request, actor)
         except ApiError as exc:
             return error(exc.status, exc.code, exc.message)
@@ -78,9 +96,25 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return functools.wraps(handler)(endpoint)
 
 
+def _check_parameters(request: Request) -> None:
+    """No route takes a long parameter or one with control characters (a NUL is not even
+    storable in PostgreSQL text): refuse them here, naming the parameter, for every route."""
+    named = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in named:
+        if not isinstance(value, str):
+            continue
+        if len(value) > MAX_PARAM:
+            raise ApiError(400, "invalid_request", f"{name} is longer than {MAX_PARAM} characters")
+        if _CONTROL.search(value):
+            raise ApiError(400, "invalid_request", f"{name} must not contain control characters")
+
+
 async def body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if b"\\u0000" in raw or b"\x00" in raw:
+        raise ApiError(400, "invalid_request", "body: strings must not contain NUL characters")
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"

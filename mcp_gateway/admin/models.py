@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..policy.bundle import ArgumentConstraint
 from ..policy.model import SCOPES
+
+_TEAM = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_EXPIRY = 10 * 366 * 86400.0
+"""Ten years: a switch meant to outlive that is one to engage without an expiry."""
 
 
 class EngageSwitch(BaseModel):
@@ -15,12 +20,14 @@ class EngageSwitch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: Literal["global", "team", "principal", "server", "tool"]
-    team: str | None = None
-    principal: str | None = Field(default=None, description="A principal id, `team/name`.")
-    server: str | None = None
-    tool: str | None = Field(default=None, description="The tool's name on its upstream (with `server`).")
+    team: str | None = Field(default=None, pattern=_TEAM)
+    principal: str | None = Field(default=None, max_length=200, description="A principal id, `team/name`.")
+    server: str | None = Field(default=None, max_length=64)
+    tool: str | None = Field(
+        default=None, max_length=190, description="The tool's name on its upstream (with `server`)."
+    )
     reason: str = Field(min_length=1, max_length=2000)
-    expires_in_seconds: float | None = Field(default=None, gt=0)
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=MAX_EXPIRY, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _target(self) -> EngageSwitch:
@@ -90,6 +97,12 @@ class NewRule(BaseModel):
     tools: list[str] = Field(default_factory=lambda: ["*"])
     prompts: list[str] = Field(default_factory=lambda: ["*"])
     resources: list[str] = Field(default_factory=lambda: ["*"])
-    arguments: dict[str, dict[str, Any]] | None = None
+    arguments: dict[str, ArgumentConstraint] | None = None
     shadow: bool = False
     description: str = ""
+
+    @model_validator(mode="after")
+    def _constraints_allow(self) -> NewRule:
+        if self.effect == "deny" and self.arguments:
+            raise ValueError("`arguments` constraints belong on allow rules")
+        return self

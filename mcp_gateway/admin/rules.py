@@ -56,7 +56,7 @@ async def create_rule(request: Request, actor: str) -> Response:
         tools=tuple(spec.tools),
         prompts=tuple(spec.prompts),
         resources=tuple(spec.resources),
-        arguments=spec.arguments,
+        arguments={k: v.model_dump(exclude_none=True) for k, v in spec.arguments.items()} if spec.arguments else None,
         shadow=spec.shadow,
         description=spec.description,
     )

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 
 from .. import __version__, jsonrpc
 from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, GatewayError, ProtocolError
-from ..governance import Governance
+from ..governance import Answered, Governance
 from ..jsonrpc import Message
 from ..policy.model import Target
 from . import bridge
@@ -125,7 +125,9 @@ class Router(Events):
         """A notification from a client."""
         method = message["method"]
         if method == "notifications/cancelled":
-            scope = session.calls.get(jsonrpc.params_of(message).get("requestId"))  # type: ignore[arg-type]
+            # A notification gets no answer, so a malformed one is dropped, not refused.
+            request_id = jsonrpc.params_of(message).get("requestId")
+            scope = session.calls.get(request_id) if jsonrpc.is_request_id(request_id) else None
             if scope is not None:
                 scope.cancel()
         # roots/list_changed: upstream connections are shared, so one client's roots are
@@ -250,29 +252,43 @@ class Router(Events):
 
     async def _call_tool(self, call: Call) -> dict[str, Any]:
         name = call.params.get("name")
-        if not isinstance(name, str):
-            raise ProtocolError(INVALID_PARAMS, "tools/call needs a tool name")
-        entry = self.catalog.tool(name)
-        if entry is None:
-            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
         arguments = call.params.get("arguments")
-        if arguments is not None and not isinstance(arguments, dict):
-            raise ProtocolError(INVALID_PARAMS, "tool arguments must be an object")
+        entry = self.catalog.tool(name) if isinstance(name, str) else None
+        if entry is None:
+            await self.governance.refuse_unknown(
+                call.principal, "tool", name, "tools/call", arguments if isinstance(arguments, dict) else None
+            )
+            if not isinstance(name, str):
+                raise ProtocolError(INVALID_PARAMS, "tools/call needs a tool name")
+            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
         target = Target(entry.upstream.name, "tool", entry.original)
-        problem = argument_problem(entry.exposed, arguments or {})
-        if problem is not None:
-            ticket = await self.governance.admit(call.principal, target, "tools/call", arguments or {})
-            self.governance.finish(ticket, "tool_error", f"invalid arguments: {problem}")
-            # A tool-level error the model can read and correct (spec 2025-11-25).
-            return {"content": [{"type": "text", "text": f"Invalid arguments for {name}: {problem}"}], "isError": True}
+        decided = arguments if isinstance(arguments, dict) else None
         params = {**call.params, "name": entry.original}
-        result = await self._governed(call, entry.upstream, target, "tools/call", params, arguments or {})
+
+        async def check_then_forward() -> dict[str, Any]:
+            # Checked only once decided and audited: a probe with bad arguments is on record.
+            if arguments is not None and not isinstance(arguments, dict):
+                raise Answered(
+                    "tool_error",
+                    "invalid arguments: not an object",
+                    error=ProtocolError(INVALID_PARAMS, "tool arguments must be an object"),
+                )
+            problem = argument_problem(entry.exposed, arguments or {})
+            if problem is not None:
+                # A tool-level error the model can read and correct (spec 2025-11-25).
+                text = f"Invalid arguments for {name}: {problem}"
+                result = {"content": [{"type": "text", "text": text}], "isError": True}
+                raise Answered("tool_error", f"invalid arguments: {problem}", result=result)
+            return await self._forward(call, entry.upstream, "tools/call", params)
+
+        result = await self.governance.call(call.principal, target, "tools/call", decided or {}, check_then_forward)
         return _map_content_uris(entry.upstream, result)
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
         name = call.params.get("name")
         entry = self.catalog.prompt(name) if isinstance(name, str) else None
         if entry is None:
+            await self.governance.refuse_unknown(call.principal, "prompt", name, "prompts/get")
             raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
         target = Target(entry.upstream.name, "prompt", entry.original)
         params = {**call.params, "name": entry.original}
@@ -294,7 +310,11 @@ class Router(Events):
         return route[0], route[1], uri
 
     async def _read_resource(self, call: Call) -> dict[str, Any]:
-        upstream, original, _ = self._route_uri(call.params)
+        try:
+            upstream, original, _ = self._route_uri(call.params)
+        except ProtocolError:
+            await self.governance.refuse_unknown(call.principal, "resource", call.params.get("uri"), "resources/read")
+            raise
         target = Target(upstream.name, "resource", original)
         result = await self._governed(call, upstream, target, "resources/read", {**call.params, "uri": original})
         contents = result.get("contents")
@@ -338,24 +358,28 @@ class Router(Events):
 
     async def _complete(self, call: Call) -> dict[str, Any]:
         ref = call.params.get("ref")
-        if not isinstance(ref, dict):
-            raise ProtocolError(INVALID_PARAMS, "completion/complete needs a ref")
-        if ref.get("type") == "ref/prompt":
+        kind = ref.get("type") if isinstance(ref, dict) else None
+        if not isinstance(ref, dict) or kind not in ("ref/prompt", "ref/resource"):
+            await self.governance.refuse_unknown(call.principal, "prompt", None, "completion/complete")
+            if not isinstance(ref, dict):
+                raise ProtocolError(INVALID_PARAMS, "completion/complete needs a ref")
+            raise ProtocolError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
+        if kind == "ref/prompt":
             name = ref.get("name")
             entry = self.catalog.prompt(name) if isinstance(name, str) else None
             if entry is None:
+                await self.governance.refuse_unknown(call.principal, "prompt", name, "completion/complete")
                 raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
             upstream, mapped = entry.upstream, {**ref, "name": entry.original}
             target = Target(upstream.name, "prompt", entry.original)
-        elif ref.get("type") == "ref/resource":
+        else:
             uri = ref.get("uri")
             route = (self.catalog.route_template(uri) or self.catalog.route_uri(uri)) if isinstance(uri, str) else None
             if route is None:
+                await self.governance.refuse_unknown(call.principal, "resource", uri, "completion/complete")
                 raise ProtocolError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
             upstream, mapped = route[0], {**ref, "uri": route[1]}
             target = Target(upstream.name, "resource", route[1])
-        else:
-            raise ProtocolError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
         params = {**call.params, "ref": mapped}
         return await self._governed(call, upstream, target, "completion/complete", params)
 

@@ -11,6 +11,7 @@ and the gateway logs it once.
 from __future__ import annotations
 
 import logging
+import reprlib
 from typing import Any
 
 import jsonschema
@@ -20,6 +21,9 @@ import referencing.exceptions
 log = logging.getLogger(__name__)
 
 _validators: dict[int, tuple[dict[str, Any], Any]] = {}
+_shown = reprlib.Repr()
+"""A wrong value is named in the error; a long or deep one only in part."""
+_shown.maxstring, _shown.maxother, _shown.maxlevel = 80, 80, 3
 _MAX_CACHED = 4096
 
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
@@ -80,7 +84,7 @@ class _Flat:
                 continue
             if kinds and not any(_TYPES[k](value) for k in kinds):
                 expected = kinds[0] if len(kinds) == 1 else list(kinds)
-                return f"{value!r} is not of type {expected!r} (at {name})"
+                return f"{_shown.repr(value)} is not of type {expected!r} (at {name})"
         return None
 
 

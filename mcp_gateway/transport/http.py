@@ -332,7 +332,8 @@ class McpEndpoint:
             return verdict
         if message["method"] == "tools/call":
             params = jsonrpc.params_of(message)
-            entry = self.router.catalog.tool(params.get("name", ""))
+            name = params.get("name")
+            entry = self.router.catalog.tool(name) if isinstance(name, str) else None
             arguments = params.get("arguments")
             if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.exposed, headers):
                 return validate_mcp_param_headers(entry.exposed.get("inputSchema"), arguments, headers)
