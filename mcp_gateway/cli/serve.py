@@ -75,7 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port,
         settings.database_url,
     )
-    server = uvicorn.Server(http_server.config(app, settings.log_level))
+    server = uvicorn.Server(http_server.config(app, settings.log_level, http_server.Limits.of(settings)))
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
