@@ -48,8 +48,6 @@ def register(sub: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ..app import create_app
     from ..transport import server as http_server
 
@@ -75,7 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port,
         settings.database_url,
     )
-    server = uvicorn.Server(http_server.config(app, settings.log_level, http_server.Limits.of(settings)))
+    server = http_server.Server(http_server.config(app, settings.log_level, http_server.Limits.of(settings)))
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
