@@ -87,6 +87,10 @@ async def big_headers(port: int, connections: int, mib: int, stats: dict[str, in
     await asyncio.gather(*(one() for _ in range(connections)))
 
 
+OPEN_SINCE: dict[int, float] = {}
+"""When each slowloris connection now open was opened."""
+
+
 async def slowloris(port: int, connections: int, stats: dict[str, int]) -> None:
     """Each connection sends a request line, then one header byte a second; reopened when closed."""
 
@@ -102,6 +106,7 @@ async def slowloris(port: int, connections: int, stats: dict[str, int]) -> None:
             stats["opened"] += 1
             stats["open"] += 1
             started = time.monotonic()
+            OPEN_SINCE[n] = started
             try:
                 writer.write(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
                 while not reader.at_eof():
@@ -115,6 +120,7 @@ async def slowloris(port: int, connections: int, stats: dict[str, int]) -> None:
             except OSError:
                 pass
             finally:
+                OPEN_SINCE.pop(n, None)
                 stats["open"] -= 1
                 stats["held_ms_max"] = max(stats["held_ms_max"], int((time.monotonic() - started) * 1000))
                 writer.transport.abort()
@@ -135,6 +141,8 @@ async def attacker(kind: str, port: int, mib: int, connections: int) -> None:
         await asyncio.wait([ask, task], return_when=asyncio.FIRST_COMPLETED)
         if task.done() or not ask.result():
             break
+        oldest = min(OPEN_SINCE.values(), default=time.monotonic())
+        stats["held_ms_max"] = max(stats["held_ms_max"], int((time.monotonic() - oldest) * 1000))
         print(json.dumps(stats), flush=True)
     task.cancel()
 
@@ -278,12 +286,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], lifted: dict[str, Any] | None = None) -> str:
+    text = "# Valid calls under attack before authentication\n\n" + table(report)
+    if lifted is not None:
+        text += "\nThe same with the limits set out of reach (`--no-limits`), as at da554b0:\n\n" + table(lifted)
+    return text + NOTES
+
+
+NOTES = """
+Reading the figures:
+
+- A big header is cut off at `max_header_bytes` (32 KiB): the gateway answers 431 and
+  closes. The MiB "sent per header" are what the kernel's socket buffers took before the
+  reset reached the attacker, not what the gateway read. An attacker connection begins a
+  new header as soon as its last one is cut off.
+- A slowloris connection is closed with 408 after `header_timeout` (10 s) and reopened at
+  once by the attacker, so ~1,000 stay open and ~100 come and go each second: that churn
+  is what the limits cost. Without them the connections are held for ever (until the
+  process runs out of file descriptors); with them a connection is held 10 s plus the
+  attacker's own delay in noticing.
+- Errors are calls that failed or took over 30 s.
+"""
+
+
+def table(report: dict[str, Any]) -> str:
     s = report["settings"]
+    flag = " --no-limits" if s["limits"] == "lifted" else ""
     lines = [
-        "# Valid calls under attack before authentication",
-        "",
-        f"`python bench/attack.py` (limits: {s['limits']}): valid `tools/call`s at {s['rate_per_second']:g}/s "
+        f"`python bench/attack.py{flag}`: valid `tools/call`s at {s['rate_per_second']:g}/s "
         f"over {s['client_connections']} keep-alive connections opened before the attacks, "
         f"{s['seconds_per_phase']:g} s per phase; latency in ms from when each call was due.",
         "",
@@ -299,7 +329,7 @@ def markdown(report: dict[str, Any]) -> str:
             if kind == "big":
                 attack.append(
                     f"{st['attempts']} headers begun, {st['cut_off']} cut off, {st['completed']} sent whole, "
-                    f"{st['bytes'] / max(st['attempts'], 1) / (1 << 20):.1f} MiB sent per header before the cut"
+                    f"{st['bytes'] / max(st['attempts'], 1) / (1 << 20):.1f} MiB sent per header"
                 )
             else:
                 attack.append(
@@ -337,9 +367,14 @@ def main() -> None:
     report = asyncio.run(run(args))
     stem = "attack-no-limits" if args.no_limits else "attack"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not args.no_limits:
-        (args.out / "ATTACK.md").write_text(markdown(report))
-    print(markdown(report))
+    with_limits, lifted = (args.out / "attack.json"), (args.out / "attack-no-limits.json")
+    if with_limits.exists():
+        # The report shows a run with the limits, and beside it the last run without them.
+        text = markdown(
+            json.loads(with_limits.read_text()), json.loads(lifted.read_text()) if lifted.exists() else None
+        )
+        (args.out / "ATTACK.md").write_text(text)
+    print(table(report))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ class HttpProtocol(HttpToolsProtocol):
                 piece, view = view[: self._head_room], view[self._head_room :]
                 self._head_room -= len(piece)
             self._feed(piece)
-            if self._head_room == 0:
+            if self._head_room == 0 and not self.transport.is_closing():
                 self._refuse(_HEAD_TOO_LARGE, "request head over the limit")
 
     def _feed(self, data: memoryview) -> None:
@@ -165,6 +165,7 @@ class HttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self._stop_timer()  # the connection is another protocol's now
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
