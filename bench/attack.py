@@ -277,6 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         gateway.stop()
         fast.stop()
+    report["load_average"] = [round(x, 1) for x in os.getloadavg()]
     report["settings"] = {
         "limits": "lifted" if args.no_limits else "defaults",
         "rate_per_second": args.rate,
@@ -318,7 +319,8 @@ def table(report: dict[str, Any]) -> str:
         f"{s['seconds_per_phase']:g} s per phase; latency in ms from when each call was due.",
         "",
         "The control is the same calls sent straight to the upstream at the same time: what the",
-        "machine itself (2 cores shared with other work) adds. Attackers run at the lowest CPU priority.",
+        f"machine itself adds ({os.cpu_count()} cores shared with other work; load average "
+        f"{report.get('load_average', ['?'])[0]} at the end of the run). Attackers run at the lowest CPU priority.",
         "",
         "| phase | calls | errors | p50 | p99 | max | control p50 / p99 | gateway CPU | gateway RSS MB | attack |",
         "|---|---:|---:|---:|---:|---:|---|---:|---|---|",
