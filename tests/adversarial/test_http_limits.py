@@ -7,6 +7,7 @@ stalls, more connections than the cap. The limits are shortened so each test end
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -217,8 +218,8 @@ async def test_a_stalled_body_is_ended_after_the_body_timeout_and_the_app_sees_a
         await app.disconnected.wait()
 
 
-async def test_connections_over_the_cap_are_refused_while_open_ones_are_served(port: int) -> None:
-    def client() -> tuple[bytes, bytes, bytes]:
+async def test_connections_over_the_cap_are_refused_while_open_ones_are_served(app: App) -> None:
+    def client(port: int) -> tuple[bytes, bytes, bytes]:
         with connect(port) as served:
             served.sendall(get(port))
             first = read_answer(served)
@@ -232,7 +233,9 @@ async def test_connections_over_the_cap_are_refused_while_open_ones_are_served(p
                 for sock in idle:
                     sock.close()
 
-    first, refusal, again = await in_thread(client)
+    # Connections that wait without a request are what fills the cap here: none may time out first.
+    async with serving(app, dataclasses.replace(LIMITS, header_timeout=GUARD * 2)) as port:
+        first, refusal, again = await in_thread(client, port)
     assert first.startswith(b"HTTP/1.1 200 ")
     assert refusal.startswith(b"HTTP/1.1 503 "), refusal[:100]
     assert again.startswith(b"HTTP/1.1 200 ")
