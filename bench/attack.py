@@ -290,7 +290,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: dict[str, Any], lifted: dict[str, Any] | None = None) -> str:
     text = "# Valid calls under attack before authentication\n\n" + table(report)
     if lifted is not None:
-        text += "\nThe same with the limits set out of reach (`--no-limits`), as at da554b0:\n\n" + table(lifted)
+        text += "\nThe same with the limits set out of reach (`--no-limits`), as at da554b0"
+        text += " (the GC freeze stays):\n\n" + table(lifted)
     return text + NOTES
 
 
