@@ -10,8 +10,10 @@ start, and measures their latency (from when each call was due) in four phases:
     both           the two attacks at once
 
 Attackers run in a process of their own, so their sockets do not slow the load client.
+Then the same phases again against the HTTP server alone, in this process, measuring how
+long its event loop is held (`loop_lag`).
 
-    python bench/attack.py                  # about a minute and a half
+    python bench/attack.py                  # about two and a half minutes
     python bench/attack.py --no-limits      # the same with the limits lifted (as at da554b0)
 
 Writes bench/ATTACK.md and bench/attack.json (or under --out).
@@ -220,6 +222,72 @@ async def wait_for(attack: Attack, ready: str, count: int, timeout: float = 30) 
         await asyncio.sleep(0.2)
 
 
+def plan(args: argparse.Namespace) -> list[tuple[str, list[tuple[str, int]]]]:
+    return [
+        ("baseline", []),
+        (f"{args.big_connections} x {args.mib} MiB headers", [("big", args.big_connections)]),
+        (f"{args.slowloris} slowloris connections", [("slow", args.slowloris)]),
+        ("both at once", [("big", args.big_connections), ("slow", args.slowloris)]),
+    ]
+
+
+async def start(kinds: list[tuple[str, int]], port: int, args: argparse.Namespace) -> dict[str, Attack]:
+    """The phase's attacks, under way: slowloris connections open, a big header begun."""
+    attacks = {kind: Attack(kind, port, args.mib, n) for kind, n in kinds}
+    if "slow" in attacks:
+        await wait_for(attacks["slow"], "open", args.slowloris * 9 // 10)
+    if "big" in attacks:
+        await wait_for(attacks["big"], "attempts", 1)
+    return attacks
+
+
+async def loop_lag(args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP server's own event loop under the same attacks: `serve`'s server and
+    protocol (default limits, uvloop) in this process, in front of an app that answers at
+    once, and a task that sleeps 1 ms and records by how much it overslept. What the
+    attacks make the loop wait for shows there, apart from the machine's noise between
+    processes (which still adds its share: compare with the baseline)."""
+    import socket
+
+    from mcp_gateway.transport import server as http_server
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = http_server.Server(http_server.config(app, "warning", http_server.Limits()))
+    serving = asyncio.ensure_future(server.serve([sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    out: dict[str, Any] = {}
+    try:
+        for name, kinds in plan(args):
+            print(f"loop lag: {name}", flush=True)
+            attacks = await start(kinds, sock.getsockname()[1], args)
+            try:
+                lags = []
+                end = time.perf_counter() + args.seconds
+                while time.perf_counter() < end:
+                    began = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    lags.append(time.perf_counter() - began - 0.001)
+            finally:
+                for attack in attacks.values():
+                    attack.stop()
+            out[name] = summary(lags)
+    finally:
+        server.should_exit = True
+        await serving
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"open_files": raise_open_files(args.slowloris * 4 + 1024)}
     work = Path(tempfile.mkdtemp(prefix="mcp-gateway-attack-"))
@@ -241,20 +309,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # The valid clients' connections are open before any attack starts.
             await asyncio.gather(*(_call(session, target, i, target.headers(name="echo")) for i in range(args.clients)))
             await asyncio.gather(measure(session, target, args.rate, 2), measure(direct_session, direct, args.rate, 2))
-            plan: list[tuple[str, list[tuple[str, int]]]] = [
-                ("baseline", []),
-                (f"{args.big_connections} x {args.mib} MiB headers", [("big", args.big_connections)]),
-                (f"{args.slowloris} slowloris connections", [("slow", args.slowloris)]),
-                ("both at once", [("big", args.big_connections), ("slow", args.slowloris)]),
-            ]
-            for name, kinds in plan:
+            for name, kinds in plan(args):
                 print(f"phase: {name}", flush=True)
-                attacks = {kind: Attack(kind, gateway.port, args.mib, n) for kind, n in kinds}
+                attacks = await start(kinds, gateway.port, args)
                 try:
-                    if "slow" in attacks:
-                        await wait_for(attacks["slow"], "open", args.slowloris * 9 // 10)
-                    if "big" in attacks:
-                        await wait_for(attacks["big"], "attempts", 1)
                     rss0, cpu0 = gateway.rss_mb(), gateway.cpu_seconds()
                     attack_cpu0 = sum(attack.cpu_seconds() for attack in attacks.values())
                     phase, control = await asyncio.gather(
@@ -292,7 +350,23 @@ def markdown(report: dict[str, Any], lifted: dict[str, Any] | None = None) -> st
     if lifted is not None:
         text += "\nThe same with the limits set out of reach (`--no-limits`), as at da554b0"
         text += " (the GC freeze stays):\n\n" + table(lifted)
+    if "loop_lag" in report:
+        text += LAG_HEAD
+        for name, lag in report["loop_lag"].items():
+            text += f"| {name} | {lag['n']} | {lag['p50']} | {lag['p99']} | {lag['max']} |\n"
     return text + NOTES
+
+
+LAG_HEAD = """
+The HTTP server's own event loop under the same attacks (`--seconds` each): `serve`'s
+server and protocol with the default limits on uvloop, in the bench's process, in front of
+an app that answers at once; a task sleeps 1 ms again and again and records by how much it
+overslept (ms). This is what the attacks make the loop wait for; the machine's scheduling
+noise is in every row, the baseline's included.
+
+| phase | samples | p50 | p99 | max |
+|---|---:|---:|---:|---:|
+"""
 
 
 NOTES = """
@@ -368,6 +442,10 @@ def main() -> None:
         asyncio.run(attacker(args.attacker, args.port, args.mib, args.connections))
         return
     report = asyncio.run(run(args))
+    if not args.no_limits:
+        import uvloop
+
+        report["loop_lag"] = uvloop.run(loop_lag(args))
     stem = "attack-no-limits" if args.no_limits else "attack"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     with_limits, lifted = (args.out / "attack.json"), (args.out / "attack-no-limits.json")
