@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     """Origin header values accepted besides loopback ones."""
     dns_rebinding_protection: bool = True
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # What a connection may cost before the app sees its request (transport/server.py `Limits`).
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Request line and headers together; a larger head gets 431 and the connection closes."""
+    max_headers: int = Field(default=100, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a connection has to send a request head (from opening, or from a later request's first byte)."""
+    body_timeout: float = Field(default=30.0, gt=0)
+    """Seconds from a request's head to the end of its body; past it, 408 and the app sees a disconnect."""
+    max_connections: int = Field(default=1024, gt=0)
+    """Open HTTP connections; a connection beyond them gets 503 and is closed at once."""
     session_idle_timeout: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

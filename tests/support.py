@@ -133,10 +133,10 @@ async def http_upstream_process(env: dict[str, str] | None = None) -> AsyncItera
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[int]:
+async def serving(app: Any, limits: http_server.Limits | None = None) -> AsyncIterator[int]:
     """Run an ASGI app under the gateway's uvicorn setup on a random loopback port; yields the port."""
     with loopback_socket() as sock:
-        server = uvicorn.Server(http_server.config(app, log_level="warning"))
+        server = uvicorn.Server(http_server.config(app, log_level="warning", limits=limits))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
             with anyio.fail_after(20):
@@ -154,7 +154,7 @@ async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str,
     config = load(config_path)
     settings = settings_for(config, **overrides)
     app = create_app(config, settings)
-    async with serving(app) as port:
+    async with serving(app, http_server.Limits.of(settings)) as port:
         gateway: Gateway = app.state.gateway
         yield f"http://127.0.0.1:{port}/mcp", gateway
 

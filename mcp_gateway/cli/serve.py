@@ -50,8 +50,6 @@ def register(sub: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ..app import create_app
     from ..transport import server as http_server
 
@@ -77,7 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port,
         mask_urls(settings.database_url or ""),
     )
-    server = uvicorn.Server(http_server.config(app, settings.log_level))
+    server = http_server.Server(http_server.config(app, settings.log_level, http_server.Limits.of(settings)))
     logs.protect("uvicorn", "uvicorn.error")  # configured by uvicorn's Config just now
     server.run(sockets=[sock])
     return 0 if server.started else 1
