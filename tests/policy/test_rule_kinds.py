@@ -113,7 +113,9 @@ def test_a_resource_allow_rule_matches_every_spelling_of_its_uri(uri: str) -> No
     "uri", ["test://template/1%2Fdata", "test://template/%2e%2e/1/data", "test://t/a%zz", "test://t/\x00", "no-scheme"]
 )
 def test_an_ambiguous_resource_uri_is_denied_even_where_everything_is_allowed(uri: str) -> None:
-    decision = decide(PolicyState.build([rule("all", "allow", 1, servers=["*"])]), ALICE, Target("x", "resource", uri), NOW)
+    decision = decide(
+        PolicyState.build([rule("all", "allow", 1, servers=["*"])]), ALICE, Target("x", "resource", uri), NOW
+    )
     assert decision.effect == "deny"
     assert decision.reason.startswith("ambiguous resource URI: ")
 
