@@ -23,7 +23,7 @@ from typing import Any
 
 from ..identity import Principal
 from .arguments import argument_violation
-from .model import Decision, Kind, KillSwitch, Rule, Target
+from .model import Decision, KillSwitch, Kind, Rule, Target
 from .uris import AmbiguousURI, normal_form
 
 _WILDCARD = re.compile(r"[*?\[]")
