@@ -23,7 +23,7 @@ from typing import Any
 
 from ..identity import Principal
 from .arguments import argument_violation
-from .model import Decision, KillSwitch, Kind, Rule, Target
+from .model import KIND_FIELDS, Decision, KillSwitch, Kind, Rule, Target
 from .uris import AmbiguousURI, normal_form
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -77,9 +77,8 @@ def why(rule: Rule, target: Target) -> Why:
     servers = tuple(p for p in rule.servers if fnmatchcase(target.server, p))
     if not rule.names_a_kind:
         return Why(servers, None, ())
-    field_name = {"tool": "tools", "prompt": "prompts", "resource": "resources"}[target.kind]
-    names = tuple(p for p in rule.patterns(target.kind) if p == "*" or fnmatchcase(target.name, p))
-    return Why(servers, field_name, names)
+    names = tuple(p for p in rule.patterns(target.kind) if fnmatchcase(target.name, p))
+    return Why(servers, KIND_FIELDS[target.kind], names)
 
 
 def comparable(target: Target) -> Target | AmbiguousURI:
