@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..policy.bundle import ArgumentConstraint
+from ..policy.bundle import KINDS_NOTE, ArgumentConstraint, Patterns, check_resource_patterns
 from ..policy.model import SCOPES
 
 _TEAM = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -94,15 +94,21 @@ class NewRule(BaseModel):
     team: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     effect: Literal["allow", "deny"]
     servers: list[str] = Field(min_length=1)
-    tools: list[str] = Field(default_factory=lambda: ["*"])
-    prompts: list[str] = Field(default_factory=lambda: ["*"])
-    resources: list[str] = Field(default_factory=lambda: ["*"])
-    arguments: dict[str, ArgumentConstraint] | None = None
+    tools: Patterns | None = Field(default=None, description="Tool names (glob patterns)." + KINDS_NOTE)
+    prompts: Patterns | None = Field(default=None, description="Prompt names (glob patterns)." + KINDS_NOTE)
+    resources: Patterns | None = Field(
+        default=None, description="Resource URIs (glob patterns), in RFC 3986 normal form." + KINDS_NOTE
+    )
+    arguments: dict[str, ArgumentConstraint] | None = Field(
+        default=None, description="Constraints on tool-call arguments (allow rules only)."
+    )
     shadow: bool = False
     description: str = ""
 
+    _resources = field_validator("resources")(check_resource_patterns)
+
     @model_validator(mode="after")
-    def _constraints_allow(self) -> NewRule:
+    def _constraints_on_allow_rules(self) -> NewRule:
         if self.effect == "deny" and self.arguments:
             raise ValueError("`arguments` constraints belong on allow rules")
         return self

@@ -18,20 +18,29 @@ def _managed_by_files(request: Request) -> None:
         raise ApiError(409, "managed_by_files", f"rules are managed by the policy files in {directory}")
 
 
+def _listed(patterns: tuple[str, ...] | None) -> list[str] | None:
+    return list(patterns) if patterns is not None else None
+
+
 def _json(rule: Rule) -> dict[str, object]:
     return {
         "id": rule.id,
         "team": rule.team,
         "effect": rule.effect,
         "servers": list(rule.servers),
-        "tools": list(rule.tools),
-        "prompts": list(rule.prompts),
-        "resources": list(rule.resources),
+        # null: the rule does not name that kind (one that names none covers every kind).
+        "tools": _listed(rule.tools),
+        "prompts": _listed(rule.prompts),
+        "resources": _listed(rule.resources),
         "arguments": rule.arguments,
         "shadow": rule.shadow,
         "position": rule.position,
         "description": rule.description,
     }
+
+
+def _tuple(patterns: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(patterns) if patterns is not None else None
 
 
 @admin
@@ -53,9 +62,9 @@ async def create_rule(request: Request, actor: str) -> Response:
         team=spec.team,
         effect=spec.effect,
         servers=tuple(spec.servers),
-        tools=tuple(spec.tools),
-        prompts=tuple(spec.prompts),
-        resources=tuple(spec.resources),
+        tools=_tuple(spec.tools),
+        prompts=_tuple(spec.prompts),
+        resources=_tuple(spec.resources),
         arguments={k: v.model_dump(exclude_none=True) for k, v in spec.arguments.items()} if spec.arguments else None,
         shadow=spec.shadow,
         description=spec.description,

@@ -15,9 +15,11 @@ from ..errors import ConfigError, Problem
 from ..identity import Principal
 from ..policy import bundle as policy_bundle
 from ..policy.apply import apply, plan
-from ..policy.engine import PolicyState, decide
+from ..policy.arguments import argument_violation
+from ..policy.engine import PolicyState, comparable, decide, why
 from ..policy.model import Rule, Target
 from ..policy.snapshot import build
+from ..policy.uris import AmbiguousURI
 from ..store import state as state_store
 from .common import add_config, load_all, store
 
@@ -72,9 +74,11 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def _describe(rule: Rule) -> str:
     parts = [f"{rule.effect} servers={list(rule.servers)}"]
+    if not rule.names_a_kind:
+        parts.append("(every kind)")
     for name in ("tools", "prompts", "resources"):
         value = getattr(rule, name)
-        if value != ("*",):
+        if value is not None:
             parts.append(f"{name}={list(value)}")
     if rule.arguments:
         parts.append(f"arguments={json.dumps(rule.arguments)}")
@@ -175,11 +179,17 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"  why: {decision.reason}")
     print(f"  according to {source}")
     team = state.teams.get(principal.team)
-    if team is not None:
-        matching = team.matching(target)
+    compared = comparable(target)
+    if isinstance(compared, AmbiguousURI):
+        print(f"  the URI has no single reading, so no rule is compared with it: {compared}")
+    elif team is not None:
+        if compared != target:
+            print(f"  compared in normal form: {compared.name!r}")
+        matching = team.matching(compared)
         print(f"  rules of team {principal.team} that match, in order ({len(matching)}):")
         for rule in matching:
             print(f"    {_describe(rule)}")
+            print(f"      matched: {_matched(rule, compared, arguments if kind == 'tool' else None)}")
     else:
         print(f"  team {principal.team} has no rules")
     if decision.kill_switch_id:
@@ -187,6 +197,20 @@ def run_explain(args: argparse.Namespace) -> int:
     if decision.shadow:
         print(f"  shadow policy: {decision.shadow} (rule {decision.shadow_rule_id})")
     return 0 if decision.allowed else 1
+
+
+def _matched(rule: Rule, target: Target, arguments: dict[str, Any] | None) -> str:
+    """Every pattern of `rule` that `target` met, and what its argument constraints say."""
+    met = why(rule, target)
+    parts = [f"server {target.server!r} by servers {list(met.servers)}"]
+    if met.kind_field is None:
+        parts.append(f"{target.kind} {target.name!r}: the rule names no kind, so it covers every kind")
+    else:
+        parts.append(f"{target.kind} {target.name!r} by {met.kind_field} {list(met.names)}")
+    if rule.arguments and arguments is not None:
+        violation = argument_violation(rule.arguments, arguments)
+        parts.append(f"arguments refused: {violation}" if violation else "arguments satisfy its constraints")
+    return "; ".join(parts)
 
 
 def run_test(args: argparse.Namespace) -> int:

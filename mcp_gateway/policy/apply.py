@@ -81,8 +81,11 @@ async def live_hash(engine: AsyncEngine) -> str | None:
 
 
 async def apply(engine: AsyncEngine, bundle: Bundle, directory: Path, actor: str, *, force: bool = False) -> int | None:
-    """Make the bundle the live policy; returns the new policy version, or None if it already is."""
-    if not force and await live_hash(engine) == bundle.content_hash:
+    """Make the bundle the live policy; returns the new policy version, or None if it already is.
+
+    The same content is applied again when the stored rules no longer say what it says (a
+    migration changed how rules are stored or read), so the files stay the source of truth."""
+    if not force and await live_hash(engine) == bundle.content_hash and (await plan(engine, bundle)).empty:
         return None
     for team, description in bundle.teams.items():
         await identity_store.ensure_team(engine, team, description)

@@ -8,13 +8,15 @@ teams:
       - id: platform-read                      # unique across the bundle
         allow:
           servers: [files, search]             # glob patterns
-          tools: ["read_*", "search"]          # default ["*"]; also prompts:, resources:
+          tools: ["read_*", "search"]          # names tools only: no prompts, no resources
       - id: files-public-only
         allow:
           servers: [files]
           tools: [read_file]
           arguments:                           # constraints on the call's arguments
-            path: {pattern: "^/srv/public/"}
+            path: {under: /srv/public}
+      - id: docs-everything
+        allow: {servers: [docs]}               # names no kind: every tool, prompt, resource
       - id: no-deletes
         deny: {servers: ["*"], tools: ["delete_*"]}
         shadow: true                           # decided and audited, not enforced
@@ -24,6 +26,11 @@ tests:
     arguments: {path: /srv/public/readme.md}
     expect: allow
 ```
+
+A rule covers the kinds it names: `tools`, `prompts`, `resources`; a rule that names none
+of them covers every kind of its servers. Resource patterns are compared with URIs in
+their RFC 3986 normal form (see `uris`), so a pattern with a literal scheme must itself be
+in normal form.
 
 A file may set `shadow: true` at the top to make all its rules shadow rules. Every problem
 is reported with its file and line; a bundle with any problem is never applied.
@@ -35,16 +42,34 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import yamlsrc
 from ..errors import ConfigError, Problem
+from .arguments import under_problem
 from .model import Rule
+from .uris import pattern_problem
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+KINDS_NOTE = (
+    " A rule that names none of tools, prompts and resources covers every kind of its servers;"
+    " a rule that names any of them covers only the kinds it names."
+)
+Patterns = Annotated[list[str], Field(min_length=1)]
+
+
+def check_resource_patterns(patterns: list[str] | None) -> list[str] | None:
+    """A resource pattern with a literal scheme must be in normal form: URIs are matched in it."""
+    for pattern in patterns or ():
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise ValueError(problem)
+    return patterns
 
 
 class Match(BaseModel):
@@ -53,12 +78,21 @@ class Match(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     servers: list[str] = Field(min_length=1, description="Upstream server names (glob patterns).")
-    tools: list[str] = Field(default_factory=lambda: ["*"], description="Tool names as the upstream knows them.")
-    prompts: list[str] = Field(default_factory=lambda: ["*"])
-    resources: list[str] = Field(default_factory=lambda: ["*"], description="Resource URIs or URI templates.")
+    tools: Patterns | None = Field(
+        default=None, description="Tool names as the upstream knows them (glob patterns)." + KINDS_NOTE
+    )
+    prompts: Patterns | None = Field(
+        default=None, description="Prompt names as the upstream knows them (glob patterns)." + KINDS_NOTE
+    )
+    resources: Patterns | None = Field(
+        default=None,
+        description="Resource URIs or URI templates (glob patterns), in RFC 3986 normal form." + KINDS_NOTE,
+    )
     arguments: dict[str, ArgumentConstraint] | None = Field(
         default=None, description="Constraints on tool-call arguments (allow rules only)."
     )
+
+    _resources = field_validator("resources")(check_resource_patterns)
 
 
 class ArgumentConstraint(BaseModel):
@@ -68,7 +102,25 @@ class ArgumentConstraint(BaseModel):
     pattern: str | None = Field(default=None, description="A regular expression the value must contain a match of.")
     min: float | None = None
     max: float | None = None
+    under: str | None = Field(
+        default=None,
+        description=(
+            "An absolute directory: the value must be a path in its normal form at or below it "
+            "('..', '.', '//', backslashes, NUL and percent-encoded separators or dots are refused)."
+        ),
+    )
     required: bool = Field(default=True, description="Whether a call without this argument is refused.")
+
+    @field_validator("under")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = under_problem(value)
+            if problem is not None:
+                raise ValueError(f"must be an absolute path in normal form; it has {problem}")
+            if value != "/":
+                value = value.rstrip("/")
+        return value
 
     @field_validator("pattern")
     @classmethod
@@ -167,6 +219,10 @@ def schema() -> dict[str, Any]:
     return document
 
 
+def _patterns(named: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(named) if named is not None else None
+
+
 def _hash(files: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256()
     for name, text in files:
@@ -230,9 +286,9 @@ def load(directory: Path) -> Bundle:
                         team=team,
                         effect="allow" if rule_doc.allow is not None else "deny",
                         servers=tuple(match.servers),
-                        tools=tuple(match.tools),
-                        prompts=tuple(match.prompts),
-                        resources=tuple(match.resources),
+                        tools=_patterns(match.tools),
+                        prompts=_patterns(match.prompts),
+                        resources=_patterns(match.resources),
                         arguments={k: v.model_dump(exclude_none=True) for k, v in match.arguments.items()}
                         if match.arguments
                         else None,

@@ -4,6 +4,10 @@ Order: kill switches (any scope) -> freshness of the snapshot -> the team's rule
 rules first, then allow rules, each in order) -> deny by default. The same function
 filters listings, so what a principal is shown and what it may call never disagree.
 
+A rule covers the kinds it names (`Rule.patterns`). Resource URIs are compared in their
+normal form (`uris.normalize`), whoever built the target; a URI with no single reading
+is denied here, so no path that reaches `decide` can match a rule by an encoding trick.
+
 Rules are indexed per team by server name (exact names in a dict, patterns in a list),
 and a team's verdict for a target is memoised in the snapshot it was computed from, so a
 decision costs a few dictionary lookups however many rules there are.
@@ -14,12 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fnmatch import translate
+from fnmatch import fnmatchcase, translate
 from typing import Any
 
 from ..identity import Principal
 from .arguments import argument_violation
-from .model import Decision, KillSwitch, Rule, Target
+from .model import KIND_FIELDS, Decision, KillSwitch, Kind, Rule, Target
+from .uris import AmbiguousURI, normal_form
 
 _WILDCARD = re.compile(r"[*?\[]")
 DEFAULT_DENY = Rule(id="default-deny", team="*", effect="deny", description="nothing allowed it: deny by default")
@@ -48,10 +53,42 @@ class _Compiled:
     kinds: dict[str, _Globs]
 
 
+_KINDS: tuple[Kind, ...] = ("tool", "prompt", "resource")
+
+
 def _compile(rule: Rule) -> _Compiled:
-    return _Compiled(
-        rule, {"tool": _Globs(rule.tools), "prompt": _Globs(rule.prompts), "resource": _Globs(rule.resources)}
-    )
+    return _Compiled(rule, {kind: _Globs(rule.patterns(kind)) for kind in _KINDS})
+
+
+@dataclass(frozen=True)
+class Why:
+    """Which of a rule's patterns a target met: for `policy explain`."""
+
+    servers: tuple[str, ...]
+    """The server patterns that match the target's server."""
+    kind_field: str | None
+    """`tools`, `prompts` or `resources`; None when the rule names no kind (covers all)."""
+    names: tuple[str, ...]
+    """The patterns of that field that match the target's name."""
+
+
+def why(rule: Rule, target: Target) -> Why:
+    """The patterns of `rule` that `target` meets (for a rule `TeamRules.matching` returned)."""
+    servers = tuple(p for p in rule.servers if fnmatchcase(target.server, p))
+    if not rule.names_a_kind:
+        return Why(servers, None, ())
+    names = tuple(p for p in rule.patterns(target.kind) if fnmatchcase(target.name, p))
+    return Why(servers, KIND_FIELDS[target.kind], names)
+
+
+def comparable(target: Target) -> Target | AmbiguousURI:
+    """`target` as rules see it: a resource by its URI's normal form; or why it has none."""
+    if target.kind != "resource":
+        return target
+    normal = normal_form(target.name)
+    if isinstance(normal, AmbiguousURI):
+        return normal
+    return target if normal == target.name else Target(target.server, target.kind, normal)
 
 
 class TeamRules:
@@ -205,6 +242,10 @@ def decide(
         )
     if stale:
         return Decision("deny", "the policy snapshot is stale: the store cannot be reached", None, state.policy_version)
+    normal = comparable(target)
+    if isinstance(normal, AmbiguousURI):
+        return Decision("deny", f"ambiguous resource URI: {normal}", None, state.policy_version)
+    target = normal
     effect, reason, rule = _verdict(state.teams.get(principal.team), target, arguments)
     decision = Decision(effect, reason, rule.id if rule else None, state.policy_version)  # type: ignore[arg-type]
     if state.shadow_teams is not None:

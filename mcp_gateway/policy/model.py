@@ -22,24 +22,44 @@ class Target:
     name: str
 
 
+KIND_FIELDS: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources"}
+"""The rule field that names each kind."""
+EVERYTHING = ("*",)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One line of a team's policy: which servers, and which of their tools, prompts and
-    resources (glob patterns), it allows or denies. Deny rules win over allow rules."""
+    resources (glob patterns), it allows or denies. Deny rules win over allow rules.
+
+    A rule that names none of `tools`, `prompts`, `resources` (all None) covers every kind
+    of its servers; a rule that names any of them covers only the kinds it names."""
 
     id: str
     team: str
     effect: Effect
-    servers: tuple[str, ...] = ("*",)
-    tools: tuple[str, ...] = ("*",)
-    prompts: tuple[str, ...] = ("*",)
-    resources: tuple[str, ...] = ("*",)
+    servers: tuple[str, ...] = EVERYTHING
+    tools: tuple[str, ...] | None = None
+    prompts: tuple[str, ...] | None = None
+    resources: tuple[str, ...] | None = None
     arguments: dict[str, Any] | None = None
     """Per-argument constraints for tool calls (see policy files); None for none."""
     shadow: bool = False
     """Decided and audited (`would_allow` / `would_deny`) but not enforced."""
     position: int = 0
     description: str = ""
+
+    @property
+    def names_a_kind(self) -> bool:
+        return not (self.tools is None and self.prompts is None and self.resources is None)
+
+    def patterns(self, kind: Kind) -> tuple[str, ...]:
+        """The patterns this rule matches names of `kind` against: everything when the rule
+        names no kind, nothing for a kind it leaves out while naming another."""
+        if not self.names_a_kind:
+            return EVERYTHING
+        named: tuple[str, ...] | None = getattr(self, KIND_FIELDS[kind])
+        return named if named is not None else ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,11 @@ Names: a tool or prompt `t` of an upstream with namespace `ns` is `ns__t`; a res
 namespace names pass through unchanged. Two upstreams claiming one gateway name is a
 collision: the upstream listed first in the configuration keeps the name, the other's
 entry is left out and the collision is reported, never silently shadowed.
+
+Resource URIs are routed in their RFC 3986 normal form (`policy.uris`): `route_uri`
+normalises the URI a client sent, refuses one with no single reading (invalid params),
+and returns the URI the upstream is sent, which is the normal form the policy decided on
+(or, for a resource the upstream listed, the upstream's own spelling of that same URI).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import INVALID_PARAMS, ProtocolError
+from ..policy.uris import AmbiguousURI, normal_form, normalize
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,8 @@ class Snapshot:
     resources: dict[str, Entry] = field(default_factory=dict)
     templates: list[Template] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    by_normal_uri: dict[str, Entry] = field(default_factory=dict)
+    """Listed resources by the normal form of their gateway URI (what requests are routed by)."""
 
     def listing(self, kind: str) -> list[dict[str, Any]]:
         return [exposed for _, _, exposed in self.entries(kind)]
@@ -108,8 +117,13 @@ class Catalog:
             self._add(new, new.resources, "resource", upstream, cat.resources, "uri", exposed_uri)
             for item in cat.templates:
                 exposed = {**item, "uriTemplate": exposed_uri(upstream, item["uriTemplate"])}
-                pattern = template_pattern(exposed["uriTemplate"])
+                pattern = template_pattern(_normal_or_same(exposed["uriTemplate"]))
                 new.templates.append(Template(upstream, item["uriTemplate"], pattern, exposed))
+        for uri, entry in new.resources.items():
+            normal = normal_form(uri)
+            # A listed URI with no single reading is refused when asked for, and `decide`
+            # keeps it out of listings; it is indexed by its spelling to keep the map whole.
+            new.by_normal_uri.setdefault(normal if isinstance(normal, str) else uri, entry)
         old, self.snapshot = self.snapshot, new
         for conflict in new.conflicts:
             if conflict not in old.conflicts:
@@ -145,25 +159,42 @@ class Catalog:
         return self.snapshot.prompts.get(name)
 
     def route_uri(self, uri: str) -> tuple[Upstream, str] | None:
-        """The upstream that serves a gateway resource URI, and the URI it knows it by."""
+        """The upstream that serves a gateway resource URI, and the URI it is sent.
+
+        Raises `ProtocolError` (invalid params) for a URI with no single reading."""
         snap = self.snapshot
-        entry = snap.resources.get(uri)
+        normal = _normalized(uri)
+        entry = snap.resources.get(uri) or snap.by_normal_uri.get(normal)
         if entry is not None:
             return entry.upstream, entry.original
-        scheme, plus, rest = uri.partition("+")
+        scheme, plus, rest = normal.partition("+")
         if plus:
             upstream = self.by_namespace.get(scheme)
             if upstream is not None:
                 return upstream, rest
         for template in snap.templates:
-            if template.pattern.match(uri):
-                return template.upstream, original_uri(template.upstream, uri)
+            if template.pattern.match(normal):
+                return template.upstream, original_uri(template.upstream, normal)
         if len(self.unprefixed) == 1:
-            return self.unprefixed[0], uri
+            return self.unprefixed[0], normal
         return None
 
     def route_template(self, uri_template: str) -> tuple[Upstream, str] | None:
+        """The upstream of a gateway URI template (for completions), matched in normal form."""
+        wanted = _normal_or_same(uri_template)
         for template in self.snapshot.templates:
-            if template.exposed["uriTemplate"] == uri_template:
+            if _normal_or_same(template.exposed["uriTemplate"]) == wanted:
                 return template.upstream, template.original
         return None
+
+
+def _normalized(uri: str) -> str:
+    try:
+        return normalize(uri)
+    except AmbiguousURI as exc:
+        raise ProtocolError(INVALID_PARAMS, f"ambiguous resource URI {uri!r}: {exc}", {"uri": uri}) from None
+
+
+def _normal_or_same(uri: str) -> str:
+    normal = normal_form(uri)
+    return normal if isinstance(normal, str) else uri

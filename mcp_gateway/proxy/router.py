@@ -397,10 +397,10 @@ class Router(Events):
 
     async def listen(self, listener: Listener) -> None:
         """Register a 2026-07-28 listen stream and subscribe upstream to what it names."""
-        self.listeners.add(listener)
         for uri in listener.wants.get("resourceSubscriptions") or ():
             if isinstance(uri, str) and (route := self.catalog.route_uri(uri)) is not None:
                 await route[0].subscribe(route[1])
+        self.listeners.add(listener)  # after routing: a refused URI (route_uri raises) registers nothing
 
     def unlisten(self, listener: Listener) -> None:
         self.listeners.discard(listener)

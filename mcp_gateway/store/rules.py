@@ -17,6 +17,14 @@ from .identity import NotFound
 from .state import bump
 
 
+def _patterns(patterns: tuple[str, ...] | None) -> str | None:
+    return orjson.dumps(list(patterns)).decode() if patterns is not None else None
+
+
+def _decoded(text: str | None) -> tuple[str, ...] | None:
+    return tuple(orjson.loads(text)) if text is not None else None
+
+
 def _row(rule: Rule, source: str, now: float) -> dict[str, Any]:
     return {
         "id": rule.id,
@@ -24,9 +32,10 @@ def _row(rule: Rule, source: str, now: float) -> dict[str, Any]:
         "position": rule.position,
         "effect": rule.effect,
         "servers": orjson.dumps(list(rule.servers)).decode(),
-        "tools": orjson.dumps(list(rule.tools)).decode(),
-        "prompts": orjson.dumps(list(rule.prompts)).decode(),
-        "resources": orjson.dumps(list(rule.resources)).decode(),
+        # NULL: the rule does not name this kind (see `Rule`), which is not `["*"]`.
+        "tools": _patterns(rule.tools),
+        "prompts": _patterns(rule.prompts),
+        "resources": _patterns(rule.resources),
         "arguments": orjson.dumps(rule.arguments).decode() if rule.arguments else None,
         "shadow": rule.shadow,
         "description": rule.description,
@@ -36,15 +45,16 @@ def _row(rule: Rule, source: str, now: float) -> dict[str, Any]:
 
 
 def to_rule(row: dict[str, Any]) -> Rule:
+    """A rule from its stored row (JSON text columns, as read from the `rules` table)."""
     return Rule(
         id=row["id"],
         team=row["team_id"],
         effect=row["effect"],
-        servers=tuple(row["servers"]),
-        tools=tuple(row["tools"]),
-        prompts=tuple(row["prompts"]),
-        resources=tuple(row["resources"]),
-        arguments=row["arguments"],
+        servers=tuple(orjson.loads(row["servers"])),
+        tools=_decoded(row["tools"]),
+        prompts=_decoded(row["prompts"]),
+        resources=_decoded(row["resources"]),
+        arguments=orjson.loads(row["arguments"]) if row["arguments"] else None,
         shadow=bool(row["shadow"]),
         position=int(row["position"]),
         description=row.get("description") or "",
@@ -109,10 +119,6 @@ async def list_rules(engine: AsyncEngine, team: str | None = None) -> list[Rule]
         query = query.where(t.rules.c.team_id == team)
     async with engine.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(query)]
-    for row in rows:
-        for key in ("servers", "tools", "prompts", "resources"):
-            row[key] = orjson.loads(row[key])
-        row["arguments"] = orjson.loads(row["arguments"]) if row["arguments"] else None
     return [to_rule(row) for row in rows]
 
 

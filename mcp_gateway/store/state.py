@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -80,10 +79,6 @@ async def load(engine: AsyncEngine, now: float | None = None) -> StateRows:
                 )
             )
         ]
-    for rule in rules:
-        for key in ("servers", "tools", "prompts", "resources"):
-            rule[key] = tuple(orjson.loads(rule[key]))
-        rule["arguments"] = orjson.loads(rule["arguments"]) if rule["arguments"] else None
     return StateRows(
         int(version_row.version), int(version_row.policy_version), principals, keys, admin, rules, switches
     )

@@ -102,16 +102,18 @@ rules = Table(
     Column("position", Integer, nullable=False),
     Column("effect", String(8), nullable=False),
     Column("servers", Text, nullable=False),
-    Column("tools", Text, nullable=False),
-    Column("prompts", Text, nullable=False),
-    Column("resources", Text, nullable=False),
+    Column("tools", Text, nullable=True),
+    Column("prompts", Text, nullable=True),
+    Column("resources", Text, nullable=True),
     Column("arguments", Text, nullable=True),
     Column("shadow", Boolean, nullable=False, default=False),
     Column("description", Text, nullable=False, default=""),
     Column("source", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
 )
-"""A team's allow/deny rules; list-valued columns hold JSON arrays of glob patterns."""
+"""A team's allow/deny rules; list-valued columns hold JSON arrays of glob patterns. NULL in
+`tools`, `prompts` or `resources`: the rule does not name that kind (a rule that names
+none covers every kind; see `policy.model.Rule`)."""
 
 kill_switches = Table(
     "kill_switches",

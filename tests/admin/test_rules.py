@@ -113,7 +113,77 @@ async def test_a_duplicate_rule_id_conflicts_and_an_unknown_one_is_not_found(gat
         assert response.status_code == 409, response.text
         assert response.json()["error"]["code"] == "exists" and "shared-id" in response.json()["error"]["message"]
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    assert [(r["id"], r["team"], r["tools"]) for r in listed] == [("shared-id", "alpha", ["*"])]
+    # A rule that names no kind lists its kinds as null (not named), not ["*"].
+    assert [(r["id"], r["team"], r["tools"]) for r in listed] == [("shared-id", "alpha", None)]
+
+
+async def test_a_rule_that_names_tools_grants_no_prompts_or_resources(gateway: str) -> None:
+    # Issue 11: a rule through the API that named tools used to grant every prompt and resource too.
+    key = await create_key(gateway, "alpha", "bot")
+    async with admin_client(gateway) as admin, agent(gateway, key) as client:
+        created = await admin.post("/rules", json=rule("alpha-echo", "alpha", tools=["echo"]))
+        assert created.status_code == 201, created.text
+        assert (created.json()["tools"], created.json()["prompts"], created.json()["resources"]) == (
+            ["echo"],
+            None,
+            None,
+        )
+        assert (await client.list_prompts()).prompts == []
+        assert (await client.list_resources()).resources == []
+        with pytest.raises(MCPError) as prompt:
+            await client.get_prompt("x__test_simple_prompt")
+        with pytest.raises(MCPError) as resource:
+            await client.read_resource("x+test://static-text")
+        assert (await client.call_tool("x__echo", {"text": "tools still"})).structured_content == {
+            "text": "tools still"
+        }
+
+        widened = await admin.post("/rules", json=rule("alpha-docs", "alpha", prompts=["*"], resources=["test://*"]))
+        assert widened.status_code == 201, widened.text
+        assert [p.name for p in (await client.list_prompts()).prompts]
+        assert (await client.read_resource("x+test://static-text")).contents
+    for denied in (prompt, resource):
+        assert denied.value.error.code == GATEWAY_DENIED
+        assert denied.value.error.data["rule_id"] == "default-deny"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tools": []}, "tools: List should have at least 1 item after validation, not 0"),
+        (
+            {"resources": ["TEST://x"]},
+            "resources: Value error, 'TEST://x' is not in normal form (RFC 3986): write 'test://x'",
+        ),
+        (
+            {"arguments": {"path": {"under": "/srv/../etc"}}},
+            "arguments.path.under: Value error, must be an absolute path in normal form; it has a '..' segment",
+        ),
+        ({"arguments": {"path": {"pattern": "("}}}, "arguments.path.pattern: Value error, invalid regular expression"),
+        (
+            {"arguments": {"path": {"under": "/srv", "prefix": "/x"}}},
+            "arguments.path.prefix: Extra inputs are not permitted",
+        ),
+    ],
+)
+async def test_a_rule_body_the_policy_files_would_refuse_is_refused(
+    gateway: str, extra: dict[str, Any], message: str
+) -> None:
+    async with admin_client(gateway) as admin:
+        refused = await admin.post("/rules", json=rule("alpha-bad", "alpha", **extra))
+        listed = (await admin.get("/rules")).json()["items"]
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["message"].startswith(message)
+    assert listed == []
+
+
+async def test_a_deny_rule_with_argument_constraints_is_refused(gateway: str) -> None:
+    async with admin_client(gateway) as admin:
+        body = rule("alpha-bad", "alpha", "deny", arguments={"path": {"under": "/srv"}})
+        refused = await admin.post("/rules", json=body)
+    assert refused.status_code == 400
+    assert "`arguments` constraints belong on allow rules" in refused.json()["error"]["message"]
 
 
 async def test_with_a_policy_directory_the_api_does_not_edit_rules(tmp_path: Path, store_url: str) -> None:

@@ -1,0 +1,1 @@
+"""Issue 11: each break, tried as an attacker would, against real processes."""

@@ -59,7 +59,8 @@ def test_rules_become_ordered_rules_with_default_ids_and_file_level_shadow(tmp_p
         ("no-delete", 2, "deny", False),
         ("platform-3", 3, "allow", True),
     ]
-    assert bundle.rules[0].tools == ("read_*",) and bundle.rules[0].prompts == ("*",)
+    # Kinds a rule leaves out are not named (None), not "*": the rule covers tools only.
+    assert bundle.rules[0].tools == ("read_*",) and bundle.rules[0].prompts is None
     assert bundle.rules[2].arguments == {"limit": {"max": 10, "required": False}}
     assert bundle.teams == {"platform": "Platform agents"}
     assert [Path(f).name for f in bundle.files] == ["a.yaml", "b.yml"]

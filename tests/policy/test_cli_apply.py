@@ -61,7 +61,7 @@ async def test_plan_shows_additions_changes_and_removals_and_no_changes_when_equ
         "+ team platform",
         "+ read [platform] allow servers=['files'] tools=['read_*']",
         "+ no-delete [platform] deny servers=['*'] tools=['delete_*']",
-        "+ search [platform] allow servers=['search']",
+        "+ search [platform] allow servers=['search'] (every kind)",
         "",
         "3 to add, 0 to change, 0 to remove",
     ]
@@ -77,11 +77,12 @@ async def test_plan_shows_additions_changes_and_removals_and_no_changes_when_equ
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines() == [
         "+ team data",
-        '+ limited [platform] allow servers=[\'clock\'] arguments={"seconds": {"max": 60.0, "required": true}}',
-        "+ data-search [data] allow servers=['search']",
+        "+ limited [platform] allow servers=['clock'] (every kind) "
+        'arguments={"seconds": {"max": 60.0, "required": true}}',
+        "+ data-search [data] allow servers=['search'] (every kind)",
         "~ no-delete [platform] deny servers=['*'] tools=['delete_*']",
         "  -> no-delete [platform] deny servers=['*'] tools=['delete_*', 'drop_*']",
-        "- search [platform] allow servers=['search']",
+        "- search [platform] allow servers=['search'] (every kind)",
         "",
         "2 to add, 1 to change, 1 to remove",
     ]

@@ -184,3 +184,51 @@ async def test_explain_refuses_arguments_that_are_not_a_json_object(tmp_path: Pa
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr[-500:])
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+async def test_explain_shows_every_pattern_that_matched_for_each_rule(tmp_path: Path) -> None:
+    bundle = write(
+        tmp_path / "policies",
+        "p.yaml",
+        """\
+        teams:
+          platform:
+            rules:
+              - id: files-public-only
+                allow: {servers: [files, "f*"], tools: [read_file, "read_*"], arguments: {path: {under: /srv/public}}}
+              - id: files-everything
+                allow: {servers: ["*"]}
+              - id: no-template-one
+                deny: {servers: [files], resources: ["test://template/1/data", "test://*"]}
+        """,
+    ).parent
+    code, out = await explain(
+        "--principal", "platform/ci-bot", "--tool", "files__read_file",
+        "--arguments", json.dumps({"path": "/srv/public/../secret.txt"}), "--policies", bundle,
+    )  # fmt: skip
+    assert code == 0 and out[1] == "why: allowed by rule files-everything"
+    assert out[3:] == [
+        "rules of team platform that match, in order (2):",
+        "files-public-only [platform] allow servers=['files', 'f*'] tools=['read_file', 'read_*'] "
+        'arguments={"path": {"under": "/srv/public", "required": true}}',
+        "matched: server 'files' by servers ['files', 'f*']; tool 'read_file' by tools ['read_file', 'read_*']; "
+        "arguments refused: argument 'path' must be a path under /srv/public in normal form; it has a '..' segment",
+        "files-everything [platform] allow servers=['*'] (every kind)",
+        "matched: server 'files' by servers ['*']; tool 'read_file': the rule names no kind, so it covers every kind",
+    ]
+
+    code, out = await explain(
+        "--principal", "platform/ci-bot", "--resource", "files+test://template/%31/data", "--policies", bundle
+    )
+    assert code == 1 and out[1] == "why: denied by rule no-template-one"
+    assert out[3:6] == [
+        "compared in normal form: 'test://template/1/data'",
+        "rules of team platform that match, in order (2):",
+        "no-template-one [platform] deny servers=['files'] resources=['test://template/1/data', 'test://*']",
+    ]
+    assert out[6] == (
+        "matched: server 'files' by servers ['files']; "
+        "resource 'test://template/1/data' by resources ['test://template/1/data', 'test://*']"
+    )
+    # The tool-only rule is not among the matches: it names tools, so it covers no resource.
+    assert not any(line.startswith("files-public-only") for line in out)

@@ -103,14 +103,14 @@ async def test_validate_reports_every_error_in_every_file_with_its_line(tmp_path
 async def test_validate_accepts_the_example_bundle() -> None:
     result = await run_cli("policy", "validate", EXAMPLE_BUNDLE)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 2 rule(s) (0 shadow) for 1 team(s), 4 test(s), in 1 file(s)")
+    assert result.stdout.startswith("ok: 4 rule(s) (0 shadow) for 1 team(s), 9 test(s), in 1 file(s)")
 
 
 async def test_the_example_bundles_tests_pass() -> None:
     result = await run_cli("policy", "test", EXAMPLE_BUNDLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
-    assert result.stdout.rstrip().endswith("4 passed, 0 failed")
+    assert result.stdout.rstrip().endswith("9 passed, 0 failed")
 
 
 async def test_a_mismatching_case_fails_naming_its_file_and_line(tmp_path: Path) -> None:

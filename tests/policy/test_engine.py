@@ -117,10 +117,12 @@ def test_prompt_and_resource_globs_apply_to_their_own_kind_only() -> None:
     assert not verdict(rules, tool("docs", "greet_user")).allowed
 
 
-def test_unlisted_kinds_default_to_everything() -> None:
+def test_a_rule_that_names_tools_covers_no_prompts_or_resources() -> None:
+    # Until issue 11 an unnamed kind defaulted to "*": this rule granted every prompt and resource.
     rules = [allow("docs-read", 1, servers=["docs"], tools=["read_*"])]
-    assert verdict(rules, Target("docs", "prompt", "anything")).allowed
-    assert verdict(rules, Target("docs", "resource", "file:///x")).allowed
+    assert verdict(rules, tool("docs", "read_me")).allowed
+    assert not verdict(rules, Target("docs", "prompt", "anything")).allowed
+    assert not verdict(rules, Target("docs", "resource", "file:///x")).allowed
     assert not verdict(rules, tool("docs", "write")).allowed
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mcp_gateway.config import StdioUpstream
+from mcp_gateway.errors import INVALID_PARAMS, ProtocolError
 from mcp_gateway.proxy.catalog import Catalog, template_pattern
 from mcp_gateway.proxy.upstream import Catalog as UpstreamCatalog
 from mcp_gateway.proxy.upstream import Events, Upstream
@@ -185,6 +186,42 @@ def test_an_unknown_uri_routes_to_the_single_unprefixed_upstream_only() -> None:
     assert built(named, plain, upstream("plain2", "")).route_uri("test://anything") is None
     assert built(named).route_uri("test://anything") is None
     assert built(named).route_uri("nowhere+test://anything") is None
+
+
+def test_a_uri_is_routed_and_sent_upstream_in_its_normal_form() -> None:
+    # Issue 11: `%31` reached a resource a deny rule named as `1`. What is routed, decided
+    # and sent is the normal form, so the upstream gets exactly the URI the policy judged.
+    plain = upstream("plain", "", templates=["test://template/{id}/data"])
+    catalog = built(upstream("first", ""), plain)
+    assert catalog.route_uri("test://template/%31/data") == (plain, "test://template/1/data")
+    assert catalog.route_uri("TEST://Template/2/../1/data") == (plain, "test://template/1/data")
+    files = upstream("files")
+    assert built(files).route_uri("files+file:///srv/public/../secret.txt") == (files, "file:///srv/secret.txt")
+    assert built(files).route_uri("FILES+file:///a/%7Eb") == (files, "file:///a/~b")
+
+
+def test_a_listed_resource_is_found_by_any_spelling_and_sent_as_the_upstream_lists_it() -> None:
+    odd = upstream("odd", "", resources=["Test://Host/a%7eb"])
+    catalog = built(odd, upstream("other", ""))
+    assert catalog.route_uri("test://host/a~b") == (odd, "Test://Host/a%7eb")
+    assert catalog.route_uri("Test://Host/a%7eb") == (odd, "Test://Host/a%7eb")
+
+
+@pytest.mark.parametrize(
+    "uri", ["test://template/1%2Fdata", "files+file:///srv/public/%2e%2e/secret.txt", "test://t/%zz", "no-scheme"]
+)
+def test_an_ambiguous_uri_is_refused_with_invalid_params_naming_the_problem(uri: str) -> None:
+    catalog = built(upstream("files"), upstream("plain", "", templates=["test://template/{id}/data"]))
+    with pytest.raises(ProtocolError) as refused:
+        catalog.route_uri(uri)
+    assert refused.value.code == INVALID_PARAMS
+    assert refused.value.message.startswith(f"ambiguous resource URI {uri!r}: ")
+    assert refused.value.data == {"uri": uri}
+
+
+def test_a_template_is_found_by_any_spelling_of_its_exposed_uri_template() -> None:
+    docs = upstream("docs", templates=["docs://{page}"])
+    assert built(docs).route_template("DOCS+docs://{page}") == (docs, "docs://{page}")
 
 
 def test_a_template_is_found_by_its_exposed_uri_template() -> None:
