@@ -18,8 +18,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import __version__, jsonrpc
-from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, GatewayError, ProtocolError
-from ..governance import Governance
+from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, Denied, GatewayError, ProtocolError
+from ..governance import Governance, Ticket
 from ..jsonrpc import Message
 from ..policy.model import Target
 from . import bridge
@@ -85,13 +85,14 @@ class Router(Events):
         governance: Governance,
         tg: TaskGroup,
         instructions: str | None = None,
+        max_parked_per_principal: int = bridge.MAX_PARKED_PER_PRINCIPAL,
     ) -> None:
         self.upstreams = upstreams
         self.governance = governance
         self.catalog = Catalog(upstreams.values())
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()
-        self.parking = bridge.Parking(tg)
+        self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self._instructions = instructions
         self._subscribers: dict[str, set[Session]] = {}
         self._handlers: dict[str, Handler] = {
@@ -222,13 +223,28 @@ class Router(Events):
         arguments: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Decide, audit, then forward under the kill switch's watch."""
-        return await self.governance.call(
-            call.principal, target, method, arguments, lambda: self._forward(call, upstream, method, params)
-        )
+        # A resume of a parked call is its next leg: decided again on what the upstream is
+        # running, under its call id.
+        parked = self.parking.claim(call, target) if call.modern and not upstream.modern else None
+        try:
+            return await self.governance.call(
+                call.principal,
+                target,
+                method,
+                parked.arguments if parked is not None else arguments,
+                lambda ticket: self._forward(call, upstream, method, params, ticket),
+                call_id=parked.call_id if parked is not None else None,
+            )
+        except Denied as exc:
+            if parked is not None:
+                self.parking.refuse(parked, exc)
+            raise
 
     # -- forwarding --------------------------------------------------------------------------
 
-    async def _forward(self, call: Call, upstream: Upstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _forward(
+        self, call: Call, upstream: Upstream, method: str, params: dict[str, Any], ticket: Ticket
+    ) -> dict[str, Any]:
         """Send a request upstream on behalf of `call`, bridging what the upstream asks of the client."""
         log_level = call.log_level if call.modern else (call.session.log_level or "debug")
         caps = call.client_capabilities
@@ -238,8 +254,8 @@ class Router(Events):
 
         if call.modern and not upstream.modern:
             if bridge.Parking.owns(params):
-                return await self.parking.resume(call)
-            return await self.parking.start(call, lambda sink: send(sink, params))
+                return await self.parking.resume(call, ticket)
+            return await self.parking.start(call, ticket, lambda sink: send(sink, params))
         sink = bridge.CallSink(call)
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
