@@ -22,6 +22,7 @@ import httpx2
 import pytest
 
 from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS
+from mcp_gateway.proxy import bridge
 from mcp_gateway.runtime import Gateway
 
 from ..support import EVERYTHING, admin_client, create_key, serve, wait_ready, write_config, write_policies
@@ -334,6 +335,25 @@ async def test_a_resume_denied_by_a_policy_change_is_audited_as_a_leg_of_the_cal
         ("completion", "test_elicitation", "input_required"),
         ("decision", "test_elicitation", "deny"),
     ]
+
+
+async def test_a_parked_call_nobody_resumes_ends_in_time_and_the_upstream_is_told(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge, "PARK_SECONDS", 0.5)
+    text = marker("expiry")
+    async with agent(deployment, "ops/alice") as alice:
+        state = parked_state(await alice.call("b__test_elicitation", {"message": text}))
+        request_id = await upstream_request(deployment, text)
+        await _poll(lambda: cancelled_upstream(deployment, request_id), "the expired call was left running")
+        rows = await call_rows(deployment, "ops/alice", text, lambda rows: len(rows) >= 3)
+        assert legs(rows) == [
+            ("decision", "test_elicitation", "allow"),
+            ("completion", "test_elicitation", "input_required"),
+            ("completion", "test_elicitation", "cancelled"),
+        ]
+        expired = error_of(await alice.call("b__test_elicitation", {"message": text}, state))
+        assert expired["code"] == INVALID_PARAMS and "expired" in expired["message"]
 
 
 # -- one principal's parked calls are bounded -------------------------------------------------------
