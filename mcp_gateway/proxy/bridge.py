@@ -9,7 +9,7 @@ does, so each pairing needs its own bridge:
 | client \\ upstream | handshake                    | 2026-07-28                                 |
 | ------------------ | ---------------------------- | ------------------------------------------ |
 | handshake          | relay the request as it is   | ask the client for each input request, retry |
-| 2026-07-28         | park the upstream call, answer `input_required`, resume on retry | pass through |
+| 2026-07-28         | park the upstream call, answer `input_required`, resume on retry | pass through, sealed |
 
 A parked call is still the call it was: it stays in the in-flight registry (a kill switch
 ends it, and the upstream sees the cancellation), and each resume is a new leg of it,
@@ -17,11 +17,21 @@ decided and audited again under its call id, accepted only from the principal th
 it and for the same target. Parked calls live in this process: a client that resumes one
 must reach the same replica (see the README on sessions behind a load balancer); each
 principal may hold only so many at once, and unclaimed ones expire.
+
+Passed through, an upstream's own `requestState` would let a client replay it under
+another tool or as another principal, and would start a new call id on each retry. The
+gateway seals it (`Seal`): an HMAC, with a key of this process, over the state and the
+principal, target and call id it was issued for; a retry must carry it unchanged, from the
+same principal, for the same target, to the same replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import secrets
 import time
@@ -49,6 +59,7 @@ STATE_PREFIX = "mcpgw:"
 MAX_ROUNDS = 16
 PARK_SECONDS = 600.0
 MAX_PARKED_PER_PRINCIPAL = 32
+_EXPIRED = "requestState is unknown or expired: start the call again"
 
 
 def is_input_required(result: dict[str, Any]) -> bool:
@@ -104,6 +115,69 @@ async def fulfil(call: Call, result: dict[str, Any]) -> dict[str, Any]:
     if "requestState" in result:
         extra["requestState"] = result["requestState"]
     return extra
+
+
+# -- 2026-07-28 client, 2026-07-28 upstream -------------------------------------------------------
+
+SEALED_PREFIX = "mcpgw-sealed:"
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """What a sealed `requestState` was issued for, and the upstream's own state inside it."""
+
+    principal_id: str
+    target: Target
+    call_id: str
+    state: Any
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Seal:
+    """Binds an upstream's `requestState` to the principal, target and call it was issued for."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def wrap(self, state: Any, ticket: Ticket) -> str:
+        target = ticket.target
+        fields = [ticket.principal.id, target.server, target.kind, target.name, ticket.call_id, state]
+        payload = _b64(json.dumps(fields, separators=(",", ":")).encode())
+        return f"{SEALED_PREFIX}{payload}.{self._mac(payload)}"
+
+    def open(self, sealed: Any) -> Sealed | None:
+        """The sealed state's contents; None unless this process sealed it, unchanged."""
+        if not isinstance(sealed, str) or not sealed.startswith(SEALED_PREFIX):
+            return None
+        payload, _, mac = sealed[len(SEALED_PREFIX) :].partition(".")
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        principal_id, server, kind, name, call_id, state = json.loads(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
+        return Sealed(principal_id, Target(server, kind, name), call_id, state)
+
+    def unseal(self, params: dict[str, Any], ticket: Ticket) -> dict[str, Any]:
+        """`params` with the upstream's own state back in, if the retry may carry it."""
+        opened = self.open(params["requestState"])
+        if opened is None or opened.principal_id != ticket.principal.id:
+            raise ProtocolError(INVALID_PARAMS, _EXPIRED)
+        if opened.target != ticket.target:
+            raise ProtocolError(INVALID_PARAMS, f"requestState belongs to a call of another {opened.target.kind}")
+        return {**params, "requestState": opened.state}
+
+    def claim(self, call: Call, target: Target) -> str | None:
+        """The call id a retry continues, when it is the same principal's call of the same target."""
+        opened = self.open(call.params.get("requestState"))
+        if opened is None or opened.principal_id != call.principal.id or opened.target != target:
+            return None
+        return opened.call_id
 
 
 # -- 2026-07-28 client, handshake-era upstream --------------------------------------------------
@@ -201,8 +275,6 @@ class _ParkingSink:
 
 
 Forward = Callable[[Any], Awaitable[dict[str, Any]]]
-
-_EXPIRED = "requestState is unknown or expired: start the call again"
 
 
 class Parking:

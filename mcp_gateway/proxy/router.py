@@ -93,6 +93,7 @@ class Router(Events):
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
+        self.seal = bridge.Seal()
         self._instructions = instructions
         self._subscribers: dict[str, set[Session]] = {}
         self._handlers: dict[str, Handler] = {
@@ -226,14 +227,19 @@ class Router(Events):
         # A resume of a parked call is its next leg: decided again on what the upstream is
         # running, under its call id.
         parked = self.parking.claim(call, target) if call.modern and not upstream.modern else None
+        call_id: str | None
+        if parked is not None:
+            arguments, call_id = parked.arguments, parked.call_id
+        else:
+            call_id = self.seal.claim(call, target) if call.modern and upstream.modern else None
         try:
             return await self.governance.call(
                 call.principal,
                 target,
                 method,
-                parked.arguments if parked is not None else arguments,
+                arguments,
                 lambda ticket: self._forward(call, upstream, method, params, ticket),
-                call_id=parked.call_id if parked is not None else None,
+                call_id=call_id,
             )
         except Denied as exc:
             if parked is not None:
@@ -257,9 +263,16 @@ class Router(Events):
                 return await self.parking.resume(call, ticket)
             return await self.parking.start(call, ticket, lambda sink: send(sink, params))
         sink = bridge.CallSink(call)
+        if call.modern:
+            if "requestState" in params:
+                params = self.seal.unseal(params, ticket)
+            result = await send(sink, params)
+            if bridge.is_input_required(result) and "requestState" in result:
+                result["requestState"] = self.seal.wrap(result["requestState"], ticket)
+            return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
-            if call.modern or not bridge.is_input_required(result):
+            if not bridge.is_input_required(result):
                 return result
             params = {**params, **await bridge.fulfil(call, result)}
         raise ProtocolError(INVALID_PARAMS, f"upstream {upstream.name!r} kept asking for input; giving up")

@@ -51,12 +51,12 @@ SWITCHES = {
 WITHIN = 20.0
 
 
-def tapped_upstream(wire: Path) -> dict[str, Any]:
+def tapped_upstream(wire: Path, protocol: str = "handshake") -> dict[str, Any]:
     return {
         "command": "python",
         "args": [str(WIRETAP), str(EVERYTHING)],
         "env": {"WIRETAP_LOG": str(wire)},
-        "protocol": "handshake",
+        "protocol": protocol,
     }
 
 
@@ -72,8 +72,12 @@ class Deployment:
 
 
 @asynccontextmanager
-async def _deploy(directory: Path, servers: tuple[str, ...] = ("b",), **gateway: Any) -> AsyncIterator[Deployment]:
-    wires = {name: directory / f"{name}.wire.log" for name in servers}
+async def _deploy(
+    directory: Path, servers: tuple[str, ...] = ("b",), modern: tuple[str, ...] = (), **gateway: Any
+) -> AsyncIterator[Deployment]:
+    """The gateway in front of wiretapped everything servers: handshake-era ones named by
+    `servers`, 2026-07-28 ones by `modern`."""
+    wires = {name: directory / f"{name}.wire.log" for name in servers + modern}
     for wire in wires.values():
         wire.touch()
     write_policies(directory / "policies", POLICY)
@@ -81,7 +85,7 @@ async def _deploy(directory: Path, servers: tuple[str, ...] = ("b",), **gateway:
     token = {"$file": str(directory / "admin-token")}
     config = write_config(
         directory,
-        {name: tapped_upstream(wire) for name, wire in wires.items()},
+        {name: tapped_upstream(wire, "modern" if name in modern else "handshake") for name, wire in wires.items()},
         auth="keys",
         policies="policies",
         admin_token=token,
@@ -95,7 +99,7 @@ async def _deploy(directory: Path, servers: tuple[str, ...] = ("b",), **gateway:
 
 @pytest.fixture(scope="module")
 async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    async with _deploy(tmp_path_factory.mktemp("parking")) as deployed:
+    async with _deploy(tmp_path_factory.mktemp("parking"), ("b",), ("m",)) as deployed:
         yield deployed
 
 
@@ -109,6 +113,8 @@ class Agent:
         self._http = http
         self._url = url
         self._ids = iter(range(1, 1_000_000))
+        self._asked: dict[str, list[str]] = {}
+        """The keys of the input requests each requestState came with: a retry answers them."""
 
     async def call(
         self, name: str, arguments: dict[str, Any], state: str | None = None, answers: dict[str, Any] | None = None
@@ -120,7 +126,8 @@ class Agent:
         params: dict[str, Any] = {"name": name, "arguments": arguments, "_meta": meta}
         if state is not None:
             params["requestState"] = state
-            params["inputResponses"] = answers if answers is not None else {"r1": ANSWER}
+            keys = self._asked.get(state, ["r1"])
+            params["inputResponses"] = answers if answers is not None else dict.fromkeys(keys, ANSWER)
         headers = {
             "accept": "application/json, text/event-stream",
             "content-type": "application/json",
@@ -133,6 +140,9 @@ class Agent:
             response = await self._http.post(self._url, content=json.dumps(body), headers=headers)
         messages = _messages(response)
         assert messages, (response.status_code, response.text)
+        result = messages[-1].get("result") or {}
+        if result.get("resultType") == "input_required":
+            self._asked[result["requestState"]] = list(result["inputRequests"])
         return messages[-1]
 
 
@@ -354,6 +364,31 @@ async def test_a_parked_call_nobody_resumes_ends_in_time_and_the_upstream_is_tol
         ]
         expired = error_of(await alice.call("b__test_elicitation", {"message": text}, state))
         assert expired["code"] == INVALID_PARAMS and "expired" in expired["message"]
+
+
+async def test_a_passed_through_request_state_is_bound_to_its_principal_tool_and_call(
+    deployment: Deployment,
+) -> None:
+    text = marker("sealed")
+    async with agent(deployment, "ops/alice") as alice, agent(deployment, "ops/bob") as bob:
+        first = await alice.call("m__test_elicitation", {"message": text})
+        state, answers = parked_state(first), dict.fromkeys(first["result"]["inputRequests"], ANSWER)
+        # The upstream cannot tell the gateway's principals apart: the gateway must.
+        other_principal = error_of(await bob.call("m__test_elicitation", {"message": text}, state, answers))
+        assert other_principal["code"] == INVALID_PARAMS
+        other_tool = error_of(await alice.call("m__echo", {"text": "hi"}, state))
+        assert other_tool["code"] == INVALID_PARAMS and "another tool" in other_tool["message"]
+        forged = state[:-1] + ("A" if state[-1] != "A" else "B")
+        tampered = error_of(await alice.call("m__test_elicitation", {"message": text}, forged))
+        assert tampered["code"] == INVALID_PARAMS
+        assert text_of(await alice.call("m__test_elicitation", {"message": text}, state)) == ANSWERED
+    rows = await call_rows(deployment, "ops/alice", text, lambda rows: len(rows) >= 4)
+    assert legs(rows) == [
+        ("decision", "test_elicitation", "allow"),
+        ("completion", "test_elicitation", "input_required"),
+        ("decision", "test_elicitation", "allow"),
+        ("completion", "test_elicitation", "ok"),
+    ]
 
 
 # -- one principal's parked calls are bounded -------------------------------------------------------
