@@ -220,6 +220,8 @@ class _Parked:
     ended: bool = False
     ending: GatewayError | None = None
     """Why the gateway stopped it: what the next resume answers."""
+    outcome: dict[str, Any] | GatewayError | None = None
+    """How it ended, kept for the next resume when it ended while parked."""
 
     @property
     def call_id(self) -> str:
@@ -344,12 +346,16 @@ class Parking:
                     outcome = self._governance.kill_error(flight.killed_by)
                     if not parked.attached:  # else the leg waiting on it records the kill
                         self._governance.finish(parked.ticket, "killed", flight.killed_by.id)
-                try:
-                    send.send_nowait(("done", outcome))
-                except (anyio.BrokenResourceError, anyio.WouldBlock):
-                    pass  # nobody will ask for it
+                parked.outcome = outcome
+                if parked.attached:
+                    try:
+                        send.send_nowait(("done", outcome))
+                    except (anyio.BrokenResourceError, anyio.WouldBlock):
+                        pass  # the leg has gone
             finally:
                 send.close()
+                if not parked.attached:  # nobody is reading: a resume gets `outcome`
+                    parked.events.close()
 
         self._tg.start_soon(run)
         return await self._next(parked, call)
@@ -402,6 +408,10 @@ class Parking:
         self._governance.finish(parked.ticket, "cancelled", f"a resume was denied: {error.message}")
 
     async def _next(self, parked: _Parked, call: Call) -> dict[str, Any]:
+        if parked.outcome is not None:  # it ended while parked
+            if isinstance(parked.outcome, GatewayError):
+                raise parked.outcome
+            return parked.outcome
         parked.attached = True
         try:
             kind, value = await parked.events.receive()
