@@ -3,7 +3,9 @@
     call   -> decide from the snapshot; register the call as in flight; write the
               decision row and wait for its commit (a denial, or a row that cannot be
               written, stops the request here); forward, so that a kill switch can end
-              it; queue the completion row (outcome, latency)
+              it; queue the completion row (outcome, latency). A call answered
+              `input_required` and resumed later is one call in several legs: each leg
+              is decided and audited again under the first leg's call id
     admit  -> the same decision and audit for requests that are not forwarded calls
     refuse_unknown -> a denial row for a request naming nothing the gateway serves
 
@@ -27,7 +29,7 @@ from .errors import Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
 from .killswitch import Inflight
 from .policy.engine import decide
-from .policy.model import Decision, Kind, Target
+from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class Ticket:
     method: str
     decision: Decision
     started: float
+    arguments: dict[str, Any] | None = None
+    """What the decision was made on: a later leg of the same call is decided on them again."""
 
 
 class Governance:
@@ -126,11 +130,16 @@ class Governance:
         }
 
     def _judge(
-        self, principal: Principal, target: Target, method: str, arguments: dict[str, Any] | None
+        self,
+        principal: Principal,
+        target: Target,
+        method: str,
+        arguments: dict[str, Any] | None,
+        call_id: str | None = None,
     ) -> tuple[Decision, str, dict[str, Any]]:
-        """The decision, a call id, and the decision's audit row."""
+        """The decision, a call id (a new one unless this continues a call), and the decision's audit row."""
         decision = self.decide(principal, target, arguments if method == "tools/call" else None)
-        call_id = f"{_ids.getrandbits(64):016x}"
+        call_id = call_id or f"{_ids.getrandbits(64):016x}"
         return decision, call_id, self._decision_row(principal, target, method, decision, call_id, arguments)
 
     async def _refuse(self, decision: Decision, row: dict[str, Any]) -> NoReturn:
@@ -176,22 +185,28 @@ class Governance:
         target: Target,
         method: str,
         arguments: dict[str, Any] | None,
-        forward: Callable[[], Awaitable[dict[str, Any]]],
+        forward: Callable[[Ticket], Awaitable[dict[str, Any]]],
+        *,
+        call_id: str | None = None,
     ) -> dict[str, Any]:
         """Decide, audit the decision (and wait for its commit), forward under the kill
         switch's watch, and audit how it ended. Raises `Denied` for a denial, a kill or a
-        decision that could not be audited."""
-        decision, call_id, row = self._judge(principal, target, method, arguments)
+        decision that could not be audited. `call_id` names the call a resume continues;
+        `forward` gets this leg's ticket."""
+        decision, call_id, row = self._judge(principal, target, method, arguments, call_id)
         if not decision.allowed:
             await self._refuse(decision, row)
-        ticket = Ticket(call_id, principal, target, method, decision, time.monotonic())
+        ticket = Ticket(call_id, principal, target, method, decision, time.monotonic(), arguments)
         # In flight from before the audit wait: a switch engaged meanwhile must find this call.
         flight = self.inflight.add(principal, target)
         outcome, detail = "cancelled", None
         try:
             await self.writer.append(row)  # no audit, no call
-            result = await forward()
-            outcome = "tool_error" if result.get("isError") is True else "ok"
+            result = await forward(ticket)
+            if result.get("resultType") == "input_required":
+                outcome = "input_required"  # this leg ended; the call goes on when the client answers
+            else:
+                outcome = "tool_error" if result.get("isError") is True else "ok"
             return result
         except Answered as answered:
             outcome, detail = answered.outcome, answered.detail
@@ -206,17 +221,13 @@ class Governance:
             if task is not None:
                 task.uncancel()
             outcome, detail = "killed", switch.id
-            raise Denied(
-                f"Stopped by the gateway: kill switch ({switch.scope}) engaged by {switch.actor}: {switch.reason}",
-                {
-                    "reason": "kill_switch",
-                    "rule_id": None,
-                    "policy_version": self.snapshots.current.policy.policy_version,
-                    "kill_switch_id": switch.id,
-                },
-            ) from None
+            raise self.kill_error(switch) from None
         except AuditUnavailable:
             outcome = ""  # not admitted: nothing to complete
+            raise
+        except Denied as exc:  # stopped on the way: a kill that reached it elsewhere, or a limit
+            killed = (exc.data or {}).get("reason") == "kill_switch"
+            outcome, detail = ("killed", (exc.data or {}).get("kill_switch_id")) if killed else ("refused", exc.message)
             raise
         except UpstreamTimeout as exc:
             outcome, detail = "timeout", exc.message
@@ -224,10 +235,25 @@ class Governance:
         except GatewayError as exc:  # the upstream failed, or answered with an error
             outcome, detail = "upstream_error", exc.message
             raise
+        except Exception as exc:  # the gateway's own failure: on record as one, not as a cancellation
+            outcome, detail = "error", type(exc).__name__
+            raise
         finally:
             self.inflight.discard(flight)
             if outcome:
                 self.finish(ticket, outcome, detail)
+
+    def kill_error(self, switch: KillSwitch) -> Denied:
+        """What a call ended by `switch` answers."""
+        return Denied(
+            f"Stopped by the gateway: kill switch ({switch.scope}) engaged by {switch.actor}: {switch.reason}",
+            {
+                "reason": "kill_switch",
+                "rule_id": None,
+                "policy_version": self.snapshots.current.policy.policy_version,
+                "kill_switch_id": switch.id,
+            },
+        )
 
     def finish(self, ticket: Ticket, outcome: str, detail: str | None = None) -> None:
         """Queue the completion row; the caller does not wait for its commit."""

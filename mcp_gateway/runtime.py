@@ -121,7 +121,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             )
             governance = Governance(snapshots, writer, arguments)
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
-            router = Router(upstreams, governance, tg)
+            router = Router(upstreams, governance, tg, max_parked_per_principal=settings.max_parked_calls_per_principal)
             governance.on_change = router.policy_changed
             for upstream in upstreams.values():
                 upstream.events = router

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     """Open HTTP connections; a connection beyond them gets 503 and is closed at once."""
     session_idle_timeout: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
+    max_parked_calls_per_principal: int = Field(default=32, gt=0)
+    """Calls one principal may have waiting for its input at once (a 2026-07-28 client in front
+    of a handshake-era upstream); beyond it, a call that would wait is refused."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     database_url: str | None = None

@@ -18,8 +18,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import __version__, jsonrpc
-from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, GatewayError, ProtocolError
-from ..governance import Answered, Governance
+from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, Denied, GatewayError, ProtocolError
+from ..governance import Answered, Governance, Ticket
 from ..jsonrpc import Message
 from ..policy.model import Target
 from . import bridge
@@ -85,13 +85,15 @@ class Router(Events):
         governance: Governance,
         tg: TaskGroup,
         instructions: str | None = None,
+        max_parked_per_principal: int = bridge.MAX_PARKED_PER_PRINCIPAL,
     ) -> None:
         self.upstreams = upstreams
         self.governance = governance
         self.catalog = Catalog(upstreams.values())
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()
-        self.parking = bridge.Parking(tg)
+        self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
+        self.seal = bridge.Seal()
         self._instructions = instructions
         self._subscribers: dict[str, set[Session]] = {}
         self._handlers: dict[str, Handler] = {
@@ -222,15 +224,50 @@ class Router(Events):
         method: str,
         params: dict[str, Any],
         arguments: dict[str, Any] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Decide, audit, then forward under the kill switch's watch."""
-        return await self.governance.call(
-            call.principal, target, method, arguments, lambda: self._forward(call, upstream, method, params)
-        )
+        """Decide, audit, then forward under the kill switch's watch. `check` runs once the
+        decision is on record, before anything is forwarded (it raises `Answered` to stop)."""
+        # A resume of a parked call is its next leg: decided again on what the upstream is
+        # running, under its call id.
+        parked = self.parking.claim(call, target) if call.modern and not upstream.modern else None
+        call_id: str | None
+        if parked is not None:
+            arguments, call_id = parked.arguments, parked.call_id
+        else:
+            call_id = self.seal.claim(call, target) if call.modern and upstream.modern else None
+        try:
+            return await self.governance.call(
+                call.principal,
+                target,
+                method,
+                arguments,
+                lambda ticket: self._checked_forward(call, upstream, method, params, ticket, check),
+                call_id=call_id,
+            )
+        except Denied as exc:
+            if parked is not None:
+                self.parking.refuse(parked, exc)
+            raise
 
     # -- forwarding --------------------------------------------------------------------------
 
-    async def _forward(self, call: Call, upstream: Upstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _checked_forward(
+        self,
+        call: Call,
+        upstream: Upstream,
+        method: str,
+        params: dict[str, Any],
+        ticket: Ticket,
+        check: Callable[[], None] | None,
+    ) -> dict[str, Any]:
+        if check is not None:
+            check()
+        return await self._forward(call, upstream, method, params, ticket)
+
+    async def _forward(
+        self, call: Call, upstream: Upstream, method: str, params: dict[str, Any], ticket: Ticket
+    ) -> dict[str, Any]:
         """Send a request upstream on behalf of `call`, bridging what the upstream asks of the client."""
         log_level = call.log_level if call.modern else (call.session.log_level or "debug")
         caps = call.client_capabilities
@@ -240,12 +277,19 @@ class Router(Events):
 
         if call.modern and not upstream.modern:
             if bridge.Parking.owns(params):
-                return await self.parking.resume(call)
-            return await self.parking.start(call, lambda sink: send(sink, params))
+                return await self.parking.resume(call, ticket)
+            return await self.parking.start(call, ticket, lambda sink: send(sink, params))
         sink = bridge.CallSink(call)
+        if call.modern:
+            if "requestState" in params:
+                params = self.seal.unseal(params, ticket)
+            result = await send(sink, params)
+            if bridge.is_input_required(result) and "requestState" in result:
+                result["requestState"] = self.seal.wrap(result["requestState"], ticket)
+            return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
-            if call.modern or not bridge.is_input_required(result):
+            if not bridge.is_input_required(result):
                 return result
             params = {**params, **await bridge.fulfil(call, result)}
         raise ProtocolError(INVALID_PARAMS, f"upstream {upstream.name!r} kept asking for input; giving up")
@@ -265,7 +309,7 @@ class Router(Events):
         decided = arguments if isinstance(arguments, dict) else None
         params = {**call.params, "name": entry.original}
 
-        async def check_then_forward() -> dict[str, Any]:
+        def check() -> None:
             # Checked only once decided and audited: a probe with bad arguments is on record.
             if arguments is not None and not isinstance(arguments, dict):
                 raise Answered(
@@ -279,9 +323,8 @@ class Router(Events):
                 text = f"Invalid arguments for {name}: {problem}"
                 result = {"content": [{"type": "text", "text": text}], "isError": True}
                 raise Answered("tool_error", f"invalid arguments: {problem}", result=result)
-            return await self._forward(call, entry.upstream, "tools/call", params)
 
-        result = await self.governance.call(call.principal, target, "tools/call", decided or {}, check_then_forward)
+        result = await self._governed(call, entry.upstream, target, "tools/call", params, decided or {}, check)
         return _map_content_uris(entry.upstream, result)
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
