@@ -33,6 +33,7 @@ from .proxy.upstream import Events, Upstream
 from .sensitive import mask_urls
 from .settings import Settings
 from .store import audit as audit_store
+from .store import state as state_store
 from .store import current_revision, is_sqlite, open_engine, upgrade
 from .store.engine import HEAD
 from .store.notify import listen
@@ -121,7 +122,13 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             )
             governance = Governance(snapshots, writer, arguments)
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
-            router = Router(upstreams, governance, tg, max_parked_per_principal=settings.max_parked_calls_per_principal)
+            router = Router(
+                upstreams,
+                governance,
+                tg,
+                max_parked_per_principal=settings.max_parked_calls_per_principal,
+                seal_key=await state_store.seal_key(engine),
+            )
             governance.on_change = router.policy_changed
             for upstream in upstreams.values():
                 upstream.events = router

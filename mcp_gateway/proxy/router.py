@@ -86,6 +86,7 @@ class Router(Events):
         tg: TaskGroup,
         instructions: str | None = None,
         max_parked_per_principal: int = bridge.MAX_PARKED_PER_PRINCIPAL,
+        seal_key: bytes | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.governance = governance
@@ -93,7 +94,7 @@ class Router(Events):
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
-        self.seal = bridge.Seal()
+        self.seal = bridge.Seal(seal_key)
         self._instructions = instructions
         self._subscribers: dict[str, set[Session]] = {}
         self._handlers: dict[str, Handler] = {

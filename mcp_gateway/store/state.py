@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,20 @@ async def read_version(engine: AsyncEngine) -> tuple[int, int]:
     async with engine.connect() as conn:
         row = (await conn.execute(select(t.state.c.version, t.state.c.policy_version))).one()
     return int(row.version), int(row.policy_version)
+
+
+async def seal_key(engine: AsyncEngine) -> bytes:
+    """The replicas' shared key for sealing request states; made here if none is stored yet
+    (when replicas start together, the first write wins and all read it back)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(t.state)
+            .where(t.state.c.id == 1, t.state.c.seal_key.is_(None))
+            .values(seal_key=secrets.token_hex(32))
+        )
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(t.state.c.seal_key).where(t.state.c.id == 1))).scalar_one()
+    return bytes.fromhex(stored)
 
 
 async def bump(conn: AsyncConnection, *, policy: bool = False) -> int:

@@ -38,6 +38,8 @@ state = Table(
     Column("version", Integer, nullable=False),
     Column("policy_version", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("seal_key", String(64), nullable=True),
+    # hex of 32 random bytes, made by the first replica to start: see proxy/bridge.Seal
 )
 """One row: bumped in the same transaction as every change replicas must pick up."""
 
