@@ -178,13 +178,15 @@ class Rig:
                 headers["mcp-session-id"] = agent.session
         return headers
 
-    async def rpc(self, agent: Agent, era: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def rpc(
+        self, agent: Agent, era: str, method: str, params: dict[str, Any], caps: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """One request; returns the JSON-RPC response (the HTTP status under `_status`)."""
         body = dict(params)
         if era == MODERN:
             body["_meta"] = {
                 "io.modelcontextprotocol/protocolVersion": MODERN,
-                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientCapabilities": caps or {},
             }
         message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": body}
         response = await self.http.post("/mcp", json=message, headers=self.headers(agent, era, method, params))

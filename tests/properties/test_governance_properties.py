@@ -263,6 +263,7 @@ async def test_probing_unknown_names_is_decided_and_audited(
 
 # -- subscriptions (handshake) and listen streams (2026-07-28) ------------------------------------
 
+ELICIT = {"elicitation": {"form": {}}}
 subscribable = st.tuples(s.servers, st.sampled_from((*s.RESOURCES, "test://template/3/data")))
 
 
@@ -404,6 +405,7 @@ async def test_listen_streams_are_governed_like_subscriptions(
     resumer=s.agents,
     resume_tool=st.sampled_from(("ask", "ask", "read_file")),
     switch_between=st.sampled_from((None, None, ("tool", "alpha/ask"), ("server", "alpha"))),
+    grant=st.booleans(),
 )
 async def test_parked_calls_resume_only_as_the_same_allowed_call(
     rig: Rig,
@@ -412,13 +414,18 @@ async def test_parked_calls_resume_only_as_the_same_allowed_call(
     resumer: int,
     resume_tool: str,
     switch_between: tuple[str, str] | None,
+    grant: bool,
 ) -> None:
+    first, second = rig.agents[starter], rig.agents[resumer]
+    if grant:  # random policies rarely allow alpha/ask: grant it often, so calls get parked
+        team = first.principal.team
+        policy = [*policy, Rule(id=f"{team}-grant", team=team, effect="allow", servers=("alpha",),
+                                tools=("ask", "read_file"), prompts=(), resources=(), position=99)]
     await rig.apply(policy, [])
     rig.received()
-    first, second = rig.agents[starter], rig.agents[resumer]
     ask = Target("alpha", "tool", "ask")
     expected = rig.expect(first.principal, ask, {})
-    answer = await rig.rpc(first, MODERN, "tools/call", {"name": exposed("alpha", "ask"), "arguments": {}})
+    answer = await rig.rpc(first, MODERN, "tools/call", {"name": exposed("alpha", "ask"), "arguments": {}}, ELICIT)
     received = rig.received()
     if not expected.allowed:
         assert answer.get("error", {}).get("code") == DENIED, answer
@@ -439,7 +446,7 @@ async def test_parked_calls_resume_only_as_the_same_allowed_call(
         "requestState": state,
         "inputResponses": {"r1": {"action": "accept", "content": {"ok": True}}},
     }
-    answer = await rig.rpc(second, MODERN, "tools/call", resume)
+    answer = await rig.rpc(second, MODERN, "tools/call", resume, ELICIT)
     received = rig.received()
     answers_upstream = [m for m in received["alpha"] if "method" not in m]
     where = (
@@ -449,7 +456,7 @@ async def test_parked_calls_resume_only_as_the_same_allowed_call(
     rows = await rig.audit_since(seq)
     # Leave nothing parked for the next example: the original caller finishes the call.
     await rig.apply([], [])
-    await rig.rpc(first, MODERN, "tools/call", {**resume, "name": exposed("alpha", "ask")})
+    await rig.rpc(first, MODERN, "tools/call", {**resume, "name": exposed("alpha", "ask")}, ELICIT)
     if legitimate:
         assert answers_upstream, f"{where}: a legitimate resume did not reach the upstream ({answer})"
         assert "result" in answer and "answered" in str(answer["result"]), f"{where}: {answer}"
