@@ -50,11 +50,26 @@ class Input:
         }
 
 
-TOOLS = ["alpha__read_file", "alpha__search", "alpha__delete_file", "beta__read_file", "beta__write_file",
-         "alpha__poke", "beta__ask", "alpha__ask", "nosuch__tool"]
+TOOLS = [
+    "alpha__read_file",
+    "alpha__search",
+    "alpha__delete_file",
+    "beta__read_file",
+    "beta__write_file",
+    "alpha__poke",
+    "beta__ask",
+    "alpha__ask",
+    "nosuch__tool",
+]
 PROMPTS = ["alpha__greet", "beta__admin_reset", "beta__summarize"]
-URIS = ["alpha+file:///srv/public/readme.txt", "alpha+file:///srv/secret/keys.txt", "beta+test://static/1",
-        "beta+test://template/%31/data", "alpha+file:///srv/public/../secret/keys.txt", "beta+test://template/1/data"]
+URIS = [
+    "alpha+file:///srv/public/readme.txt",
+    "alpha+file:///srv/secret/keys.txt",
+    "beta+test://static/1",
+    "beta+test://template/%31/data",
+    "alpha+file:///srv/public/../secret/keys.txt",
+    "beta+test://template/1/data",
+]
 
 
 def _seed_messages(r: random.Random) -> list[tuple[str, dict[str, Any]]]:
@@ -68,18 +83,31 @@ def _seed_messages(r: random.Random) -> list[tuple[str, dict[str, Any]]]:
         ("resources/templates/list", {}),
         ("tools/call", {"name": tool, "arguments": {"path": path, "text": "hi"}}),
         ("tools/call", {"name": tool, "arguments": {"path": path}, "_meta": {"progressToken": r.randint(0, 9)}}),
-        ("tools/call", {"name": tool, "arguments": {}, "requestState": "mcpgw:" + "A" * r.randint(0, 30),
-                        "inputResponses": {"r1": {"action": "accept", "content": {"ok": True}}}}),
+        (
+            "tools/call",
+            {
+                "name": tool,
+                "arguments": {},
+                "requestState": "mcpgw:" + "A" * r.randint(0, 30),
+                "inputResponses": {"r1": {"action": "accept", "content": {"ok": True}}},
+            },
+        ),
         ("prompts/get", {"name": r.choice(PROMPTS), "arguments": {"topic": "x"}}),
         ("resources/read", {"uri": r.choice(URIS)}),
         ("resources/subscribe", {"uri": r.choice(URIS)}),
         ("resources/unsubscribe", {"uri": r.choice(URIS)}),
-        ("completion/complete", {"ref": {"type": "ref/prompt", "name": r.choice(PROMPTS)},
-                                 "argument": {"name": "topic", "value": "a"}}),
-        ("completion/complete", {"ref": {"type": "ref/resource", "uri": r.choice(URIS)},
-                                 "argument": {"name": "id", "value": "1"}}),
-        ("subscriptions/listen", {"notifications": {"resourceSubscriptions": r.sample(URIS, 2),
-                                                    "toolsListChanged": True}}),
+        (
+            "completion/complete",
+            {"ref": {"type": "ref/prompt", "name": r.choice(PROMPTS)}, "argument": {"name": "topic", "value": "a"}},
+        ),
+        (
+            "completion/complete",
+            {"ref": {"type": "ref/resource", "uri": r.choice(URIS)}, "argument": {"name": "id", "value": "1"}},
+        ),
+        (
+            "subscriptions/listen",
+            {"notifications": {"resourceSubscriptions": r.sample(URIS, 2), "toolsListChanged": True}},
+        ),
         ("logging/setLevel", {"level": "debug"}),
         ("ping", {}),
         ("server/discover", {}),
@@ -90,8 +118,26 @@ def _seed_messages(r: random.Random) -> list[tuple[str, dict[str, Any]]]:
 
 
 WEIRD_STRINGS = [
-    "", " ", "\u0000", "\u202e", "\ufeff", "💥" * 50, "a" * 70000, "../" * 50, "%00", "%2e%2e%2f", "\r\nX-Injected: 1",
-    "=HYPERLINK(\"http://x\")", "\x1b[31mred", "null", "__", "alpha__", "+", "alpha+", "mcpgw:", "ns__" * 300,
+    "",
+    " ",
+    "\u0000",
+    "\u202e",
+    "\ufeff",
+    "💥" * 50,
+    "a" * 70000,
+    "../" * 50,
+    "%00",
+    "%2e%2e%2f",
+    "\r\nX-Injected: 1",
+    '=HYPERLINK("http://x")',
+    "\x1b[31mred",
+    "null",
+    "__",
+    "alpha__",
+    "+",
+    "alpha+",
+    "mcpgw:",
+    "ns__" * 300,
 ]
 
 
@@ -263,8 +309,14 @@ def mcp_input(r: random.Random, ctx: Context) -> Input:
         content_length = len(body) // 2
         notes.append("short content-length")
     http_method = "POST" if r.random() < 0.95 else r.choice(["GET", "DELETE", "PUT", "OPTIONS", "PATCH"])
-    return Input(http_method, r.choice(["/mcp"] * 20 + ["/mcp/", "/MCP", "/mcp?x=1"]), headers, body, content_length,
-                 " / ".join(notes))
+    return Input(
+        http_method,
+        r.choice(["/mcp"] * 20 + ["/mcp/", "/MCP", "/mcp?x=1"]),
+        headers,
+        body,
+        content_length,
+        " / ".join(notes),
+    )
 
 
 def _header_mutation(
@@ -280,20 +332,48 @@ def _header_mutation(
         name = r.choice(names)
         return [*headers, (name, r.choice(["", "x", MODERN, "tools/call", "alpha__read_file"]))], f"duplicate {name}"
     if choice == 2:
-        return _replace(headers, "mcp-session-id", r.choice(
-            ["", "x" * 5000, "../../", ctx.other_session, ctx.session + "x", "\u00e9"])), "bad session"
+        return _replace(
+            headers,
+            "mcp-session-id",
+            r.choice(["", "x" * 5000, "../../", ctx.other_session, ctx.session + "x", "\u00e9"]),
+        ), "bad session"
     if choice == 3:
-        return _replace(headers, "authorization", r.choice(
-            ["", "Bearer", "Bearer ", "Basic Zm9vOmJhcg==", f"Bearer {ctx.other_key}", f"bearer  {ctx.key}",
-             f"Bearer {ctx.key}x", "Bearer mgw_", "Bearer mgw_a_b", f"Bearer {ctx.admin_token}"])), "bad auth"
+        return _replace(
+            headers,
+            "authorization",
+            r.choice(
+                [
+                    "",
+                    "Bearer",
+                    "Bearer ",
+                    "Basic Zm9vOmJhcg==",
+                    f"Bearer {ctx.other_key}",
+                    f"bearer  {ctx.key}",
+                    f"Bearer {ctx.key}x",
+                    "Bearer mgw_",
+                    "Bearer mgw_a_b",
+                    f"Bearer {ctx.admin_token}",
+                ]
+            ),
+        ), "bad auth"
     if choice == 4:
-        return _replace(headers, "mcp-protocol-version", r.choice(
-            ["", "2026-07-29", "2024-11-05", "2025-03-26", "x" * 1000, "2026-07-28, 2025-11-25"])), "bad version"
+        return _replace(
+            headers,
+            "mcp-protocol-version",
+            r.choice(["", "2026-07-29", "2024-11-05", "2025-03-26", "x" * 1000, "2026-07-28, 2025-11-25"]),
+        ), "bad version"
     if choice == 5:
-        return _replace(headers, "content-type", r.choice(
-            ["", "text/plain", "application/json; charset=latin-1", "application/jsonx", "multipart/form-data"])), "ctype"
+        return _replace(
+            headers,
+            "content-type",
+            r.choice(
+                ["", "text/plain", "application/json; charset=latin-1", "application/jsonx", "multipart/form-data"]
+            ),
+        ), "ctype"
     if choice == 6:
-        return _replace(headers, "accept", r.choice(["", "text/html", "text/event-stream", "*/*", "application/*"])), "accept"
+        return _replace(
+            headers, "accept", r.choice(["", "text/html", "text/event-stream", "*/*", "application/*"])
+        ), "accept"
     if choice == 7:
         return _replace(headers, "mcp-name", r.choice(["", "other", "=?base64?eA==?=", "\u00e9"])), "mcp-name"
     if choice == 8:
@@ -311,14 +391,48 @@ def _replace(headers: list[tuple[str, str | bytes]], name: str, value: str) -> l
     return out
 
 
-ADMIN_GETS = ["/status", "/kill-switches", "/audit", "/teams", "/principals", "/keys", "/rules", "/policy",
-              "/openapi.json"]
+ADMIN_GETS = [
+    "/status",
+    "/kill-switches",
+    "/audit",
+    "/teams",
+    "/principals",
+    "/keys",
+    "/rules",
+    "/policy",
+    "/openapi.json",
+]
 ADMIN_QUERY = ["since", "until", "team", "principal", "server", "tool", "decision", "kind", "cursor", "limit", "all"]
-QUERY_VALUES = ["nan", "inf", "-inf", "1e400", "-1", "0", "1" * 5000, "", "%00", "2026-11-01", "2026-13-45T99:99",
-                "true", "x" * 300, "%ff%fe", "1.5", "😀", "+1", "0x10", "9" * 30, "'; drop table audit;--"]
+QUERY_VALUES = [
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "-1",
+    "0",
+    "1" * 5000,
+    "",
+    "%00",
+    "2026-11-01",
+    "2026-13-45T99:99",
+    "true",
+    "x" * 300,
+    "%ff%fe",
+    "1.5",
+    "😀",
+    "+1",
+    "0x10",
+    "9" * 30,
+    "'; drop table audit;--",
+]
 ADMIN_POSTS = {
-    "/kill-switches": {"scope": "tool", "server": "alpha", "tool": "read_file", "reason": "fuzz",
-                       "expires_in_seconds": 60},
+    "/kill-switches": {
+        "scope": "tool",
+        "server": "alpha",
+        "tool": "read_file",
+        "reason": "fuzz",
+        "expires_in_seconds": 60,
+    },
     "/teams": {"id": "fuzz-team", "description": "x"},
     "/principals": {"team": "fuzz", "name": "p", "kind": "agent"},
     "/keys": {"team": "fuzz", "name": "k"},
@@ -335,19 +449,21 @@ def admin_input(r: random.Random, ctx: Context) -> Input:
         headers.append(("authorization", f"Bearer {token}"))
     if r.random() < 0.6:
         path = r.choice(ADMIN_GETS)
-        query = "&".join(
-            f"{r.choice(ADMIN_QUERY)}={r.choice(QUERY_VALUES)}" for _ in range(r.randrange(0, 4))
-        )
+        query = "&".join(f"{r.choice(ADMIN_QUERY)}={r.choice(QUERY_VALUES)}" for _ in range(r.randrange(0, 4)))
         method = "GET" if r.random() < 0.95 else r.choice(["DELETE", "PUT"])
         if r.random() < 0.05:
-            path, method = r.choice(["/keys/" + r.choice(["x", "0" * 12, "%2e%2e", "a" * 500]), "/rules/" + "x"]), "DELETE"
+            path, method = (
+                r.choice(["/keys/" + r.choice(["x", "0" * 12, "%2e%2e", "a" * 500]), "/rules/" + "x"]),
+                "DELETE",
+            )
         return Input(method, "/admin/api" + path + ("?" + query if query else ""), headers, b"", None, f"admin {path}")
     path = r.choice(list(ADMIN_POSTS))
     value = mutate_json(r, json.loads(json.dumps(ADMIN_POSTS[path])))
     body = _json_bytes(value)
+    note = "json"
     if r.random() < 0.2:
         body, note = _raw_mutation(r, body)
-    return Input("POST", "/admin/api" + path, headers, body, None, f"admin POST {path}")
+    return Input("POST", "/admin/api" + path, headers, body, None, f"admin POST {path} / {note}")
 
 
 def make_input(seed: int, index: int, ctx: Context) -> Input:

@@ -33,10 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fuzz.mutate import Context, Input, make_input  # noqa: E402
-from mcp_gateway.identity import Principal  # noqa: E402
-from mcp_gateway.policy.engine import PolicyState, decide  # noqa: E402
-from mcp_gateway.policy.model import Rule, Target  # noqa: E402
+from fuzz.mutate import Context, Input, make_input
+from mcp_gateway.identity import Principal
+from mcp_gateway.policy.engine import PolicyState, decide
+from mcp_gateway.policy.model import Rule, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDER = ROOT / "tests" / "properties" / "recording_server.py"
@@ -56,9 +56,19 @@ teams:
       - id: fuzz-no-deletes
         deny: {servers: ["*"], tools: ["delete_*"], prompts: ["admin_*"], resources: ["file:///srv/secret/*"]}
 """
-HOUSEKEEPING = {"initialize", "notifications/initialized", "server/discover", "ping", "tools/list", "prompts/list",
-                "resources/list", "resources/templates/list", "logging/setLevel", "notifications/cancelled",
-                "resources/unsubscribe"}
+HOUSEKEEPING = {
+    "initialize",
+    "notifications/initialized",
+    "server/discover",
+    "ping",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "logging/setLevel",
+    "notifications/cancelled",
+    "resources/unsubscribe",
+}
 
 
 def free_port() -> int:
@@ -88,7 +98,10 @@ class Gateway:
     def cli(self, *args: str) -> str:
         out = subprocess.run(
             [sys.executable, "-m", "mcp_gateway", *args, "--config", str(self.work / "gateway.yaml")],
-            capture_output=True, text=True, check=True, cwd=self.work,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=self.work,
         )
         return out.stdout + out.stderr
 
@@ -96,25 +109,41 @@ class Gateway:
         (self.work / "policies").mkdir(parents=True, exist_ok=True)
         (self.work / "policies" / "fuzz.yaml").write_text(POLICY)
         upstreams = {
-            name: {"command": sys.executable, "args": [str(RECORDER)],
-                   "env": {"RECORDER_LOG": str(log), "RECORDER_ERA": "2026-07-28" if name == "beta" else "handshake"},
-                   "timeout": 10}
+            name: {
+                "command": sys.executable,
+                "args": [str(RECORDER)],
+                "env": {"RECORDER_LOG": str(log), "RECORDER_ERA": "2026-07-28" if name == "beta" else "handshake"},
+                "timeout": 10,
+            }
             for name, log in self.logs.items()
         }
         config = {"upstreams": upstreams, "gateway": {"auth": "keys", "policies": "policies", "log_level": "info"}}
         (self.work / "gateway.yaml").write_text(json.dumps(config))
         self.cli("db", "upgrade")
-        keys = [re.search(r"mgw_\S+", self.cli("keys", "create", "--team", t, "--name", "agent")) for t in ("fuzz", "other")]
+        keys = [
+            re.search(r"mgw_\S+", self.cli("keys", "create", "--team", t, "--name", "agent")) for t in ("fuzz", "other")
+        ]
         assert keys[0] and keys[1], "no key printed"
         return keys[0].group(0), keys[1].group(0)
 
     async def start(self) -> None:
         env = {**os.environ, "MCP_GATEWAY_ADMIN_TOKEN": self.admin_token}
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(self.work / "gateway.yaml"),
-                 "--port", str(self.port)],
-                cwd=self.work, env=env, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(  # noqa: ASYNC220 (started once, before any input)
+                [
+                    sys.executable,
+                    "-m",
+                    "mcp_gateway",
+                    "serve",
+                    "--config",
+                    str(self.work / "gateway.yaml"),
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=self.work,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -137,8 +166,13 @@ class Gateway:
 
 
 async def http(
-    port: int, method: str, path: str, headers: list[tuple[str, Any]], body: bytes,
-    content_length: int | None = None, timeout: float = 5.0,
+    port: int,
+    method: str,
+    path: str,
+    headers: list[tuple[str, Any]],
+    body: bytes,
+    content_length: int | None = None,
+    timeout: float = 5.0,
 ) -> tuple[int, bytes]:
     """One HTTP/1.1 request on its own connection; (status, body). Status 0: no answer in
     time (a request the gateway is still waiting on, e.g. a short Content-Length); -1: the
@@ -156,7 +190,11 @@ async def http(
             head.append(f"content-length: {declared}".encode())
         head.append(b"connection: close")
         writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        await writer.drain()
+        try:
+            # A server that stops reading an oversized body must not hold the harness.
+            await asyncio.wait_for(writer.drain(), timeout)
+        except TimeoutError:
+            return 0, b""
         chunks: list[bytes] = []
         deadline = asyncio.get_running_loop().time() + timeout
         streaming = False
@@ -221,23 +259,45 @@ class Harness:
         rules = []
         for item in json.loads(body)["items"]:
             kinds = {k: tuple(item[k]) for k in ("servers", "tools", "prompts", "resources") if item.get(k) is not None}
-            rules.append(Rule(id=item["id"], team=item["team"], effect=item["effect"], arguments=item.get("arguments"),
-                              shadow=item.get("shadow", False), position=item.get("position", 0), **kinds))
+            rules.append(
+                Rule(
+                    id=item["id"],
+                    team=item["team"],
+                    effect=item["effect"],
+                    arguments=item.get("arguments"),
+                    shadow=item.get("shadow", False),
+                    position=item.get("position", 0),
+                    **kinds,
+                )
+            )
         self.oracle = PolicyState.build(rules)
 
     async def admin(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        headers = [("host", "127.0.0.1"), ("authorization", f"Bearer {self.gateway.admin_token}"),
-                   ("content-type", "application/json")]
+        headers = [
+            ("host", "127.0.0.1"),
+            ("authorization", f"Bearer {self.gateway.admin_token}"),
+            ("content-type", "application/json"),
+        ]
         data = json.dumps(body).encode() if body is not None else b""
         return await http(self.gateway.port, method, "/admin/api" + path, headers, data)
 
     async def initialize(self, key: str) -> str:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.gateway.port)
-        body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz"}}}).encode()
-        writer.write(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer " + key.encode()
-                     + b"\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n"
-                     + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz"}},
+            }
+        ).encode()
+        writer.write(
+            b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer "
+            + key.encode()
+            + b"\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
         data = await reader.read()
         writer.close()
         match = re.search(rb"mcp-session-id: (\S+)", data, re.I)
@@ -251,12 +311,18 @@ class Harness:
         ok = True
         for era in ("2026-07-28", "2025-11-25"):
             params: dict[str, Any] = {"name": "alpha__read_file", "arguments": {"path": "/srv/public/ok"}}
-            headers = [("host", "127.0.0.1"), ("authorization", f"Bearer {self.ctx.key}"),
-                       ("content-type", "application/json"), ("accept", "application/json, text/event-stream"),
-                       ("mcp-protocol-version", era)]
+            headers = [
+                ("host", "127.0.0.1"),
+                ("authorization", f"Bearer {self.ctx.key}"),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-protocol-version", era),
+            ]
             if era == "2026-07-28":
-                params["_meta"] = {"io.modelcontextprotocol/protocolVersion": era,
-                                   "io.modelcontextprotocol/clientCapabilities": {}}
+                params["_meta"] = {
+                    "io.modelcontextprotocol/protocolVersion": era,
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                }
                 headers += [("mcp-method", "tools/call"), ("mcp-name", "alpha__read_file")]
             else:
                 headers.append(("mcp-session-id", self.ctx.session))
@@ -301,8 +367,15 @@ class Harness:
 
     async def send(self, index: int) -> None:
         item = make_input(self.args.seed, index, self.ctx)
-        status, body = await http(self.gateway.port, item.method, item.path, item.headers, item.body,
-                                  item.content_length, timeout=self.args.timeout)
+        status, body = await http(
+            self.gateway.port,
+            item.method,
+            item.path,
+            item.headers,
+            item.body,
+            item.content_length,
+            timeout=self.args.timeout,
+        )
         self.statuses[status] += 1
         code = None
         for match in re.finditer(rb'"code":\s*(-?\d+)', body[:100000]):
@@ -313,8 +386,13 @@ class Harness:
 
     def save(self, index: int, item: Input, why: str, answer: bytes = b"") -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        record = {"seed": self.args.seed, "index": index, "why": why, "input": item.describe(),
-                  "answer": answer[:4000].decode("utf-8", "replace")}
+        record = {
+            "seed": self.args.seed,
+            "index": index,
+            "why": why,
+            "input": item.describe(),
+            "answer": answer[:4000].decode("utf-8", "replace"),
+        }
         (self.out / f"finding-{self.args.seed}-{index}.json").write_text(json.dumps(record, indent=1))
         self.findings.append(record)
 
@@ -356,8 +434,11 @@ class Harness:
         if self.gateway.process.poll() is not None:
             raise SystemExit(f"the gateway died in batch {start}-{stop}")
         self.rss.append(rss_kib(self.gateway.process.pid))
-        print(f"batch {number:3d} [{start}-{stop}) rss {self.rss[-1] // 1024} MiB, 500s {self.statuses[500]}, "
-              f"tracebacks {tracebacks}, ungoverned {len(bad)}, alive {alive}", flush=True)
+        print(
+            f"batch {number:3d} [{start}-{stop}) rss {self.rss[-1] // 1024} MiB, 500s {self.statuses[500]}, "
+            f"tracebacks {tracebacks}, ungoverned {len(bad)}, alive {alive}",
+            flush=True,
+        )
 
     async def run(self) -> int:
         await self.setup()
@@ -366,8 +447,15 @@ class Harness:
             if self.args.only is not None:
                 item = make_input(self.args.seed, self.args.only, self.ctx)
                 print(json.dumps(item.describe(), indent=1)[:5000])
-                status, body = await http(self.gateway.port, item.method, item.path, item.headers, item.body,
-                                          item.content_length, timeout=self.args.timeout)
+                status, body = await http(
+                    self.gateway.port,
+                    item.method,
+                    item.path,
+                    item.headers,
+                    item.body,
+                    item.content_length,
+                    timeout=self.args.timeout,
+                )
                 print(f"status {status}\n{body[:3000].decode('utf-8', 'replace')}")
                 await self.after_batch(0, self.args.only, self.args.only + 1)
                 return 0
@@ -388,14 +476,19 @@ class Harness:
         end = self.rss[-1] if self.rss else 0
         growth = (end - warm) / warm * 100 if warm else 0.0
         print("\n== fuzz summary ==")
-        print(f"seed {self.args.seed}; inputs sent {self.sent} in {elapsed:.0f} s ({self.sent / max(elapsed, 1e-9):.0f}/s)")
+        rate = self.sent / max(elapsed, 1e-9)
+        print(f"seed {self.args.seed}; inputs sent {self.sent} in {elapsed:.0f} s ({rate:.0f}/s)")
         print("HTTP statuses: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items())))
         print("JSON-RPC error codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rpc_errors.items())))
-        print(f"HTTP 500s: {self.statuses[500]}; JSON-RPC -32603: {self.rpc_errors[-32603]}; "
-              f"tracebacks in the log: {self.tracebacks}")
+        print(
+            f"HTTP 500s: {self.statuses[500]}; JSON-RPC -32603: {self.rpc_errors[-32603]}; "
+            f"tracebacks in the log: {self.tracebacks}"
+        )
         print(f"ungoverned forwards: {len(self.ungoverned)}; failed liveness checks: {self.liveness_failures}")
-        print(f"RSS: start {self.rss[0] // 1024 if self.rss else 0} MiB, after warm-up {warm // 1024} MiB, "
-              f"end {end // 1024} MiB ({growth:+.1f}% since warm-up)")
+        print(
+            f"RSS: start {self.rss[0] // 1024 if self.rss else 0} MiB, after warm-up {warm // 1024} MiB, "
+            f"end {end // 1024} MiB ({growth:+.1f}% since warm-up)"
+        )
         if self.findings or self.ungoverned or self.tracebacks:
             print(f"findings saved under {self.out}")
         bad = self.statuses[500] or self.tracebacks or self.ungoverned or self.liveness_failures or growth >= 10

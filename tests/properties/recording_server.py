@@ -104,13 +104,19 @@ _ELICIT = {
 
 def _answer(method: str, request_id: Any, params: dict[str, Any]) -> dict[str, Any] | None:
     if method == "initialize":
-        return {"protocolVersion": params.get("protocolVersion", "2025-11-25"), "capabilities": CAPABILITIES,
-                "serverInfo": {"name": "recorder", "version": "1"}}
+        return {
+            "protocolVersion": params.get("protocolVersion", "2025-11-25"),
+            "capabilities": CAPABILITIES,
+            "serverInfo": {"name": "recorder", "version": "1"},
+        }
     if method == "server/discover":
         if ERA != MODERN:
             raise LookupError(method)
-        return {"supportedVersions": [MODERN], "capabilities": CAPABILITIES,
-                "serverInfo": {"name": "recorder", "version": "1"}}
+        return {
+            "supportedVersions": [MODERN],
+            "capabilities": CAPABILITIES,
+            "serverInfo": {"name": "recorder", "version": "1"},
+        }
     if method == "ping":
         return {}
     if method == "tools/list":

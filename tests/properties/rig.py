@@ -80,7 +80,13 @@ class Rig:
     """The running gateway, its recorders' logs, and one agent per principal."""
 
     def __init__(
-        self, url: str, gateway: Gateway, http: httpx2.AsyncClient, logs: dict[str, Path], agents: list[Agent], root: Agent
+        self,
+        url: str,
+        gateway: Gateway,
+        http: httpx2.AsyncClient,
+        logs: dict[str, Path],
+        agents: list[Agent],
+        root: Agent,
     ) -> None:
         self.url, self.gateway, self.http, self.logs = url, gateway, http, logs
         self.agents, self.root = agents, root
@@ -112,8 +118,13 @@ class Rig:
             row = await switch_store.engage(engine, scope, target, "props", "property test", None)
             made.append(
                 KillSwitch(
-                    id=row["id"], scope=row["scope"], target=row["target"], reason=row["reason"],
-                    actor=row["actor"], created_at=row["created_at"], expires_at=None,
+                    id=row["id"],
+                    scope=row["scope"],
+                    target=row["target"],
+                    reason=row["reason"],
+                    actor=row["actor"],
+                    created_at=row["created_at"],
+                    expires_at=None,
                 )
             )
         assert await self.gateway.snapshots.refresh(force=True)

@@ -63,7 +63,9 @@ def rules(draw: Any, team: str, index: int) -> Rule:
         globs = {"tools": tool_globs, "prompts": prompt_globs, "resources": resource_globs}
         for kind in ("tools", "prompts", "resources"):
             # Kinds not named get no pattern at all: the rule covers none of them.
-            kinds[kind] = tuple(draw(st.lists(globs[kind], min_size=1, max_size=3, unique=True))) if kind in named else ()
+            kinds[kind] = (
+                tuple(draw(st.lists(globs[kind], min_size=1, max_size=3, unique=True))) if kind in named else ()
+            )
     constrained = effect == "allow" and kinds.get("tools") != () and draw(st.integers(0, 3)) == 0
     return Rule(
         id=f"{team}-{index}",
