@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,10 +143,24 @@ WEIRD_STRINGS = [
 
 
 def _deep(depth: int, kind: str) -> Any:
+    """A value nested `depth` deep. Deeper than the json module can write, it is a marker
+    that `_json_bytes` expands in the text."""
+    if depth > 500:
+        return f"__deep_{kind}_{depth}__"
     value: Any = "bottom"
     for _ in range(depth):
         value = [value] if kind == "list" else {"a": value}
     return value
+
+
+_DEEP_MARKER = re.compile(rb'"__deep_(list|dict)_(\d+)__"')
+
+
+def _expand_deep(match: re.Match[bytes]) -> bytes:
+    depth = int(match.group(2))
+    if match.group(1) == b"list":
+        return b"[" * depth + b'"bottom"' + b"]" * depth
+    return b'{"a":' * depth + b'"bottom"' + b"}" * depth
 
 
 def _weird_value(r: random.Random) -> Any:
@@ -232,9 +247,10 @@ def mutate_json(r: random.Random, message: dict[str, Any]) -> Any:
 
 def _json_bytes(value: Any) -> bytes:
     try:
-        return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        text = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
     except (RecursionError, ValueError):
         return b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+    return _DEEP_MARKER.sub(_expand_deep, text)
 
 
 def _raw_mutation(r: random.Random, body: bytes) -> tuple[bytes, str]:

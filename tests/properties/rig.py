@@ -54,9 +54,11 @@ HOUSEKEEPING = frozenset(
         "resources/list",
         "resources/templates/list",
         "logging/setLevel",
+        "notifications/cancelled",
     }
 )
-"""What the gateway sends upstream on its own account (connecting, reading catalogs)."""
+"""What the gateway sends upstream on its own account (connecting, reading catalogs,
+ending the listen stream it replaces when a 2026-07-28 upstream's subscriptions change)."""
 
 
 def recording_upstream(log: Path, era: str) -> dict[str, Any]:
