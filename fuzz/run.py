@@ -25,6 +25,7 @@ import re
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -258,7 +259,9 @@ class Harness:
         assert status == 200, (status, body)
         rules = []
         for item in json.loads(body)["items"]:
-            kinds = {k: tuple(item[k]) for k in ("servers", "tools", "prompts", "resources") if item.get(k) is not None}
+            kinds: dict[str, Any] = {
+                k: tuple(item[k]) for k in ("servers", "tools", "prompts", "resources") if item.get(k) is not None
+            }
             rules.append(
                 Rule(
                     id=item["id"],
@@ -280,6 +283,15 @@ class Harness:
         ]
         data = json.dumps(body).encode() if body is not None else b""
         return await http(self.gateway.port, method, "/admin/api" + path, headers, data)
+
+    async def engaged_switches(self) -> list[str]:
+        """The engaged kill switches' ids: from the API, or, when it cannot list them (a
+        finding in itself, already saved), from the store, so later batches run unswitched."""
+        status, body = await self.admin("GET", "/kill-switches")
+        if status == 200:
+            return [switch["id"] for switch in json.loads(body).get("items", [])]
+        with sqlite3.connect(self.work / "mcp-gateway.db") as db:
+            return [row[0] for row in db.execute("SELECT id FROM kill_switches WHERE released_at IS NULL")]
 
     async def initialize(self, key: str) -> str:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.gateway.port)
@@ -412,10 +424,8 @@ class Harness:
         # A fuzzed DELETE may have ended the session the next inputs use: start fresh ones.
         self.ctx.session = await self.initialize(self.ctx.key)
         self.ctx.other_session = await self.initialize(self.ctx.other_key)
-        status, body = await self.admin("GET", "/kill-switches")
-        if status == 200:
-            for switch in json.loads(body).get("items", []):
-                await self.admin("POST", f"/kill-switches/{switch['id']}/release", {"reason": "fuzz batch over"})
+        for switch_id in await self.engaged_switches():
+            await self.admin("POST", f"/kill-switches/{switch_id}/release", {"reason": "fuzz batch over"})
         alive = await self.valid_call()
         if not alive:
             self.liveness_failures += 1
@@ -507,7 +517,8 @@ def targets_of(server: str, message: dict[str, Any]) -> list[tuple[Target, dict[
     if method in ("resources/read", "resources/subscribe"):
         return [(Target(server, "resource", str(params.get("uri"))), None)]
     if method == "completion/complete":
-        ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
+        raw = params.get("ref")
+        ref: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if ref.get("type") == "ref/prompt":
             return [(Target(server, "prompt", str(ref.get("name"))), None)]
         return [(Target(server, "resource", str(ref.get("uri"))), None)]

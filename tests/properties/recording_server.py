@@ -166,7 +166,8 @@ def main() -> None:
             continue
         if request_id is None:
             continue  # a notification
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        raw = message.get("params")
+        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
         try:
             result = _answer(method, request_id, params)
         except LookupError:

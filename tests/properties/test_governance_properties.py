@@ -271,7 +271,7 @@ async def test_probing_unknown_names_is_decided_and_audited(
 
 # -- subscriptions (handshake) and listen streams (2026-07-28) ------------------------------------
 
-ELICIT = {"elicitation": {"form": {}}}
+ELICIT: dict[str, Any] = {"elicitation": {"form": {}}}
 subscribable = st.tuples(s.servers, st.sampled_from((*s.RESOURCES, "test://template/3/data")))
 
 
@@ -282,9 +282,9 @@ def upstream_subscriptions(rig: Rig, received: dict[str, list[dict[str, Any]]]) 
         for message in messages:
             method, params = message.get("method"), message.get("params") or {}
             if method == "resources/subscribe":
-                state[server].add(params.get("uri"))
+                state[server].add(str(params.get("uri")))
             elif method == "resources/unsubscribe":
-                state[server].discard(params.get("uri"))
+                state[server].discard(str(params.get("uri")))
             elif method == "subscriptions/listen":
                 wanted = (params.get("notifications") or {}).get("resourceSubscriptions") or []
                 state[server] = set(wanted)
