@@ -3,7 +3,7 @@ against a real `mcp-gateway serve` (`auth: keys`) in front of two recording upst
 
     .venv/bin/python fuzz/run.py --inputs 100000 --seed 1          # the full run
     .venv/bin/python fuzz/run.py --inputs 2000 --seed 1            # a quick look
-    .venv/bin/python fuzz/run.py --seed 1 --only 4711 --verbose    # make input 4711 again, alone
+    .venv/bin/python fuzz/run.py --seed 1 --only 4711              # make input 4711 again, alone
 
 After every batch it checks: a valid call still works (both eras); no HTTP 500 and no
 traceback in the gateway's log; the recorders received nothing the policy does not allow
@@ -244,6 +244,7 @@ class Harness:
         self.log_offset = 0
         self.rss: list[int] = []
         self.sent = 0
+        self.crashed = ""
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -317,6 +318,14 @@ class Harness:
         return match.group(1).decode()
 
     # -- checks ---------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        status, body = await http(self.gateway.port, "GET", "/readyz", [("host", "127.0.0.1")], b"")
+        upstreams = json.loads(body).get("upstreams", []) if status == 200 else []
+        if status != 200 or any(u.get("state") != "ready" for u in upstreams):
+            print(f"  liveness: /readyz answered {status} {body[:300]!r}", flush=True)
+            return False
+        return True
 
     async def valid_call(self) -> bool:
         """A governed call on each era reaches the upstream and comes back."""
@@ -426,10 +435,14 @@ class Harness:
         self.ctx.other_session = await self.initialize(self.ctx.other_key)
         for switch_id in await self.engaged_switches():
             await self.admin("POST", f"/kill-switches/{switch_id}/release", {"reason": "fuzz batch over"})
-        alive = await self.valid_call()
+        alive = await self.valid_call() and await self.ready()
         if not alive:
             self.liveness_failures += 1
         log, self.log_offset = self.read_new(self.gateway.log, self.log_offset)
+        if "Exception Group Traceback" in log and "in lifespan" in log:
+            # The runtime (snapshot, audit writer, upstreams) is gone while the process
+            # still serves: what follows would test a corpse. Replay the batch to find the input.
+            self.crashed = f"the gateway's runtime crashed in batch [{start}, {stop})"
         tracebacks = log.count("Traceback (most recent call last)")
         if tracebacks:
             self.tracebacks += tracebacks
@@ -442,7 +455,7 @@ class Harness:
         self.ungoverned.extend(bad)
         assert self.gateway.process is not None
         if self.gateway.process.poll() is not None:
-            raise SystemExit(f"the gateway died in batch {start}-{stop}")
+            self.crashed = f"the gateway process exited in batch [{start}, {stop})"
         self.rss.append(rss_kib(self.gateway.process.pid))
         print(
             f"batch {number:3d} [{start}-{stop}) rss {self.rss[-1] // 1024} MiB, 500s {self.statuses[500]}, "
@@ -476,6 +489,8 @@ class Harness:
                 number += 1
                 await self.after_batch(number, index, stop)
                 index = stop
+                if self.crashed and not self.args.keep_going:
+                    break
         finally:
             elapsed = time.monotonic() - started
             self.gateway.stop()
@@ -495,14 +510,16 @@ class Harness:
             f"tracebacks in the log: {self.tracebacks}"
         )
         print(f"ungoverned forwards: {len(self.ungoverned)}; failed liveness checks: {self.liveness_failures}")
+        if self.crashed:
+            print(f"CRASH: {self.crashed}")
         print(
             f"RSS: start {self.rss[0] // 1024 if self.rss else 0} MiB, after warm-up {warm // 1024} MiB, "
             f"end {end // 1024} MiB ({growth:+.1f}% since warm-up)"
         )
         if self.findings or self.ungoverned or self.tracebacks:
             print(f"findings saved under {self.out}")
-        bad = self.statuses[500] or self.tracebacks or self.ungoverned or self.liveness_failures or growth >= 10
-        return 1 if bad else 0
+        failed = [self.crashed, self.statuses[500], self.tracebacks, self.ungoverned, self.liveness_failures]
+        return 1 if any(failed) or growth >= 10 else 0
 
 
 def targets_of(server: str, message: dict[str, Any]) -> list[tuple[Target, dict[str, Any] | None]]:
@@ -539,7 +556,7 @@ def main() -> int:
     parser.add_argument("--only", type=int, default=None, help="send only input N of the seed, then check")
     parser.add_argument("--work", default=f"/tmp/mcp-gateway-fuzz-{os.getpid()}", help="store, config and logs")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "findings"), help="saved findings")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--keep-going", action="store_true", help="go on after the gateway's runtime crashed")
     args = parser.parse_args()
     return asyncio.run(Harness(args).run())
 
