@@ -31,13 +31,19 @@ from .rig import DENIED, HANDSHAKE, MODERN, SERVERS, Agent, Rig, running_rig
 
 pytestmark = pytest.mark.anyio
 
+# CI draws the same examples on every run (derandomize): a failure there is reproducible,
+# never a flake; the long profile explores afresh each time.
 settings.register_profile(
-    "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    "ci",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "smoke", parent=settings.get_profile("ci"), max_examples=3, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+    "smoke", parent=settings.get_profile("ci"), max_examples=3, phases=[Phase.explicit, Phase.generate]
 )
-settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=400)
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=400, derandomize=False)
 PROFILE = settings.get_profile(os.environ.get("MCP_GATEWAY_HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -441,7 +447,7 @@ async def wait_for_idle(rig: Rig, server: str, timeout: float) -> int:
     resumer=s.agents,
     resume_tool=st.sampled_from(("ask", "ask", "read_file")),
     switch_between=st.sampled_from((None, None, ("tool", "alpha/ask"), ("server", "alpha"))),
-    grant=st.booleans(),
+    grant=st.sampled_from((True, True, True, False)),
 )
 async def test_parked_calls_resume_only_as_the_same_allowed_call(
     rig: Rig,
@@ -470,6 +476,7 @@ async def test_parked_calls_resume_only_as_the_same_allowed_call(
         ]
     await rig.apply(policy, [])
     rig.received()
+    assert not await wait_for_idle(rig, "alpha", 3.0), "a call parked by an earlier example is still in flight upstream"
     ask = Target("alpha", "tool", "ask")
     expected = rig.expect(first.principal, ask, {})
     answer = await rig.rpc(first, MODERN, "tools/call", {"name": exposed("alpha", "ask"), "arguments": {}}, ELICIT)
