@@ -245,6 +245,7 @@ class Harness:
         self.rss: list[int] = []
         self.sent = 0
         self.crashed = ""
+        self.skipped: collections.Counter[str] = collections.Counter()
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -388,6 +389,14 @@ class Harness:
 
     async def send(self, index: int) -> None:
         item = make_input(self.args.seed, index, self.ctx)
+        if self.args.skip_notes and re.search(self.args.skip_notes, item.note):
+            self.skipped["--skip-notes"] += 1
+            return
+        if self.args.skip_known:
+            known = known_break(item)
+            if known:
+                self.skipped[known] += 1
+                return
         status, body = await http(
             self.gateway.port,
             item.method,
@@ -501,8 +510,11 @@ class Harness:
         end = self.rss[-1] if self.rss else 0
         growth = (end - warm) / warm * 100 if warm else 0.0
         print("\n== fuzz summary ==")
-        rate = self.sent / max(elapsed, 1e-9)
-        print(f"seed {self.args.seed}; inputs sent {self.sent} in {elapsed:.0f} s ({rate:.0f}/s)")
+        sent = self.sent - sum(self.skipped.values())
+        rate = sent / max(elapsed, 1e-9)
+        print(f"seed {self.args.seed}; inputs sent {sent} of {self.sent} made, in {elapsed:.0f} s ({rate:.0f}/s)")
+        if self.skipped:
+            print("skipped as known breaks: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())))
         print("HTTP statuses: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items())))
         print("JSON-RPC error codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rpc_errors.items())))
         print(
@@ -520,6 +532,53 @@ class Harness:
             print(f"findings saved under {self.out}")
         failed = [self.crashed, self.statuses[500], self.tracebacks, self.ungoverned, self.liveness_failures]
         return 1 if any(failed) or growth >= 10 else 0
+
+
+def _depth(data: bytes) -> int:
+    deepest = depth = 0
+    for byte in data:
+        if byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+_HUGE = re.compile(r"^-?(nan|inf|\d*\.?\d+e\d+|\d{19,})$", re.I)
+
+
+def known_break(item: Input) -> str:
+    """Which break of issue 11 (open on this branch) an input would hit, if any: with
+    `--skip-known` these are not sent, so the rest of the run measures what they would hide
+    (one of them ends the gateway's runtime)."""
+    if _depth(item.body) > 250:
+        return "nesting deeper than 250 (break 11; kills the runtime on the parking path)"
+    try:
+        message = json.loads(item.body)
+    except ValueError:
+        message = None
+    params = message.get("params") if isinstance(message, dict) else None
+    if isinstance(message, dict) and isinstance(params, dict):
+        method = message.get("method")
+        if method == "notifications/cancelled" and isinstance(params.get("requestId"), list | dict):
+            return "notifications/cancelled with a list or object requestId (break 11)"
+        if method == "subscriptions/listen":
+            wanted = params.get("notifications")
+            subscriptions = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
+            if subscriptions is not None and not (
+                isinstance(subscriptions, list) and all(isinstance(u, str) for u in subscriptions)
+            ):
+                return "listen with malformed resourceSubscriptions (break 1)"
+    if item.path.startswith("/admin/api/audit"):
+        query = item.path.partition("?")[2]
+        if any(_HUGE.match(part.partition("=")[2]) for part in query.split("&")):
+            return "audit query with nan/inf/huge numbers (break 11)"
+    if item.path.startswith("/admin/api/kill-switches") and isinstance(message, dict):
+        expires = message.get("expires_in_seconds")
+        if isinstance(expires, int | float) and not isinstance(expires, bool) and not 0 < expires < 1e12:
+            return "kill switch with an unrepresentable expiry (new finding)"
+    return ""
 
 
 def targets_of(server: str, message: dict[str, Any]) -> list[tuple[Target, dict[str, Any] | None]]:
@@ -556,6 +615,8 @@ def main() -> int:
     parser.add_argument("--only", type=int, default=None, help="send only input N of the seed, then check")
     parser.add_argument("--work", default=f"/tmp/mcp-gateway-fuzz-{os.getpid()}", help="store, config and logs")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "findings"), help="saved findings")
+    parser.add_argument("--skip-known", action="store_true", help="do not send inputs that hit known breaks")
+    parser.add_argument("--skip-notes", default="", help="do not send inputs whose note matches this regex (bisecting)")
     parser.add_argument("--keep-going", action="store_true", help="go on after the gateway's runtime crashed")
     args = parser.parse_args()
     return asyncio.run(Harness(args).run())
