@@ -33,8 +33,8 @@ from .proxy.upstream import Events, Upstream
 from .sensitive import mask_urls
 from .settings import Settings
 from .store import audit as audit_store
-from .store import state as state_store
 from .store import current_revision, is_sqlite, open_engine, upgrade
+from .store import state as state_store
 from .store.engine import HEAD
 from .store.notify import listen
 from .tasks import supervised
