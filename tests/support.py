@@ -269,9 +269,9 @@ class TcpProxy:
                         break
             scope.cancel()
 
-        async with client, anyio.create_task_group() as tg:
-            upward, upward_out = anyio.create_memory_object_stream[bytes](1 << 20)
-            downward, downward_out = anyio.create_memory_object_stream[bytes](1 << 20)
+        upward, upward_out = anyio.create_memory_object_stream[bytes](1 << 20)
+        downward, downward_out = anyio.create_memory_object_stream[bytes](1 << 20)
+        async with client, upward, upward_out, downward, downward_out, anyio.create_task_group() as tg:
             tg.start_soon(read, client, upward)
             await self._flowing.wait()  # a partition holds a new connection's first bytes too
             if lost.is_set():

@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from . import bounds
+
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
@@ -58,7 +60,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
-def open_engine(url: str) -> AsyncEngine:
+def _bound(engine: AsyncEngine, timeout: float) -> None:
+    """Bound every use of a pooled connection, from checkout to checkin, by `timeout`:
+    past it the connection is abandoned (see `bounds`), so the work fails instead of
+    hanging, and a transaction in it dies uncommitted with the session."""
+
+    def connected(dbapi_connection: Any, _: Any) -> None:
+        bounds.harden(dbapi_connection.driver_connection, timeout)
+
+    def checkout(dbapi_connection: Any, record: Any, _: Any) -> None:
+        if not bounds.unbounded.get():
+            record.info["watchdog"] = bounds.Watchdog(dbapi_connection.driver_connection, timeout)
+
+    def checkin(_: Any, record: Any) -> None:
+        watchdog = record.info.pop("watchdog", None)
+        if watchdog is not None:
+            watchdog.cancel()
+
+    event.listen(engine.sync_engine, "connect", connected)
+    event.listen(engine.sync_engine, "checkout", checkout)
+    event.listen(engine.sync_engine, "checkin", checkin)
+
+
+def open_engine(url: str, timeout: float | None = None) -> AsyncEngine:
+    """The store's engine. With `timeout` (the running gateway's `store_timeout`), every
+    PostgreSQL operation is bounded by it; without (the CLI), only by the server."""
     url = normalize_url(url)
     if is_sqlite(url):
         database = make_url(url).database
@@ -67,7 +93,14 @@ def open_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=5, max_overflow=10)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    if timeout is None:
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # The pre-ping on checkout is bounded by `command_timeout`, the rest by the watchdog.
+    engine = create_async_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=bounds.connect_options(timeout)
+    )
+    _bound(engine, timeout)
+    return engine
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> AlembicConfig:
@@ -86,6 +119,9 @@ def _upgrade(connection: Connection) -> None:
     from alembic import command
 
     if connection.dialect.name == "postgresql":
+        # A migration may outlast the bounds set for the gateway's own work.
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        connection.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
         connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
     command.upgrade(alembic_config(connection), "head")
 
@@ -94,8 +130,12 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the latest revision."""
     if await current_revision(engine) == HEAD:
         return
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+    token = bounds.unbounded.set(True)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+    finally:
+        bounds.unbounded.reset(token)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
