@@ -21,7 +21,6 @@ confirmed). Nothing is applied *after* the deadline.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import socket
 import struct
@@ -31,10 +30,6 @@ log = logging.getLogger(__name__)
 
 STORE_TIMEOUT = 3.0
 """Default bound on one store operation, in seconds (setting `store_timeout`)."""
-
-unbounded: contextvars.ContextVar[bool] = contextvars.ContextVar("unbounded", default=False)
-"""Set while migrating: a migration may rightly take longer than any call should."""
-
 
 def server_settings(timeout: float) -> dict[str, str]:
     """Session settings for the gateway's connections (sent in the startup packet)."""

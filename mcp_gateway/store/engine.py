@@ -60,6 +60,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def _unbound(info: dict[Any, Any]) -> None:
+    watchdog = info.pop("watchdog", None)
+    if watchdog is not None:
+        watchdog.cancel()
+
+
 def _bound(engine: AsyncEngine, timeout: float) -> None:
     """Bound every use of a pooled connection, from checkout to checkin, by `timeout`:
     past it the connection is abandoned (see `bounds`), so the work fails instead of
@@ -69,13 +75,10 @@ def _bound(engine: AsyncEngine, timeout: float) -> None:
         bounds.harden(dbapi_connection.driver_connection, timeout)
 
     def checkout(dbapi_connection: Any, record: Any, _: Any) -> None:
-        if not bounds.unbounded.get():
-            record.info["watchdog"] = bounds.Watchdog(dbapi_connection.driver_connection, timeout)
+        record.info["watchdog"] = bounds.Watchdog(dbapi_connection.driver_connection, timeout)
 
     def checkin(_: Any, record: Any) -> None:
-        watchdog = record.info.pop("watchdog", None)
-        if watchdog is not None:
-            watchdog.cancel()
+        _unbound(record.info)
 
     event.listen(engine.sync_engine, "connect", connected)
     event.listen(engine.sync_engine, "checkout", checkout)
@@ -130,12 +133,10 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the latest revision."""
     if await current_revision(engine) == HEAD:
         return
-    token = bounds.unbounded.set(True)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_upgrade)
-    finally:
-        bounds.unbounded.reset(token)
+    async with engine.begin() as connection:
+        # A migration may rightly take longer than any call should.
+        _unbound((await connection.get_raw_connection()).info)
+        await connection.run_sync(_upgrade)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
