@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 STORE_TIMEOUT = 3.0
 """Default bound on one store operation, in seconds (setting `store_timeout`)."""
 
+
 def server_settings(timeout: float) -> dict[str, str]:
     """Session settings for the gateway's connections (sent in the startup packet)."""
     ms = str(max(1, round(timeout * 1000)))
