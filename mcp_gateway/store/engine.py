@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from . import bounds
@@ -69,13 +69,28 @@ def _unbound(info: dict[Any, Any]) -> None:
 def _bound(engine: AsyncEngine, timeout: float) -> None:
     """Bound every use of a pooled connection, from checkout to checkin, by `timeout`:
     past it the connection is abandoned (see `bounds`), so the work fails instead of
-    hanging, and a transaction in it dies uncommitted with the session."""
+    hanging, and a transaction in it dies uncommitted with the session.
 
-    def connected(dbapi_connection: Any, _: Any) -> None:
+    The pool's own pre-ping is not used: it runs before the checkout event, outside any
+    watchdog, and once asyncpg's statement timeout fires the ping's ROLLBACK waits for the
+    server to acknowledge the cancel, which a partition never does. The ping here runs
+    under the watchdog; a pooled connection that fails it is replaced by a new one."""
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
         bounds.harden(dbapi_connection.driver_connection, timeout)
+        record.info["fresh"] = True
 
     def checkout(dbapi_connection: Any, record: Any, _: Any) -> None:
-        record.info["watchdog"] = bounds.Watchdog(dbapi_connection.driver_connection, timeout)
+        conn = dbapi_connection.driver_connection
+        record.info["watchdog"] = bounds.Watchdog(conn, timeout)
+        if record.info.pop("fresh", False):
+            return
+        try:
+            dbapi_connection.ping()  # runs on the event loop: checkout happens inside SQLAlchemy's greenlet
+        except Exception as exc:
+            _unbound(record.info)
+            bounds.abandon(conn)
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
 
     def checkin(_: Any, record: Any) -> None:
         _unbound(record.info)
@@ -98,10 +113,7 @@ def open_engine(url: str, timeout: float | None = None) -> AsyncEngine:
         return engine
     if timeout is None:
         return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    # The pre-ping on checkout is bounded by `command_timeout`, the rest by the watchdog.
-    engine = create_async_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=bounds.connect_options(timeout)
-    )
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, connect_args=bounds.connect_options(timeout))
     _bound(engine, timeout)
     return engine
 
