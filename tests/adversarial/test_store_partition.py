@@ -29,7 +29,11 @@ from ..support import TcpProxy, admin_client, agent, recorder_upstream, serve, w
 pytestmark = pytest.mark.anyio
 
 BOUND = 6.0
-"""Every answer during the partition comes within this (snapshot_max_age is 5 s)."""
+"""Every call's answer during the partition comes within this (snapshot_max_age is 5 s)."""
+
+ADMIN_BOUND = 12.0
+"""An admin action's answer comes within a few store_timeouts (3 s): its audit row, then
+a pooled connection's check and a new connection, each bounded."""
 
 
 @asynccontextmanager
@@ -131,7 +135,7 @@ async def test_a_release_sent_during_a_partition_is_not_applied_after_the_heal(t
         async with admin_client(url) as admin:
             switch = await _engage(admin)
             proxy.black_hole()
-            with anyio.move_on_after(BOUND):  # the operator gives up
+            with anyio.move_on_after(ADMIN_BOUND):  # the operator gives up
                 response = await admin.post(f"/kill-switches/{switch}/release", json={"reason": "all clear"})
         proxy.heal()
         async with admin_client(url) as admin:
@@ -186,9 +190,35 @@ async def test_a_release_whose_commit_is_cut_off_is_not_applied_after_the_heal(t
             # The audit row is committed (on the writer's own connection); the partition
             # begins as the release's own transaction sends COMMIT.
             event.listen(gw.engine.sync_engine, "commit", partition_before_commit)
-            with anyio.move_on_after(BOUND):  # the operator gives up
+            with anyio.move_on_after(ADMIN_BOUND):  # the operator gives up
                 response = await admin.post(f"/kill-switches/{switch}/release", json={"reason": "all clear"})
             assert not armed
+        proxy.heal()
+        await _settled(database)
+        assert await _released_at(database, switch) is None
+        assert switch in {s.id for s in gw.snapshots.current.policy.switches}
+    assert response is not None, "the release was not answered within the bound"
+    assert response.status_code == 503, response.text
+
+
+async def test_a_release_cut_off_after_its_audit_is_not_applied_after_the_heal(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    response: httpx2.Response | None = None
+    async with behind_a_forwarder(tmp_path, log) as (url, gw, proxy, database):
+        async with admin_client(url) as admin:
+            switch = await _engage(admin)
+            audit_admin = gw.governance.audit_admin
+
+            async def partition_after_the_audit(*args: Any, **kwargs: Any) -> None:
+                await audit_admin(*args, **kwargs)
+                proxy.black_hole()
+
+            # The audit row is committed; the partition begins before the release takes
+            # a pooled connection, whose check finds it silent.
+            gw.governance.audit_admin = partition_after_the_audit  # type: ignore[method-assign]
+            with anyio.move_on_after(ADMIN_BOUND):  # the operator gives up
+                response = await admin.post(f"/kill-switches/{switch}/release", json={"reason": "all clear"})
+            assert proxy.partitioned
         proxy.heal()
         await _settled(database)
         assert await _released_at(database, switch) is None
