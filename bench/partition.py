@@ -7,7 +7,7 @@ without pause meanwhile. Reported: the distribution of answer times during the p
 the denial reasons, and how many calls made during the partition reached the upstream
 after the heal (should be 0).
 
-    .venv/bin/python -m bench.partition --seconds 12 --callers 8
+    .venv/bin/python -m bench.partition --seconds 12 --callers 32
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def client_settle() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--callers", type=int, default=8)
+    parser.add_argument("--callers", type=int, default=32)
     args = parser.parse_args()
     print(json.dumps(anyio.run(run, args.seconds, args.callers), indent=2))
 
