@@ -98,10 +98,15 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
 async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
     """Start everything; stop it all on exit."""
     assert settings.database_url is not None
-    engine = open_engine(settings.database_url)
+    engine = open_engine(settings.database_url, settings.store_timeout)
     try:
         await prepare_store(engine, settings)
-        snapshots = Snapshots(engine, max_age=settings.snapshot_max_age, poll_interval=settings.snapshot_poll_interval)
+        snapshots = Snapshots(
+            engine,
+            max_age=settings.snapshot_max_age,
+            poll_interval=settings.snapshot_poll_interval,
+            timeout=settings.store_timeout * 2,
+        )
         if not await snapshots.refresh(force=True):
             raise ConfigError(
                 [
@@ -114,7 +119,10 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             )
         async with anyio.create_task_group() as tg:
             writer = AuditWriter(
-                audit_store.appender(settings.database_url), chain_id(settings), settings.audit_queue_size
+                audit_store.appender(settings.database_url, settings.store_timeout),
+                chain_id(settings),
+                settings.audit_queue_size,
+                timeout=settings.store_timeout,
             )
             await writer.start(tg)
             arguments = ArgumentPolicy(
@@ -135,7 +143,8 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 tg.start_soon(upstream.run)
             tg.start_soon(supervised("snapshot refresher", snapshots.run))
             if not is_sqlite(settings.database_url):
-                tg.start_soon(supervised("state listener", partial(listen, settings.database_url, snapshots.poke)))
+                listener = partial(listen, settings.database_url, snapshots.poke, settings.store_timeout)
+                tg.start_soon(supervised("state listener", listener))
             policies = None
             if settings.policies is not None:
                 policies = PolicyDirectory(settings.policies, engine, snapshots)

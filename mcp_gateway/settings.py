@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     snapshot_poll_interval: float = Field(default=1.0, gt=0)
     snapshot_max_age: float = Field(default=30.0, gt=0)
     """Past this age without reaching the store, the snapshot is stale and every call is denied."""
+    store_timeout: float = Field(default=3.0, gt=0, le=60)
+    """Bound on one store operation (PostgreSQL: connect, statement, commit; the server is
+    told to end the gateway's sessions idle in a transaction this long). A call whose audit
+    row is not committed within it is denied (`audit unavailable`) and never forwarded later."""
     audit_arguments: Literal["redacted", "digest"] = "redacted"
     audit_redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
     """Secret-looking name patterns, compared without case, `_`, `-`, `.` (`mcp_gateway.sensitive`)."""

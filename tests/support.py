@@ -225,12 +225,22 @@ def recorder_upstream(log: Path) -> dict[str, Any]:
 
 
 class TcpProxy:
-    """A loopback TCP forwarder that a test can cut, to make a server unreachable."""
+    """A loopback TCP forwarder that a test can cut, to make a server unreachable, or
+    black-hole, to partition the network.
+
+    A black hole is what a partition looks like to both ends: connections stay open (new
+    ones are accepted too) and nothing arrives, in either direction, until `heal()`. Then
+    what each side sent meanwhile is delivered, as TCP's retransmission would deliver it;
+    except on a connection that one side gave up during the partition: a socket that is
+    aborted stops retransmitting, so the other side never gets what it still held.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = free_port()
         self._scope: anyio.CancelScope | None = None
+        self._flowing = anyio.Event()
+        self._flowing.set()
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port) as listener:
@@ -239,24 +249,63 @@ class TcpProxy:
                 task_status.started()
                 await listener.serve(self._forward)
 
-    async def _forward(self, client: Any) -> None:
-        async with client, await anyio.connect_tcp(*self.target) as server, anyio.create_task_group() as tg:
+    @property
+    def partitioned(self) -> bool:
+        return not self._flowing.is_set()
 
-            async def pipe(source: Any, sink: Any) -> None:
+    async def _forward(self, client: Any) -> None:
+        lost = anyio.Event()
+        """One side went away while partitioned: what it sent dies with it."""
+
+        async def read(source: Any, sink: Any) -> None:
+            async with sink:
                 try:
                     async for chunk in source:
                         await sink.send(chunk)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     pass
-                tg.cancel_scope.cancel()
+                if self.partitioned:
+                    lost.set()
 
-            tg.start_soon(pipe, client, server)
-            tg.start_soon(pipe, server, client)
+        async def write(source: Any, sink: Any, scope: anyio.CancelScope) -> None:
+            async with source:
+                async for chunk in source:
+                    await self._flowing.wait()
+                    if lost.is_set():
+                        break
+                    try:
+                        await sink.send(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        break
+            scope.cancel()
+
+        upward, upward_out = anyio.create_memory_object_stream[bytes](1 << 20)
+        downward, downward_out = anyio.create_memory_object_stream[bytes](1 << 20)
+        async with client, upward, upward_out, downward, downward_out, anyio.create_task_group() as tg:
+            tg.start_soon(read, client, upward)
+            await self._flowing.wait()  # a partition holds a new connection's first bytes too
+            if lost.is_set():
+                tg.cancel_scope.cancel()
+                return
+            async with await anyio.connect_tcp(*self.target) as server:
+                tg.start_soon(read, server, downward)
+                tg.start_soon(write, upward_out, server, tg.cancel_scope)
+                tg.start_soon(write, downward_out, client, tg.cancel_scope)
+                await anyio.sleep_forever()
 
     def cut(self) -> None:
         """Stop accepting and drop every open connection."""
         if self._scope is not None:
             self._scope.cancel()
+
+    def black_hole(self) -> None:
+        """Partition: keep every connection open, deliver nothing either way."""
+        if not self.partitioned:
+            self._flowing = anyio.Event()
+
+    def heal(self) -> None:
+        """End the partition: deliver what was held, except on connections given up meanwhile."""
+        self._flowing.set()
 
 
 class GatewayProcess:

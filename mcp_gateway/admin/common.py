@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import auth
 from ..audit.writer import AuditUnavailable
 from ..runtime import Gateway
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -92,6 +96,17 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error(exc.status, exc.code, exc.message)
         except AuditUnavailable:
             return error(503, "audit_unavailable", "the action was not taken: its audit record could not be written")
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # Every store operation is bounded (`store_timeout`) and its connection abandoned
+            # past the bound, so an unconfirmed change is not applied later. The one window
+            # left: a COMMIT that had reached the store just before took effect then.
+            log.warning("admin %s %s: the store did not answer: %s", request.method, request.url.path, exc)
+            return error(
+                503,
+                "store_unavailable",
+                "the store did not answer in time: a change was not applied (unless its commit had reached "
+                "the store just before; check before retrying)",
+            )
 
     return functools.wraps(handler)(endpoint)
 

@@ -5,6 +5,13 @@ the rows, commits, and wakes the callers that wait for their commit. The queue i
 bounded: when it is full a caller waits briefly, then gets `AuditUnavailable`, and a call
 that cannot be audited is not made.
 
+The wait for a commit is bounded too (`store_timeout`): a caller whose row is not
+committed by then is told `AuditUnavailable`, and its call is denied then and there, never
+forwarded later. Its row may still reach the log afterwards (it was queued, or its commit
+was in flight): then the writer follows an allowed decision row with a completion row,
+outcome `not_forwarded`, so the log says what happened. A denial that cannot be audited
+is logged instead (a WARNING a denial, at most `LOG_LIMIT` a second).
+
 This is on every call's path, so it uses asyncio's queue and futures directly (a few
 microseconds each) rather than heavier abstractions.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -20,13 +28,30 @@ from anyio.abc import TaskGroup
 
 from ..errors import Denied
 from ..store.audit import PostgresAppender, SqliteAppender
+from ..store.bounds import STORE_TIMEOUT
 from .chain import GENESIS, link
 
 log = logging.getLogger(__name__)
 
 BATCH = 512
 
+LOG_LIMIT = 20
+"""Unaudited denials logged one a line, at most this many a second (the rest counted)."""
+
 _Item = tuple[dict[str, Any], "asyncio.Future[None] | None"]
+
+_CALL_KEYS = (
+    "call_id",
+    "principal_id",
+    "team_id",
+    "server",
+    "tool",
+    "method",
+    "decision",
+    "rule_id",
+    "policy_version",
+)
+"""What a completion row repeats of its decision row."""
 
 
 class AuditUnavailable(Denied):
@@ -44,17 +69,29 @@ class AuditWriter:
     """Appends rows to one chain of the audit table."""
 
     def __init__(
-        self, store: SqliteAppender | PostgresAppender, chain: str, queue_size: int = 10_000, push_timeout: float = 1.0
+        self,
+        store: SqliteAppender | PostgresAppender,
+        chain: str,
+        queue_size: int = 10_000,
+        push_timeout: float = 1.0,
+        timeout: float = STORE_TIMEOUT,
     ) -> None:
         self.store = store
         self.chain = chain
         self.push_timeout = push_timeout
+        self.timeout = timeout
+        """How long a caller waits for its row's commit."""
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(queue_size)
         self._seq = 0
         self._prev = GENESIS
         self._resync = False
         self._closed = False
         self._stopped = asyncio.Event()
+        self._unsure: tuple[int, list[dict[str, Any]]] | None = None
+        """A failed batch that may have committed after all: its last chain_seq and its waited-for rows."""
+        self._log_window = 0.0
+        self._logged = 0
+        self._unlogged = 0
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -85,19 +122,78 @@ class AuditWriter:
             raise _unavailable("the audit queue is full") from None
 
     async def append(self, row: dict[str, Any]) -> None:
-        """Queue a row and return once it is committed; raises `AuditUnavailable` if it cannot be."""
+        """Queue a row and return once it is committed; raises `AuditUnavailable` if it is
+        not committed within `timeout`."""
+        try:
+            await self._append(row)
+        except AuditUnavailable as exc:
+            self._unaudited(row, exc)
+            raise
+
+    async def _append(self, row: dict[str, Any]) -> None:
         if self._closed:
             raise _unavailable("the audit log is closed")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        done: asyncio.Future[None] = loop.create_future()
         try:
             self._queue.put_nowait((row, done))
         except asyncio.QueueFull:
             try:
-                async with asyncio.timeout(self.push_timeout):
+                async with asyncio.timeout(min(self.push_timeout, self.timeout)):
                     await self._queue.put((row, done))
             except TimeoutError:
                 raise _unavailable("the audit queue is full") from None
-        await done
+        try:
+            async with asyncio.timeout_at(deadline):
+                # Shielded: a timeout must leave `done` for the writer to settle below.
+                await asyncio.shield(done)
+        except TimeoutError:
+            if done.done() and not done.cancelled() and done.exception() is None:
+                return  # committed just in time
+            exc = _unavailable(f"the audit row was not committed within {self.timeout:g}s (store_timeout)")
+            if not done.done():
+                # Marks the row as one whose caller was denied; retrieved at once, so that
+                # nothing complains of an exception never looked at.
+                done.set_exception(exc)
+                done.exception()
+            raise exc from None
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+
+    def _unaudited(self, row: dict[str, Any], exc: AuditUnavailable) -> None:
+        """Log what the audit could not take: these denials exist nowhere else."""
+        now = asyncio.get_running_loop().time()
+        if now - self._log_window >= 1.0:
+            if self._unlogged:
+                log.warning("audit unavailable: %d more unaudited denial(s) not logged one by one", self._unlogged)
+            self._log_window, self._logged, self._unlogged = now, 0, 0
+        if self._logged >= LOG_LIMIT:
+            self._unlogged += 1
+            return
+        self._logged += 1
+        detail = exc.data.get("detail") if isinstance(exc.data, dict) else None
+        if row.get("kind") == "admin":
+            log.warning(
+                "audit unavailable: admin action %r by %r refused, not audited (%s)",
+                row.get("method"),
+                row.get("principal_id"),
+                detail,
+            )
+            return
+        reason = row.get("reason") if row.get("decision") == "deny" else "audit unavailable"
+        log.warning(
+            "audit unavailable: call %s denied, not audited: principal %r (team %r) %s %r/%r: %s (%s)",
+            row.get("call_id"),
+            row.get("principal_id"),
+            row.get("team_id"),
+            row.get("method"),
+            row.get("server"),
+            row.get("tool"),
+            reason,
+            detail,
+        )
 
     async def _run(self) -> None:
         try:
@@ -138,18 +234,24 @@ class AuditWriter:
         return rows
 
     async def _commit(self, batch: list[_Item]) -> None:
+        sent: list[dict[str, Any]] | None = None
         try:
-            async with asyncio.timeout(10):
+            # The appender bounds its own work (and abandons its connection); this bounds
+            # the rest, and SQLite's waits.
+            async with asyncio.timeout(self.timeout * 3):
                 if self._resync:
                     # A failed commit may have landed after all (the connection died after
                     # COMMIT was sent): continue from what the store holds, never fork.
                     head = await self.store.head(self.chain)
                     self._seq, self._prev = head if head is not None else (0, GENESIS)
                     self._resync = False
-                rows = self._chain(batch)
+                    self._settle_unsure(head[0] if head is not None else 0)
+                sent = rows = self._chain(batch)
                 await self.store.append(rows)
         except Exception as exc:  # the writer must outlive any failure; callers are told, not crashed
             self._resync = True
+            if sent is not None:
+                self._unsure = (sent[-1]["chain_seq"], [row for row, done in batch if done is not None])
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             log.error("audit: %d row(s) not written: %s", len(batch), self.last_error)
@@ -160,6 +262,33 @@ class AuditWriter:
         self._seq, self._prev = rows[-1]["chain_seq"], rows[-1]["hash"]
         self.written += len(rows)
         self.last_error = None
-        for _, done in batch:
-            if done is not None and not done.done():
+        for row, done in batch:
+            if done is None:
+                continue
+            if not done.done():
                 done.set_result(None)
+            elif not done.cancelled():
+                self._not_forwarded(row)  # its caller gave up waiting and was denied
+
+    def _settle_unsure(self, head: int) -> None:
+        """A batch whose commit failed was committed after all if the chain reaches it:
+        its callers were denied, so say so after each allowed decision in it."""
+        unsure, self._unsure = self._unsure, None
+        if unsure is not None and head >= unsure[0]:
+            for row in unsure[1]:
+                self._not_forwarded(row)
+
+    def _not_forwarded(self, row: dict[str, Any]) -> None:
+        if row.get("kind") != "decision" or row.get("decision") != "allow":
+            return
+        completion = {
+            "ts": time.time(),
+            "kind": "completion",
+            **{key: row.get(key) for key in _CALL_KEYS},
+            "outcome": "not_forwarded",
+            "detail": f"denied: its decision row was committed after the audit wait ({self.timeout:g}s) ended",
+        }
+        try:
+            self._queue.put_nowait((completion, None))
+        except asyncio.QueueFull:
+            log.error("audit: call %s was denied after its decision row; that was not recorded", row.get("call_id"))

@@ -5,6 +5,10 @@ through this process, by polling the store's state version every `poll_interval`
 (on PostgreSQL) when another replica's NOTIFY arrives. If the store cannot be reached for
 longer than `max_age`, the snapshot is stale and every decision denies; kill switches in
 it stay engaged throughout.
+
+A refresh is bounded (each read by the engine's `store_timeout`, the whole by twice that):
+one that hangs fails, and the snapshot ages meanwhile. A snapshot is as fresh as the moment
+its refresh began, not the moment it ended.
 """
 
 from __future__ import annotations
@@ -79,10 +83,14 @@ Listener = Callable[[Snapshot, Snapshot], Awaitable[None]]
 class Snapshots:
     """Holds the current snapshot and refreshes it."""
 
-    def __init__(self, engine: AsyncEngine, *, max_age: float, poll_interval: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_age: float, poll_interval: float, timeout: float | None = None
+    ) -> None:
         self.engine = engine
         self.max_age = max_age
         self.poll_interval = poll_interval
+        self.timeout = timeout if timeout is not None else max(poll_interval * 5, 5.0)
+        """Bound on one refresh."""
         self.current = Snapshot()
         self.checked_at = float("-inf")
         """Monotonic time the snapshot was last confirmed current."""
@@ -103,8 +111,9 @@ class Snapshots:
     async def refresh(self, force: bool = False) -> bool:
         """Bring the snapshot up to date; False if the store could not be read."""
         async with self._lock:
+            began = time.monotonic()
             try:
-                with anyio.fail_after(max(self.poll_interval * 5, 5.0)):
+                with anyio.fail_after(self.timeout):
                     version, _ = await state_store.read_version(self.engine)
                     if force or version != self.current.version or self.checked_at == float("-inf"):
                         new = build(await state_store.load(self.engine))
@@ -119,7 +128,7 @@ class Snapshots:
                 self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 log.warning("snapshot refresh failed (age %.1fs): %s", self.age(), self.last_error)
                 return False
-            self.checked_at = time.monotonic()
+            self.checked_at = max(self.checked_at, began)
             self.last_error = None
             return True
 

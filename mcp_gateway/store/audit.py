@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from . import bounds
 from . import tables as t
 
 log = logging.getLogger(__name__)
@@ -259,10 +260,15 @@ class SqliteAppender:
 
 
 class PostgresAppender:
-    """Batches into PostgreSQL over a raw asyncpg connection of its own, reconnected on failure."""
+    """Batches into PostgreSQL over a raw asyncpg connection of its own, reconnected on failure.
 
-    def __init__(self, connect_args: dict[str, Any]) -> None:
+    Every operation is bounded by `timeout` (see `bounds`): past it, or on any failure,
+    the connection is abandoned, not rolled back, so a partition can neither hold the
+    writer nor let a batch commit after the writer gave up on it."""
+
+    def __init__(self, connect_args: dict[str, Any], timeout: float = bounds.STORE_TIMEOUT) -> None:
         self._args = connect_args
+        self.timeout = timeout
         self._conn: Any = None
         self._sql = _insert_sql(lambda i: f"${i}")
 
@@ -270,40 +276,59 @@ class PostgresAppender:
         import asyncpg
 
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(**self._args, timeout=10)
+            self._conn = await asyncpg.connect(**self._args, **bounds.connect_options(self.timeout))
+            bounds.harden(self._conn, self.timeout)
         return self._conn
 
-    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        conn = await self._connection()
+    async def _bounded(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
+        watchdog = None
         try:
-            async with conn.transaction():
-                await conn.executemany(self._sql, _values(rows))
-        except BaseException:
-            await self._drop()
+            conn = await self._connection()
+            watchdog = bounds.Watchdog(conn, self.timeout)
+            return await work(conn)
+        except BaseException as exc:
+            self._drop()
+            if watchdog is not None and watchdog.fired:
+                raise TimeoutError(f"the store did not answer within {self.timeout:g}s") from exc
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        async def insert(conn: Any) -> None:
+            # Not `async with conn.transaction()`: on failure it awaits a ROLLBACK, which a
+            # dead network never answers. A failed batch abandons the connection instead.
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.executemany(self._sql, _values(rows))
+            await transaction.commit()
+
+        await self._bounded(insert)
 
     async def head(self, chain: str) -> tuple[int, str] | None:
-        conn = await self._connection()
-        try:
-            row = await conn.fetchrow(_HEAD_SQL.format(p="$1"), chain)
-        except BaseException:
-            await self._drop()
-            raise
+        row = await self._bounded(lambda conn: conn.fetchrow(_HEAD_SQL.format(p="$1"), chain))
         return (int(row[0]), str(row[1])) if row is not None else None
 
-    async def _drop(self) -> None:
+    def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            conn.terminate()
+        bounds.abandon(conn)
 
     async def aclose(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
-        self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=self.timeout)
+            except Exception as exc:  # closing is best effort: the server ends the session either way
+                log.warning("audit: connection not closed cleanly (%s); abandoned", type(exc).__name__)
+                bounds.abandon(conn)
+            except BaseException:
+                bounds.abandon(conn)
+                raise
 
 
-def appender(url: str) -> SqliteAppender | PostgresAppender:
-    """The writer's connection for the store at `url`."""
+def appender(url: str, timeout: float = bounds.STORE_TIMEOUT) -> SqliteAppender | PostgresAppender:
+    """The writer's connection for the store at `url`; on PostgreSQL, each operation bounded by `timeout`."""
     from sqlalchemy.engine import make_url
 
     from .engine import normalize_url
@@ -313,4 +338,4 @@ def appender(url: str) -> SqliteAppender | PostgresAppender:
         return SqliteAppender(parsed.database or ":memory:")
     from .notify import connect_args
 
-    return PostgresAppender(connect_args(url))
+    return PostgresAppender(connect_args(url), timeout)

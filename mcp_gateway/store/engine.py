@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from . import bounds
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -58,7 +60,49 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
-def open_engine(url: str) -> AsyncEngine:
+def _unbound(info: dict[Any, Any]) -> None:
+    watchdog = info.pop("watchdog", None)
+    if watchdog is not None:
+        watchdog.cancel()
+
+
+def _bound(engine: AsyncEngine, timeout: float) -> None:
+    """Bound every use of a pooled connection, from checkout to checkin, by `timeout`:
+    past it the connection is abandoned (see `bounds`), so the work fails instead of
+    hanging, and a transaction in it dies uncommitted with the session.
+
+    The pool's own pre-ping is not used: it runs before the checkout event, outside any
+    watchdog, and once asyncpg's statement timeout fires the ping's ROLLBACK waits for the
+    server to acknowledge the cancel, which a partition never does. The ping here runs
+    under the watchdog; a pooled connection that fails it is replaced by a new one."""
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
+        bounds.harden(dbapi_connection.driver_connection, timeout)
+        record.info["fresh"] = True
+
+    def checkout(dbapi_connection: Any, record: Any, _: Any) -> None:
+        conn = dbapi_connection.driver_connection
+        record.info["watchdog"] = bounds.Watchdog(conn, timeout)
+        if record.info.pop("fresh", False):
+            return
+        try:
+            dbapi_connection.ping()  # runs on the event loop: checkout happens inside SQLAlchemy's greenlet
+        except Exception as exc:
+            _unbound(record.info)
+            bounds.abandon(conn)
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+
+    def checkin(_: Any, record: Any) -> None:
+        _unbound(record.info)
+
+    event.listen(engine.sync_engine, "connect", connected)
+    event.listen(engine.sync_engine, "checkout", checkout)
+    event.listen(engine.sync_engine, "checkin", checkin)
+
+
+def open_engine(url: str, timeout: float | None = None) -> AsyncEngine:
+    """The store's engine. With `timeout` (the running gateway's `store_timeout`), every
+    PostgreSQL operation is bounded by it; without (the CLI), only by the server."""
     url = normalize_url(url)
     if is_sqlite(url):
         database = make_url(url).database
@@ -67,7 +111,11 @@ def open_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=5, max_overflow=10)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    if timeout is None:
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, connect_args=bounds.connect_options(timeout))
+    _bound(engine, timeout)
+    return engine
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> AlembicConfig:
@@ -86,6 +134,9 @@ def _upgrade(connection: Connection) -> None:
     from alembic import command
 
     if connection.dialect.name == "postgresql":
+        # A migration may outlast the bounds set for the gateway's own work.
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        connection.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
         connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
     command.upgrade(alembic_config(connection), "head")
 
@@ -95,6 +146,8 @@ async def upgrade(engine: AsyncEngine) -> None:
     if await current_revision(engine) == HEAD:
         return
     async with engine.begin() as connection:
+        # A migration may rightly take longer than any call should.
+        _unbound((await connection.get_raw_connection()).info)
         await connection.run_sync(_upgrade)
 
 

@@ -15,6 +15,7 @@ import anyio
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from . import bounds
 from .state import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ def connect_args(url: str) -> dict[str, Any]:
     }
 
 
-async def listen(url: str, poke: Callable[[], None]) -> None:
-    """Listen until cancelled, reconnecting as needed."""
+async def listen(url: str, poke: Callable[[], None], timeout: float = bounds.STORE_TIMEOUT) -> None:
+    """Listen until cancelled, reconnecting as needed. Connecting and each liveness probe
+    are bounded by `timeout`; a connection that fails is abandoned, not closed politely."""
     delay = 0.5
     while True:
         connection = None
         try:
-            connection = await asyncpg.connect(**connect_args(url), timeout=10)
+            connection = await asyncpg.connect(**connect_args(url), **bounds.connect_options(timeout))
+            bounds.harden(connection, timeout)
             lost = anyio.Event()
             connection.add_termination_listener(lambda _, lost=lost: lost.set())
             await connection.add_listener(CHANNEL, lambda *_: poke())
@@ -49,13 +52,17 @@ async def listen(url: str, poke: Callable[[], None]) -> None:
                     await lost.wait()
                 if not lost.is_set():
                     # A silent network failure leaves the socket open: prove it is alive.
-                    with anyio.fail_after(5):
+                    with anyio.fail_after(timeout):
                         await connection.fetchval("SELECT 1")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("state listener lost (%s); retrying in %.1fs, polling meanwhile", exc, delay)
+            bounds.abandon(connection)
         finally:
             if connection is not None and not connection.is_closed():
-                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                    await connection.close()
+                try:
+                    with anyio.CancelScope(shield=True), anyio.fail_after(2):
+                        await connection.close()
+                except (Exception, TimeoutError):
+                    bounds.abandon(connection)
         await anyio.sleep(delay)
         delay = min(delay * 2, 30.0)

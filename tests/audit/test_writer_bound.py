@@ -1,0 +1,119 @@
+"""The audit wait is bounded: a caller whose row is not committed within the writer's
+timeout is refused then, and if the row lands afterwards the log says the call was not
+forwarded.
+
+The store here is a stand-in whose commit the test holds or breaks at will (a real
+partition is in tests/adversarial/test_store_partition.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_gateway.audit.writer import AuditUnavailable, AuditWriter
+
+pytestmark = pytest.mark.anyio
+
+
+class HeldStore:
+    """Commits when the test lets it; can fail *after* committing, as a connection that
+    dies once COMMIT was sent does."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.release = anyio.Event()
+        self.lose_answer = False
+
+    async def head(self, chain: str) -> tuple[int, str] | None:
+        return (self.rows[-1]["chain_seq"], self.rows[-1]["hash"]) if self.rows else None
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self.release.wait()
+        self.rows.extend(rows)
+        if self.lose_answer:
+            self.lose_answer = False
+            raise ConnectionResetError("the connection died after COMMIT was sent")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _decision(call_id: str, decision: str = "allow") -> dict[str, Any]:
+    return {
+        "ts": 1_800_000_000.0,
+        "kind": "decision",
+        "call_id": call_id,
+        "principal_id": "p",
+        "team_id": "t",
+        "server": "s",
+        "tool": "x",
+        "method": "tools/call",
+        "decision": decision,
+        "reason": "because" if decision == "deny" else None,
+    }
+
+
+def _kinds(store: HeldStore) -> list[tuple[Any, ...]]:
+    return [(r["kind"], r["call_id"], r["outcome"]) for r in store.rows]
+
+
+async def test_a_row_committed_after_its_wait_ended_is_refused_and_then_marked_not_forwarded() -> None:
+    store = HeldStore()
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.3)  # type: ignore[arg-type]
+        await writer.start(tg)
+        with anyio.fail_after(5), pytest.raises(AuditUnavailable) as refused:
+            await writer.append(_decision("late"))
+        assert refused.value.data is not None and refused.value.data["reason"] == "audit unavailable"
+        store.release.set()
+        with anyio.fail_after(5):
+            while len(store.rows) < 2:
+                await anyio.sleep(0.01)
+        await writer.drain()
+    assert _kinds(store) == [("decision", "late", None), ("completion", "late", "not_forwarded")]
+
+
+async def test_a_batch_that_committed_though_its_answer_was_lost_is_marked_not_forwarded() -> None:
+    store = HeldStore()
+    store.release.set()
+    store.lose_answer = True
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=1.0)  # type: ignore[arg-type]
+        await writer.start(tg)
+        with anyio.fail_after(5), pytest.raises(AuditUnavailable):
+            await writer.append(_decision("lost"))
+        with anyio.fail_after(5):
+            await writer.append(_decision("next"))
+            while len(store.rows) < 3:
+                await anyio.sleep(0.01)
+        await writer.drain()
+    assert sorted(_kinds(store), key=str) == sorted(
+        [("decision", "lost", None), ("completion", "lost", "not_forwarded"), ("decision", "next", None)], key=str
+    )
+    assert [r["chain_seq"] for r in store.rows] == [1, 2, 3]  # continued from what landed, no fork
+
+
+async def test_denials_the_audit_cannot_take_are_logged_and_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    store = HeldStore()
+    caplog.set_level(logging.WARNING, logger="mcp_gateway.audit.writer")
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.2)  # type: ignore[arg-type]
+        await writer.start(tg)
+
+        async def denied(i: int) -> None:
+            with pytest.raises(AuditUnavailable):
+                await writer.append(_decision(f"d{i}", "deny"))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as callers:
+                for i in range(50):
+                    callers.start_soon(denied, i)
+        store.release.set()
+        await writer.drain()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("audit unavailable: call")]
+    assert 0 < len(lines) <= 20
+    assert all("denied, not audited" in line and "because" in line for line in lines)
