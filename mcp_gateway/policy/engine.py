@@ -28,7 +28,10 @@ from .uris import AmbiguousURI, normal_form
 
 _WILDCARD = re.compile(r"[*?\[]")
 DEFAULT_DENY = Rule(id="default-deny", team="*", effect="deny", description="nothing allowed it: deny by default")
-_MEMO_LIMIT = 65_536
+_MEMO_LIMIT = 16_384
+_MEMO_NAME_LIMIT = 256
+"""Names are the caller's to choose (a denied probe's made-up URI): only short ones are
+remembered, so a team's memo holds at most a few MiB however its callers spell things."""
 
 
 class _Globs:
@@ -135,7 +138,7 @@ class TeamRules:
                             if compiled.kinds[target.kind].match(name):
                                 hits[compiled.rule.id] = compiled.rule
         found = tuple(sorted(hits.values(), key=lambda r: self._order[r.id]))
-        if len(self._memo) < _MEMO_LIMIT:
+        if len(self._memo) < _MEMO_LIMIT and len(name) + len(server) <= _MEMO_NAME_LIMIT:
             self._memo[target] = found
         return found
 

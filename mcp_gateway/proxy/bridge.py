@@ -44,7 +44,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .. import jsonrpc
-from ..errors import INVALID_PARAMS, INVALID_REQUEST, Denied, GatewayError, ProtocolError
+from ..errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Denied, GatewayError, ProtocolError
 from ..jsonrpc import Message
 from ..policy.model import Target
 from .session import Call, log_allowed
@@ -331,6 +331,9 @@ class Parking:
                             outcome = await forward(sink)
                         except GatewayError as exc:
                             outcome = exc
+                        except Exception:  # the top of a detached task: never let it take the runtime down
+                            log.exception("a parked call failed")
+                            outcome = ProtocolError(INTERNAL_ERROR, "the gateway failed while serving this call")
                     if scope.cancelled_caught and parked.ending is not None:
                         outcome = parked.ending
                 except asyncio.CancelledError:

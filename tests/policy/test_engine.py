@@ -9,6 +9,7 @@ import pytest
 
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy import Decision, KillSwitch, PolicyState, Rule, Target, decide
+from mcp_gateway.policy.engine import TeamRules
 from mcp_gateway.policy.model import Scope
 
 NOW = 1_800_000_000.0
@@ -349,3 +350,15 @@ def test_a_team_of_ten_thousand_rules_decides_correctly() -> None:
     assert decide(state, ALICE, tool("srv9999", "tool9998"), NOW).rule_id == "default-deny"
     assert decide(state, ALICE, tool("nowhere", "tool1"), NOW).rule_id == "default-deny"
     assert decide(state, EVE, tool("srv1", "tool1"), NOW).rule_id == "default-deny"
+
+
+def test_the_memo_of_verdicts_stays_bounded_whatever_names_callers_make_up() -> None:
+    # A denied caller chooses its names: a made-up URI a megabyte long, or endlessly many.
+    rules = TeamRules([Rule(id="files", team="t", effect="allow", servers=("files",), tools=("read_*",))])
+    for i in range(50):
+        assert rules.matching(Target("files", "resource", f"file:///{i}/" + "a" * 1_000_000)) == ()
+    assert len(rules._memo) == 0
+    for i in range(20_000):
+        rules.matching(Target("files", "tool", f"read_{i}"))
+    assert len(rules._memo) <= 16_384
+    assert rules.matching(Target("files", "tool", "read_19999"))[0].id == "files"
