@@ -71,7 +71,12 @@ def _line(row: dict[str, Any]) -> str:
     (a resource URI is kept as asked) and a newline or a terminal escape in one must stay text."""
     row = {k: escape(v) if isinstance(v, str) else v for k, v in row.items()}
     when = datetime.fromtimestamp(row["ts"], UTC).isoformat(timespec="milliseconds")
-    what = f"{row['server'] or '-'}/{row['tool'] or '-'}" if row["server"] else row["method"] or "-"
+    if row["server"]:
+        what = f"{row['server']}/{row['tool'] or '-'}"
+    elif row["tool"]:  # a name nothing serves (a probe): the method, and what it named
+        what = f"{row['method'] or '-'} {row['tool']}"
+    else:
+        what = row["method"] or "-"
     fields = [when, row["kind"], row["principal_id"] or "-", what, row["decision"] or "-"]
     if row["outcome"]:
         fields.append(row["outcome"])
