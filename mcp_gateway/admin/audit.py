@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..store import audit as store
+from ..when import FORMS, parse_time
 from .common import ApiError, admin, gateway, ok
 
 FILTERS = ("team", "principal", "server", "tool", "decision", "kind")
@@ -21,11 +22,22 @@ def _number(request: Request, name: str, what: str = "a number (epoch seconds)")
         raise ApiError(400, "invalid_request", f"{name} must be {what}") from None
 
 
+def _time(request: Request, name: str) -> float | None:
+    """`since`/`until`: epoch seconds or ISO 8601, the forms the CLI's flags take."""
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name} must be {FORMS}") from None
+
+
 @admin
 async def query(request: Request, actor: str) -> Response:
     """Audit rows, newest first. Pass `cursor` from the previous page to get the next."""
     params = request.query_params
-    filters = store.Filters(since=_number(request, "since"), until=_number(request, "until"))
+    filters = store.Filters(since=_time(request, "since"), until=_time(request, "until"))
     for name in FILTERS:
         setattr(filters, name, params.get(name))
     limit_value = _number(request, "limit", "a whole number")
