@@ -132,7 +132,7 @@ def warn_unknown_servers(bundle: Bundle, config: Config) -> None:
     names = sorted(config.upstreams)
     for rule in bundle.rules:
         for pattern in rule.servers:
-            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            if pattern != "*" and not any(fnmatch.fnmatchcase(name, pattern) for name in names):
                 have = ", ".join(names) or "none"
                 print(
                     f"warning: rule {rule.id!r} (team {rule.team}) names server {pattern!r}, "

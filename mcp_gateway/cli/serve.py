@@ -96,7 +96,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(http_server.config(app, settings.log_level))
     logs.protect("uvicorn", "uvicorn.error")  # configured by uvicorn's Config just now
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's way to say the lifespan did not start
+        if app.startup_error is None:
+            raise
     if app.startup_error is not None:
         raise store_error(settings, app.startup_error) from None
     return 0 if server.started else EXIT_NOT_STARTED
