@@ -30,29 +30,21 @@ async def test_check_run_twice_adds_no_policy_version_and_no_row(tmp_path: Path)
     assert (await mcp_gateway("db", "upgrade", "--config", str(config))).returncode == 0
     database = tmp_path / "mcp-gateway.db"
     before = {table: _count(database, table) for table in ("policy_versions", "rules", "audit", "teams")}
-    for _ in range(2):
-        result = await mcp_gateway("check", "--config", str(config))
+    results = [await mcp_gateway("check", "--config", str(config)) for _ in range(2)]
+    after = {table: _count(database, table) for table in before}
+    assert after == before == {"policy_versions": 0, "rules": 0, "audit": 0, "teams": 0}
+    for result in results:
         assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
         assert b"at revision 0001 (current)" in result.stdout
         assert b"1 rule(s) for 1 team(s)" in result.stdout
-    assert (
-        {table: _count(database, table) for table in before}
-        == before
-        == {
-            "policy_versions": 0,
-            "rules": 0,
-            "audit": 0,
-            "teams": 0,
-        }
-    )
 
 
 async def test_check_creates_no_store_where_there_is_none(tmp_path: Path) -> None:
     config = config_file(tmp_path, {"auth": "none"})
     result = await mcp_gateway("check", "--config", str(config))
+    assert sorted(_tree(tmp_path)) == ["gateway.yaml"]
     assert result.returncode == 0, result.stderr.decode()
     assert b"does not exist yet" in result.stdout
-    assert sorted(_tree(tmp_path)) == ["gateway.yaml"]
 
 
 async def test_check_of_the_example_config_writes_nothing_into_the_repository() -> None:
