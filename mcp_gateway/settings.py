@@ -164,11 +164,13 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
     if settings.database_url is None:
         settings.database_url = f"sqlite:///{(base / 'mcp-gateway.db').resolve()}"
     if settings.policies is not None and not settings.policies.is_dir():
-        where = "gateway.policies" if "policies" in section and overrides.get("policies") is None else "--policies"
-        line = config.gateway_lines.get("policies") if where == "gateway.policies" else None
-        raise ConfigError(
-            [Problem(str(config.path) if line else where, line, f"{where}: {settings.policies} is not a directory")]
-        )
+        from_file = section.get("policies") is not None and Path(section["policies"]) == settings.policies
+        if from_file:
+            line = config.gateway_lines.get("policies")
+            problem = Problem(str(config.path), line, f"gateway.policies: {settings.policies} is not a directory")
+        else:
+            problem = Problem("flags or environment", None, f"policies: {settings.policies} is not a directory")
+        raise ConfigError([problem])
     return settings
 
 

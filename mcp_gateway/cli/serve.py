@@ -207,22 +207,29 @@ def run_check(args: argparse.Namespace) -> int:
             return status
 
     with tempfile.TemporaryDirectory(prefix="mcp-gateway-check-") as scratch:
-        return anyio.run(main, scratch)
+        return run_with_store(settings, partial(main, scratch))
 
 
 async def describe_store(settings: Settings) -> str:
-    """The store's state, read without creating or migrating anything."""
+    """The store's state, read without creating or migrating anything. A schema that is
+    not current fails the check when `serve` would not migrate it either."""
     url = settings.database_url or ""
     shown = mask_urls(url)
+    revision: str | None = None
+    exists = True
     if is_sqlite(url):
         database = make_url(url).database or ""
-        if not await anyio.Path(database).exists():
-            return f"{shown}: does not exist yet (`serve` or `db upgrade` creates it)"
-    engine = open_engine(url)
-    try:
-        revision = await current_revision(engine)
-    finally:
-        await engine.dispose()
+        exists = database == ":memory:" or await anyio.Path(database).exists()
+    if exists:
+        engine = open_engine(url)
+        try:
+            revision = await current_revision(engine)
+        finally:
+            await engine.dispose()
+    if revision != HEAD and not settings.migrate:
+        raise ConfigError([Problem(shown, None, "the store's schema is not current: run `mcp-gateway db upgrade`")])
+    if not exists:
+        return f"{shown}: does not exist yet (`serve` or `db upgrade` creates it)"
     if revision is None:
         return f"{shown}: empty (`serve` or `db upgrade` creates the schema)"
     if revision != HEAD:
