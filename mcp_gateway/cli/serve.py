@@ -18,9 +18,11 @@ from .. import __version__, auth, logs
 from ..errors import ConfigError, Problem
 from ..identity import LOCAL, Principal
 from ..policy import bundle as policy_bundle
+from ..policy.snapshot import build
 from ..sensitive import mask_urls
 from ..settings import Settings
 from ..store import current_revision, is_sqlite, open_engine
+from ..store import state as state_store
 from ..store.engine import HEAD
 from ..text import escape
 from .common import add_config, load_all, run_with_store, setup_logging, store_error, warn_unknown_servers
@@ -58,11 +60,32 @@ def register(sub: Any) -> None:
 
 
 def check_policies(settings: Settings) -> None:
-    """A start refuses a policy directory with errors (each with file:line, exit 2) rather
-    than run on whatever version happens to be live; a running gateway's reload keeps the
-    live policy instead, since no one is at hand to see the error."""
-    if settings.policies is not None:
+    """Refuse to start, with each problem at its file:line (exit 2), on a policy directory
+    with errors and no live policy to fall back on: the gateway would only deny. With a
+    live policy it starts on that one, and the errors are logged and shown in the status."""
+    if settings.policies is None:
+        return
+    try:
         policy_bundle.load(settings.policies)
+    except ConfigError:
+        if run_with_store(settings, partial(live_policy_version, settings)) == 0:
+            raise
+
+
+async def live_policy_version(settings: Settings) -> int:
+    """The store's live policy version, read without creating or migrating anything (0: none)."""
+    url = settings.database_url or ""
+    if is_sqlite(url):
+        database = make_url(url).database or ""
+        if database != ":memory:" and not await anyio.Path(database).exists():
+            return 0
+    engine = open_engine(url)
+    try:
+        if await current_revision(engine) != HEAD:
+            return 0
+        return build(await state_store.load(engine)).policy.policy_version
+    finally:
+        await engine.dispose()
 
 
 def run_serve(args: argparse.Namespace) -> int:

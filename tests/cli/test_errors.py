@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ..admin.common import mcp_gateway
-from ..support import ALLOW_ALL, admin_client, create_key, serve, write_config, write_policies
+from ..support import ALLOW_ALL, GatewayProcess, admin_client, create_key, serve, write_config, write_policies
 from .common import closed_port, config_file, error_lines
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,9 @@ async def test_a_missing_policy_directory_is_one_line_at_its_config_line(tmp_pat
     assert line == f"error: {config}:4: gateway.policies: {tmp_path / 'no-such-dir'} is not a directory"
 
 
-async def test_serve_refuses_an_invalid_policy_directory_with_each_problem_at_its_line(tmp_path: Path) -> None:
+async def test_serve_with_no_live_policy_refuses_an_invalid_directory_with_each_problem_at_its_line(
+    tmp_path: Path,
+) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "a.yaml").write_text("teams:\n  t:\n    rules:\n      - allow: {servers: [x], colour: red}\n")
@@ -68,6 +70,19 @@ async def test_serve_refuses_an_invalid_policy_directory_with_each_problem_at_it
     assert result.returncode == 2
     assert error_lines(result) == [f"error: {policies / 'a.yaml'}:4: teams.t.rules.0.allow.colour: unknown field"]
     assert not (tmp_path / "mcp-gateway.db").exists()
+
+
+async def test_serve_with_a_live_policy_starts_on_it_despite_an_invalid_directory(tmp_path: Path) -> None:
+    policies = write_policies(tmp_path / "policies", ALLOW_ALL)
+    config = config_file(tmp_path, {"auth": "none", "policies": "policies"})
+    assert (await mcp_gateway("policy", "apply", str(policies), "--config", str(config))).returncode == 0
+    (policies / "policy.yaml").write_text("teams: [\n")
+    process = GatewayProcess(config)
+    try:
+        await process.start()
+    finally:
+        process.stop()
+    assert "the live policy stays" in process.log.read_text()
 
 
 def _closed_stdout(*args: str) -> tuple[int, str]:
