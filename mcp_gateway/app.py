@@ -97,6 +97,8 @@ class GatewayApp:
         self.starlette = starlette
         self.state = starlette.state
         self.endpoint: McpEndpoint | None = None
+        self.startup_error: BaseException | None = None
+        """Why the lifespan could not start; `serve` reports it as one line."""
         self._mcp = HostCheckMiddleware(self._serve_mcp, hosts)
 
     async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,8 +108,20 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in ("/mcp", "/mcp/"):
             await self._mcp(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.starlette(scope, receive, self._lifespan_send(send))
         else:
             await self.starlette(scope, receive, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """Keep a failed start's traceback out of uvicorn's log: `serve` prints why in one line."""
+
+        async def quiet(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
+                message = {**message, "message": ""}
+            await send(message)
+
+        return quiet
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -142,14 +156,21 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
 
     @asynccontextmanager
     async def lifespan(starlette: Starlette) -> AsyncIterator[None]:
-        async with running(config, settings) as gateway:
-            starlette.state.gateway = gateway
-            tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
-            if settings.admin_api and settings.auth != "none" and not tokens:
-                log.warning("admin API: %s", NO_TOKEN)
-            options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
-            app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
-            yield
+        started = False
+        try:
+            async with running(config, settings) as gateway:
+                starlette.state.gateway = gateway
+                tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
+                if settings.admin_api and settings.auth != "none" and not tokens:
+                    log.warning("admin API: %s", NO_TOKEN)
+                options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
+                app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
+                started = True
+                yield
+        except Exception as exc:
+            if not started:
+                app.startup_error = exc
+            raise
 
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]
     if settings.admin_api:

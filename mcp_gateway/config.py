@@ -205,6 +205,9 @@ def _gateway_secret_problems(section: dict[str, Any], source: yamlsrc.Source) ->
     return problems
 
 
+_FIELDS = {*StdioUpstream.model_fields, *HttpUpstream.model_fields}
+
+
 def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> Upstream | list[Problem]:
     loc: yamlsrc.Loc = ("upstreams", name)
     if not SERVER_NAME.fullmatch(name):
@@ -218,6 +221,19 @@ def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> Upstream | list[Pr
     if not isinstance(raw, dict):
         return [Problem(source.file, source.line_of(loc), f"upstreams.{name}: must be a mapping")]
     has_command, has_url = "command" in raw, "url" in raw
+    if not has_command and not has_url:
+        # `comand:` is a misspelt field before it is a missing one.
+        unknown = [
+            Problem(
+                source.file,
+                source.line_of((*loc, key)),
+                f"upstreams.{name}.{key}: {yamlsrc.unknown_field(key, _FIELDS)}",
+            )
+            for key in raw
+            if isinstance(key, str) and key not in _FIELDS
+        ]
+        if unknown:
+            return unknown
     if has_command == has_url:
         return [
             Problem(
@@ -230,7 +246,7 @@ def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> Upstream | list[Pr
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        return source.problems(exc, loc)
+        return source.problems(exc, loc, known=model.model_fields)
 
 
 def parse(text: str, file: str, base: Path | None = None) -> Config:
@@ -243,7 +259,7 @@ def parse(text: str, file: str, base: Path | None = None) -> Config:
     try:
         top = ConfigFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source.problems(exc)) from None
+        raise ConfigError(source.problems(exc, known=ConfigFile.model_fields)) from None
     problems: list[Problem] = []
     upstreams: dict[str, Upstream] = {}
     for name, raw in top.upstreams.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -79,6 +79,23 @@ class Settings(BaseSettings):
     replica_id: str | None = None
     """Names this process's audit chain; must be unique among running replicas. Default: unique per process."""
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_store(cls, value: str | None) -> str | None:
+        """Only SQLite and PostgreSQL: any other URL would fail later, deep in SQLAlchemy."""
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError("not a database URL (sqlite:///PATH or postgresql://USER@HOST/DB)") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"{backend} is not supported: the store is SQLite (sqlite:///PATH) or PostgreSQL")
+        return value
+
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
@@ -125,7 +142,9 @@ def load_settings(
         problems = []
         for item in exc.errors(include_url=False):
             name = ".".join(str(p) for p in item["loc"])
-            message = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
+            message = (
+                "unknown setting" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+            )
             top = str(item["loc"][0]) if item["loc"] else ""
             if top in data:
                 problems.append(Problem(where, (lines or {}).get(top), f"gateway.{name}: {message}"))
@@ -141,7 +160,7 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
     """Settings for a loaded config file: secret references resolved, relative paths taken
     from the file's directory, and the store defaulting to a SQLite file beside it."""
     base = config.path.parent if config.path is not None else Path.cwd()
-    section = resolve_refs(config.gateway, base)
+    section, unresolved = _resolved(config, base)
     for name in _PATH_SETTINGS:
         if isinstance(section.get(name), str):
             section[name] = str((base / section[name]).resolve())
@@ -153,7 +172,35 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
         and not url.split(":///", 1)[1].startswith("/")
     ):
         section["database_url"] = url.split(":///", 1)[0] + ":///" + str((base / url.split(":///", 1)[1]).resolve())
-    settings = load_settings(section, config.path, config.gateway_lines, **overrides)
+    try:
+        settings = load_settings(section, config.path, config.gateway_lines, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(sorted([*unresolved, *exc.problems], key=lambda p: p.line or 0)) from None
+    if unresolved:
+        raise ConfigError(unresolved)
     if settings.database_url is None:
         settings.database_url = f"sqlite:///{(base / 'mcp-gateway.db').resolve()}"
+    if settings.policies is not None and not settings.policies.is_dir():
+        from_file = section.get("policies") is not None and Path(section["policies"]) == settings.policies
+        if from_file:
+            line = config.gateway_lines.get("policies")
+            problem = Problem(str(config.path), line, f"gateway.policies: {settings.policies} is not a directory")
+        else:
+            problem = Problem("flags or environment", None, f"policies: {settings.policies} is not a directory")
+        raise ConfigError([problem])
     return settings
+
+
+def _resolved(config: Config, base: Path) -> tuple[dict[str, Any], list[Problem]]:
+    """The `gateway:` section with its references resolved, and a problem at its own line
+    for each one that cannot be (left out, so the other settings are still checked)."""
+    section: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in config.gateway.items():
+        try:
+            section.update(resolve_refs({key: value}, base))
+        except ConfigError as exc:
+            where = str(config.path) if config.path is not None else "settings"
+            line = config.gateway_lines.get(key)
+            problems.extend(Problem(where, line, f"gateway.{key}: {p.message}") for p in exc.problems)
+    return section, problems

@@ -8,7 +8,8 @@ line of the deepest node on that path that exists in the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import difflib
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,24 @@ class Source:
             path = path[:-1]
         return self.lines.get(())
 
-    def problems(self, error: ValidationError, prefix: Loc = ()) -> list[Problem]:
-        """Turn a pydantic error into file:line problems, one per error."""
+    def problems(self, error: ValidationError, prefix: Loc = (), known: Collection[str] = ()) -> list[Problem]:
+        """Turn a pydantic error into file:line problems, one per error. `known` are the
+        fields of the model validated at `prefix`, to suggest for a misspelt one."""
         out = []
         for item in error.errors(include_url=False):
             loc = prefix + tuple(p for p in item["loc"] if isinstance(p, str | int))
             where = ".".join(str(p) for p in loc) or "document"
             message = item["msg"]
             if item["type"] == "extra_forbidden":
-                message = "unknown field"
+                message = unknown_field(str(loc[-1]), known if len(loc) == len(prefix) + 1 else ())
             out.append(Problem(self.file, self.line_of(loc), f"{where}: {message}"))
         return out
+
+
+def unknown_field(name: str, known: Collection[str]) -> str:
+    """ "unknown field", with the nearest known name when one is near enough to be meant."""
+    near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f"unknown field (did you mean {near[0]}?)" if near else "unknown field"
 
 
 class _Loader(yaml.SafeLoader):

@@ -70,8 +70,11 @@ def test_an_unknown_field_names_its_line() -> None:
             command: python
             comand: typo
         """
-    assert problems(text) == [(4, "upstreams.files.comand: unknown field")]
-    assert problems("upstream: {}\n") == [(1, "upstream: unknown field")]
+    assert problems(text) == [(4, "upstreams.files.comand: unknown field (did you mean command?)")]
+    assert problems("upstream: {}\n") == [(1, "upstream: unknown field (did you mean upstreams?)")]
+    assert problems("upstreams:\n  files:\n    command: python\n    colour: red\n") == [
+        (4, "upstreams.files.colour: unknown field")
+    ]
 
 
 def test_a_duplicate_key_is_refused_rather_than_overwritten() -> None:

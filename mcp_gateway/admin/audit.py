@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..store import audit as store
+from ..when import FORMS, parse_time
 from .common import ApiError, admin, gateway, ok
 
 FILTERS = ("team", "principal", "server", "tool", "decision", "kind")
@@ -16,18 +17,7 @@ MAX_CURSOR = 2**63 - 1
 """Cursors are row numbers (`seq`); none is larger than a signed 64-bit integer."""
 
 _INT32 = 2**31 - 1
-_NUMBER = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
-"""A time in epoch seconds, written plainly: no exponent, no `nan` or `inf`, no thousand digits."""
 _WHOLE = re.compile(r"[0-9]{1,19}")
-
-
-def _time(request: Request, name: str) -> float | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    if not _NUMBER.fullmatch(value.strip()):
-        raise ApiError(400, "invalid_request", f"{name} must be a time in epoch seconds, such as 1767225600.5")
-    return float(value)
 
 
 def _whole(request: Request, name: str, low: int, high: int, what: str) -> int | None:
@@ -38,6 +28,17 @@ def _whole(request: Request, name: str, low: int, high: int, what: str) -> int |
     if number is None or not low <= number <= high:
         raise ApiError(400, "invalid_request", f"{name} must be {what}")
     return number
+
+
+def _time(request: Request, name: str) -> float | None:
+    """`since`/`until`: epoch seconds or ISO 8601, the forms the CLI's flags take."""
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name} must be {FORMS}") from None
 
 
 @admin

@@ -6,42 +6,45 @@ import argparse
 import sys
 from typing import Any
 
-import anyio
-
 from .. import auth
 from ..sensitive import mask_urls
 from ..store import current_revision
 from ..store import identity as identity_store
 from ..text import escape
-from .common import add_config, load_all, store
+from .common import add_config, load_all, run_with_store, store
 
 
 def register(sub: Any) -> None:
     db = sub.add_parser("db", help="the store")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND")
     up = db_sub.add_parser("upgrade", help="migrate the store's schema to the latest revision")
     add_config(up)
     up.set_defaults(run=run_upgrade)
 
     keys = sub.add_parser("keys", help="agent API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND")
     create = keys_sub.add_parser("create", help="create a key for TEAM/NAME (created if needed); prints it once")
     add_config(create)
-    create.add_argument("--team", required=True)
+    create.add_argument("--team", required=True, help="the principal's team (lowercase letters, digits, '_', '-')")
     create.add_argument("--name", required=True, help="the principal's name within the team")
-    create.add_argument("--kind", choices=["agent", "person"], default="agent")
+    create.add_argument(
+        "--kind",
+        choices=["agent", "person"],
+        default="agent",
+        help="what the principal is: %(choices)s (default agent)",
+    )
     create.set_defaults(run=run_keys_create)
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     add_config(listing)
-    listing.add_argument("--principal")
+    listing.add_argument("--principal", help="only this principal's keys (TEAM/NAME)")
     listing.set_defaults(run=run_keys_list)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     add_config(revoke)
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the key's id, as `keys list` and `keys create` print it")
     revoke.set_defaults(run=run_keys_revoke)
 
     token = sub.add_parser("admin-token", help="admin API tokens")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND")
     make = token_sub.add_parser("create", help="create an admin token; prints it once")
     add_config(make)
     make.add_argument("--name", required=True, help="who or what holds it (recorded as the actor)")
@@ -55,7 +58,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
         async with store(settings) as engine:
             print(f"{mask_urls(settings.database_url or '')}: at revision {await current_revision(engine)}")
 
-    anyio.run(main)
+    run_with_store(settings, main)
     return 0
 
 
@@ -68,7 +71,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
         async with store(settings) as engine:
             return await make_key(engine, args.team, args.name, args.kind)
 
-    created = anyio.run(main)
+    created = run_with_store(settings, main)
     print(f"created key {created['id']} for {created['principal']} (shown once, store it now):", file=sys.stderr)
     print(created["key"])
     return 0
@@ -81,7 +84,7 @@ def run_keys_list(args: argparse.Namespace) -> int:
         async with store(settings) as engine:
             return await identity_store.list_keys(engine, args.principal)
 
-    for key in anyio.run(main):
+    for key in run_with_store(settings, main):
         state = "revoked" if key["revoked_at"] else "active"
         print(f"{escape(key['id'])}  {escape(key['principal_id'])}  {state}")
     return 0
@@ -95,7 +98,7 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
             await identity_store.revoke_key(engine, args.id)
 
     try:
-        anyio.run(main)
+        run_with_store(settings, main)
     except identity_store.NotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -111,7 +114,7 @@ def run_token_create(args: argparse.Namespace) -> int:
         async with store(settings) as engine:
             await identity_store.add_admin_token(engine, token_id, args.name, hashed)
 
-    anyio.run(main)
+    run_with_store(settings, main)
     print(f"created admin token {token_id} for {args.name} (shown once, store it now):", file=sys.stderr)
     print(secret)
     return 0

@@ -13,40 +13,55 @@ from ..audit.export import CsvWriter, write_ndjson
 from ..audit.verify import verify
 from ..store import audit as audit_store
 from ..text import escape
-from .common import add_config, load_all, store
+from ..when import FORMS, parse_time
+from .common import add_config, load_all, run_with_store, store
+
+DECISIONS = ("allow", "deny")
+KINDS = ("decision", "completion", "admin")
+"""The audit row kinds: a call's decision, its completion, an administrative action."""
 
 
-def _when(value: str) -> float:
-    """Epoch seconds, or an ISO 8601 time."""
+def _time(value: str) -> float:
     try:
-        return float(value)
-    except ValueError:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        return parse_time(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", type=_when, help="epoch seconds or ISO 8601")
-    p.add_argument("--until", type=_when)
-    for name in ("team", "principal", "server", "tool", "decision", "kind"):
-        p.add_argument(f"--{name}")
+    p.add_argument("--since", type=_time, metavar="TIME", help=f"rows at or after TIME: {FORMS}")
+    p.add_argument("--until", type=_time, metavar="TIME", help="rows before TIME (same forms as --since)")
+    p.add_argument("--team", help="rows of this team")
+    p.add_argument("--principal", help="rows of this principal (TEAM/NAME)")
+    p.add_argument("--server", help="rows about this upstream server")
+    p.add_argument("--tool", help="rows about this tool, prompt or resource (as the upstream names it)")
+    p.add_argument("--decision", choices=DECISIONS, help="rows with this decision: %(choices)s")
+    p.add_argument("--kind", choices=KINDS, help="rows of this kind: %(choices)s")
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of rows (1 or more)")
+    return count
 
 
 def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="read and check the audit log")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")
     tail = audit_sub.add_parser("tail", help="the latest rows")
     add_config(tail)
     _filters(tail)
-    tail.add_argument("-n", type=int, default=20)
+    tail.add_argument("-n", type=_count, default=20, metavar="N", help="how many of the latest rows (default 20)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new rows")
     tail.set_defaults(run=run_tail)
     export = audit_sub.add_parser("export", help="rows as NDJSON or CSV, oldest first")
     add_config(export)
     _filters(export)
-    export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson")
+    export.add_argument("--format", choices=["ndjson", "csv"], default="ndjson", help="%(choices)s (default ndjson)")
     export.set_defaults(run=run_export)
     check = audit_sub.add_parser("verify", help="check the hash chains; names the first bad row")
     add_config(check)
@@ -105,7 +120,7 @@ def run_tail(args: argparse.Namespace) -> int:
                     print(_line(row), flush=True)
                     last = row["seq"]
 
-    anyio.run(main)
+    run_with_store(settings, main)
     return 0
 
 
@@ -125,7 +140,7 @@ def run_export(args: argparse.Namespace) -> int:
                 count += 1
         return count
 
-    count = anyio.run(main)
+    count = run_with_store(settings, main)
     print(f"exported {count} row(s)", file=sys.stderr)
     return 0
 
@@ -137,7 +152,7 @@ def run_verify(args: argparse.Namespace) -> int:
         async with store(settings, migrate=False) as engine:
             return await verify(engine)
 
-    report = anyio.run(main)
+    report = run_with_store(settings, main)
     if report.ok:
         print(f"ok: {report.rows} row(s) in {report.chains} chain(s) verified")
         return 0

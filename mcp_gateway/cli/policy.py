@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from ..errors import ConfigError, Problem
 from ..identity import Principal
 from ..policy import bundle as policy_bundle
@@ -21,30 +19,35 @@ from ..policy.model import Rule, Target
 from ..policy.snapshot import build
 from ..policy.uris import AmbiguousURI
 from ..store import state as state_store
-from .common import add_config, load_all, store
+from .common import add_config, config_at_hand, load_all, run_with_store, store, warn_unknown_servers
 
 
 def register(sub: Any) -> None:
     policy = sub.add_parser("policy", help="policy files: validate, plan, apply, explain, test")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    policy_sub = policy.add_subparsers(dest="policy_command", metavar="COMMAND")
 
     validate = policy_sub.add_parser("validate", help="check a directory of policy files (every error, with file:line)")
-    validate.add_argument("directory", type=Path)
+    validate.add_argument("directory", type=Path, help="the directory of policy files (*.yaml)")
+    validate.add_argument(
+        "--config",
+        "-c",
+        help="warn of rules naming servers this config lacks (default: $MCP_GATEWAY_CONFIG or ./gateway.yaml, if any)",
+    )
     validate.set_defaults(run=run_validate)
 
     planning = policy_sub.add_parser("plan", help="what applying the directory would change in the live store")
-    planning.add_argument("directory", type=Path)
+    planning.add_argument("directory", type=Path, help="the directory of policy files to compare with the live policy")
     add_config(planning)
     planning.set_defaults(run=run_plan)
 
     applying = policy_sub.add_parser("apply", help="make the directory the live policy (a new version)")
-    applying.add_argument("directory", type=Path)
+    applying.add_argument("directory", type=Path, help="the directory of policy files to apply")
     applying.add_argument("--force", action="store_true", help="a new version even if the content is unchanged")
     add_config(applying)
     applying.set_defaults(run=run_apply)
 
     explain = policy_sub.add_parser("explain", help="which rule decides a call, and why")
-    explain.add_argument("--principal", required=True, help="team/name (or just the team with --team)")
+    explain.add_argument("--principal", required=True, help="TEAM/NAME, or TEAM alone for any principal of the team")
     target = explain.add_mutually_exclusive_group(required=True)
     target.add_argument("--tool", help="SERVER__TOOL")
     target.add_argument("--prompt", help="SERVER__PROMPT")
@@ -55,7 +58,7 @@ def register(sub: Any) -> None:
     explain.set_defaults(run=run_explain)
 
     test = policy_sub.add_parser("test", help="run the test cases kept beside the rules")
-    test.add_argument("directory", type=Path)
+    test.add_argument("directory", type=Path, help="the directory of policy files whose `tests:` to run")
     test.set_defaults(run=run_test)
 
     schema = policy_sub.add_parser("schema", help="print the policy files' JSON Schema")
@@ -64,6 +67,9 @@ def register(sub: Any) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     bundle = policy_bundle.load(args.directory)
+    config = config_at_hand(args)
+    if config is not None:
+        warn_unknown_servers(bundle, config)
     shadow = sum(r.shadow for r in bundle.rules)
     print(
         f"ok: {len(bundle.rules)} rule(s) ({shadow} shadow) for {len(bundle.teams)} team(s), "
@@ -89,13 +95,14 @@ def _describe(rule: Rule) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     bundle = policy_bundle.load(args.directory)
-    _, settings = load_all(args)
+    config, settings = load_all(args)
+    warn_unknown_servers(bundle, config)
 
     async def main() -> Any:
         async with store(settings) as engine:
             return await plan(engine, bundle)
 
-    changes = anyio.run(main)
+    changes = run_with_store(settings, main)
     if changes.empty:
         print("no changes: the live policy already matches")
         return 0
@@ -119,7 +126,7 @@ def run_apply(args: argparse.Namespace) -> int:
         async with store(settings) as engine:
             return await apply(engine, bundle, args.directory, actor="mcp-gateway policy apply", force=args.force)
 
-    version = anyio.run(main)
+    version = run_with_store(settings, main)
     if version is None:
         print(f"unchanged: the live policy already is {args.directory} ({bundle.content_hash[:12]})")
     else:
@@ -167,7 +174,7 @@ def run_explain(args: argparse.Namespace) -> int:
             async with store(settings) as engine:
                 return build(await state_store.load(engine))
 
-        snapshot = anyio.run(main)
+        snapshot = run_with_store(settings, main)
         state = snapshot.policy
         principal = snapshot.principals.get(args.principal) or _principal(args.principal)
         source = f"the live policy (version {state.policy_version})"

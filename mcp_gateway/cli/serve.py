@@ -7,21 +7,31 @@ import logging
 import os
 import socket
 import sys
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
+from sqlalchemy.engine import make_url
 
 from .. import __version__, auth, logs
 from ..errors import ConfigError, Problem
 from ..identity import LOCAL, Principal
+from ..policy import bundle as policy_bundle
+from ..policy.snapshot import build
 from ..sensitive import mask_urls
+from ..settings import Settings
+from ..store import current_revision, is_sqlite, open_engine
+from ..store import state as state_store
+from ..store.engine import HEAD
 from ..text import escape
-from .common import add_config, load_all, setup_logging
+from .common import add_config, load_all, run_with_store, setup_logging, store_error, warn_unknown_servers
 
 log = logging.getLogger("mcp_gateway")
 
 KEY_ENV = "MCP_GATEWAY_KEY"
+EXIT_NOT_STARTED = 3
+"""`serve` could not listen or start: the same code as a store that cannot be reached."""
 
 
 def register(sub: Any) -> None:
@@ -49,11 +59,41 @@ def register(sub: Any) -> None:
     check.set_defaults(run=run_check)
 
 
+def check_policies(settings: Settings) -> None:
+    """Refuse to start, with each problem at its file:line (exit 2), on a policy directory
+    with errors and no live policy to fall back on: the gateway would only deny. With a
+    live policy it starts on that one, and the errors are logged and shown in the status."""
+    if settings.policies is None:
+        return
+    try:
+        policy_bundle.load(settings.policies)
+    except ConfigError:
+        if run_with_store(settings, partial(live_policy_version, settings)) == 0:
+            raise
+
+
+async def live_policy_version(settings: Settings) -> int:
+    """The store's live policy version, read without creating or migrating anything (0: none)."""
+    url = settings.database_url or ""
+    if is_sqlite(url):
+        database = make_url(url).database or ""
+        if database != ":memory:" and not await anyio.Path(database).exists():
+            return 0
+    engine = open_engine(url)
+    try:
+        if await current_revision(engine) != HEAD:
+            return 0
+        return build(await state_store.load(engine)).policy.policy_version
+    finally:
+        await engine.dispose()
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from ..app import create_app
     from ..transport import server as http_server
 
     config, settings = load_all(args)
+    check_policies(settings)
     setup_logging(settings.log_level)
     app = create_app(config, settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -65,7 +105,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return EXIT_NOT_STARTED
     host, port = sock.getsockname()[:2]
     log.info(
         "mcp-gateway %s: %d upstream(s), MCP at http://%s:%d/mcp, store %s",
@@ -77,8 +117,14 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     server = http_server.Server(http_server.config(app, settings.log_level, http_server.Limits.of(settings)))
     logs.protect("uvicorn", "uvicorn.error")  # configured by uvicorn's Config just now
-    server.run(sockets=[sock])
-    return 0 if server.started else 1
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's way to say the lifespan did not start
+        if app.startup_error is None:
+            raise
+    if app.startup_error is not None:
+        raise store_error(settings, app.startup_error) from None
+    return 0 if server.started else EXIT_NOT_STARTED
 
 
 def run_stdio(args: argparse.Namespace) -> int:
@@ -86,6 +132,7 @@ def run_stdio(args: argparse.Namespace) -> int:
     from ..transport.stdio import StdioServer
 
     config, settings = load_all(args)
+    check_policies(settings)
     setup_logging(settings.log_level)
     key = os.environ.get(KEY_ENV)
     if settings.auth == "keys" and not key:
@@ -106,7 +153,7 @@ def run_stdio(args: argparse.Namespace) -> int:
             server = StdioServer(gateway.router, principal, _ByteIn(sys.stdin.buffer), _ByteOut(sys.stdout.buffer))
             await server.serve()
 
-    anyio.run(main)
+    run_with_store(settings, main)
     return 0
 
 
@@ -141,14 +188,26 @@ class _ByteOut(ByteSendStream):
 
 
 def run_check(args: argparse.Namespace) -> int:
+    """Read-only: the config, the policy files and the store are checked, never changed. The
+    upstreams are started against a throwaway store, so nothing is migrated, applied or audited."""
+    import tempfile
+
     from ..runtime import running
 
     config, settings = load_all(args)
     setup_logging("warning")
     print(f"config: {config.path} ({len(config.upstreams)} upstreams)")
+    if settings.policies is not None:
+        bundle = policy_bundle.load(settings.policies)
+        print(f"policies: {settings.policies}: {len(bundle.rules)} rule(s) for {len(bundle.teams)} team(s)")
+        warn_unknown_servers(bundle, config)
+    print(f"store: {run_with_store(settings, partial(describe_store, settings))}")
 
-    async def main() -> int:
-        async with running(config, settings) as gateway:
+    async def main(scratch: str) -> int:
+        throwaway = settings.model_copy(
+            update={"database_url": f"sqlite:///{scratch}/check.db", "policies": None, "watch_policies": False}
+        )
+        async with running(config, throwaway) as gateway:
             timeout = max((u.connect_timeout for u in config.upstreams.values()), default=0.0)
             await gateway.wait_ready(timeout)
             status = 0
@@ -168,4 +227,32 @@ def run_check(args: argparse.Namespace) -> int:
                 status = 1
             return status
 
-    return anyio.run(main)
+    with tempfile.TemporaryDirectory(prefix="mcp-gateway-check-") as scratch:
+        return run_with_store(settings, partial(main, scratch))
+
+
+async def describe_store(settings: Settings) -> str:
+    """The store's state, read without creating or migrating anything. A schema that is
+    not current fails the check when `serve` would not migrate it either."""
+    url = settings.database_url or ""
+    shown = mask_urls(url)
+    revision: str | None = None
+    exists = True
+    if is_sqlite(url):
+        database = make_url(url).database or ""
+        exists = database == ":memory:" or await anyio.Path(database).exists()
+    if exists:
+        engine = open_engine(url)
+        try:
+            revision = await current_revision(engine)
+        finally:
+            await engine.dispose()
+    if revision != HEAD and not settings.migrate:
+        raise ConfigError([Problem(shown, None, "the store's schema is not current: run `mcp-gateway db upgrade`")])
+    if not exists:
+        return f"{shown}: does not exist yet (`serve` or `db upgrade` creates it)"
+    if revision is None:
+        return f"{shown}: empty (`serve` or `db upgrade` creates the schema)"
+    if revision != HEAD:
+        return f"{shown}: at revision {revision}, not current (`serve` or `db upgrade` migrates it)"
+    return f"{shown}: at revision {revision} (current)"

@@ -230,6 +230,26 @@ def _hash(files: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def _claim_raw_ids(data: Any, path: Path, source: yamlsrc.Source, seen_ids: dict[str, str]) -> list[Problem]:
+    """The explicit rule ids of a file that failed validation, checked and recorded as a
+    valid file's are."""
+    problems: list[Problem] = []
+    teams = data.get("teams") if isinstance(data, dict) else None
+    for team, team_raw in teams.items() if isinstance(teams, dict) else ():
+        rules = team_raw.get("rules") if isinstance(team_raw, dict) else None
+        for index, rule in enumerate(rules if isinstance(rules, list) else ()):
+            rule_id = rule.get("id") if isinstance(rule, dict) else None
+            if not isinstance(rule_id, str):
+                continue
+            loc = ("teams", team, "rules", index)
+            if rule_id in seen_ids:
+                message = f"rule id {rule_id!r} is already used in {seen_ids[rule_id]}"
+                problems.append(Problem(str(path), source.line_of((*loc, "id")), message))
+            else:
+                seen_ids[rule_id] = f"{path.name}:{source.line_of(loc)}"
+    return problems
+
+
 def load(directory: Path) -> Bundle:
     """Read and validate every `*.yaml` / `*.yml` file in `directory`; all problems at once."""
     if not directory.is_dir():
@@ -254,6 +274,8 @@ def load(directory: Path) -> Bundle:
             doc = PolicyFile.model_validate(data)
         except ValidationError as exc:
             problems.extend(source.problems(exc))
+            # Still claim the file's explicit ids, so a clash is reported in this pass too.
+            problems.extend(_claim_raw_ids(data, path, source, seen_ids))
             continue
         bundle.files.append(str(path))
         for team, team_doc in doc.teams.items():

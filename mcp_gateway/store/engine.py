@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..errors import ConfigError, Problem
 from . import bounds
 
 if TYPE_CHECKING:
@@ -106,8 +107,12 @@ def open_engine(url: str, timeout: float | None = None) -> AsyncEngine:
     url = normalize_url(url)
     if is_sqlite(url):
         database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not Path(database).parent.is_dir():
+            # A path into a directory that is not there is more often a typo or a volume
+            # not mounted than a wish for new directories.
+            raise ConfigError(
+                [Problem(database, None, f"the store's directory {Path(database).parent} does not exist")]
+            )
         engine = create_async_engine(url, pool_size=5, max_overflow=10)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
