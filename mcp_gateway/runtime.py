@@ -26,6 +26,7 @@ from .audit.writer import AuditWriter
 from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
+from .limits import Limits
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy.router import Router
@@ -115,6 +116,11 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             governance = Governance(snapshots, writer, arguments)
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
             router = Router(upstreams, governance, tg)
+            router.limits = Limits(
+                settings.max_sessions_per_principal,
+                settings.max_streams_per_principal,
+                settings.max_subscriptions_per_principal,
+            )
             governance.on_change = router.policy_changed
             for upstream in upstreams.values():
                 upstream.events = router

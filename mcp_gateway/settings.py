@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     session_idle_timeout: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
+    """Handshake sessions in all: a backstop behind the per-principal caps below."""
+    max_sessions_per_principal: int = Field(default=256, gt=0)
+    """Handshake sessions one principal may hold; past it its `initialize` gets 429."""
+    max_streams_per_principal: int = Field(default=64, gt=0)
+    """Open GET and `subscriptions/listen` streams one principal may hold."""
+    max_subscriptions_per_principal: int = Field(default=4096, gt=0)
+    """Resource subscriptions one principal may hold, over its sessions and listen streams."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     database_url: str | None = None

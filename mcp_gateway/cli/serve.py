@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -97,7 +98,9 @@ def run_stdio(args: argparse.Namespace) -> int:
                 if settings.auth == "none":
                     return LOCAL
                 snapshot = gateway.snapshots.current
-                return auth.principal_for(key or "", snapshot.keys, snapshot.principals)
+                found = auth.principal_for(key or "", snapshot.keys, snapshot.principals)
+                # Which key, so revoking it ends this session (see killswitch.py).
+                return replace(found, key_id=auth.key_id_of(key or "")) if found is not None else None
 
             if principal() is None:
                 raise ConfigError([Problem("environment", None, f"{KEY_ENV} is not a valid API key")])
