@@ -111,7 +111,7 @@ def _answer(response: httpx2.Response) -> dict[str, Any]:
     """The JSON-RPC answer of a POST, whether sent as JSON or as an SSE stream."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         frames = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
-        return next(f for f in frames if "id" in f and "method" not in f)  # type: ignore[no-any-return]
+        return next(f for f in frames if "id" in f and "method" not in f)
     return response.json()  # type: ignore[no-any-return]
 
 
@@ -258,7 +258,7 @@ async def test_code_run_for_clients_that_raises_does_not_tear_down_the_upstream(
         calls += 1
         raise RuntimeError("a broken listener")
 
-    d.gateway.router.resource_updated = broken  # type: ignore[method-assign]
+    d.gateway.router.resource_updated = broken  # type: ignore[method-assign, assignment]
     # The gateway's own connection is subscribed once something follows the resource.
     async with (
         Client(d.files_url, mode="legacy") as direct,

@@ -53,7 +53,7 @@ async def test_revoking_a_key_ends_what_that_key_opened_and_its_calls_not_the_ot
     session = _open(registry, ADA, "session")
     call = asyncio.get_running_loop().create_task(asyncio.sleep(60))
     flight = registry.add(ADA, ECHO)
-    flight.task = call  # type: ignore[assignment]
+    flight.task = call
     assert registry.revoke({"k1"}, set()) == 3
     assert revoked == ["revoked"] and session == ["revoked"] and other == []
     assert flight.killed_by is not None and flight.killed_by.id == "revoked:k1"
