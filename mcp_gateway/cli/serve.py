@@ -139,7 +139,10 @@ class _ByteOut(ByteSendStream):
         self._file.flush()
 
     async def aclose(self) -> None:
-        return None
+        # The descriptor itself, so the client sees the end of the session (sys.stdout's
+        # file object never closes fd 1).
+        self._file.flush()
+        os.close(self._file.fileno())
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -110,6 +110,11 @@ class StdioServer:
         finally:
             self.session.outbox = None
             await self.router.close_session(self.session)
+            if self._revoked:  # tell the client: its end of stdout closes
+                try:
+                    await self._stdout.aclose()
+                except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
 
     async def _receive(self, line: bytes, tg: Any) -> None:
         try:

@@ -10,6 +10,8 @@ server itself what is subscribed) and `other` over stdio; team `broad` may use b
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 
 from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS, RESOURCE_NOT_FOUND
@@ -61,6 +64,7 @@ class Deployment:
     """The `files` everything server itself."""
     broad: str
     narrow: str
+    config: Path
 
     def admin(self) -> httpx2.AsyncClient:
         return admin_client(self.url, ADMIN)
@@ -82,7 +86,7 @@ async def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
             await wait_ready(gateway)
             broad = await create_key(url, "broad", "bot", ADMIN)
             narrow = await create_key(url, "narrow", "bot", ADMIN)
-            yield Deployment(url, gateway, files.url, broad, narrow)
+            yield Deployment(url, gateway, files.url, broad, narrow, config)
 
 
 # -- the wire, by hand ---------------------------------------------------------------------------
@@ -509,3 +513,56 @@ async def test_one_principal_filling_its_subscription_quota_does_not_lock_out_an
     other = await create_key(d.url, "broad", "other", ADMIN)
     async with listen(d.url, other, {"resourceSubscriptions": too_many[:10]}) as (response, next_frame):
         assert response.status_code == 200 and await next_frame() is not None
+
+
+async def test_revoking_the_key_of_a_stdio_session_ends_its_call_in_flight_and_the_session(
+    deployment: Deployment,
+) -> None:
+    """`mcp-gateway stdio` with MCP_GATEWAY_KEY: revocation (seen on the store by that
+    process) ends its call in flight with the kill error, then the session: stdout closes,
+    and the process exits once the client lets go of stdin."""
+    d = deployment
+    async with d.admin() as admin:
+        made = (await admin.post("/keys", json={"team": "broad", "name": "stdio"})).json()
+    command = [sys.executable, "-m", "mcp_gateway", "stdio", "--config", str(d.config), "--log-level", "warning"]
+    env = {**os.environ, "MCP_GATEWAY_KEY": made["key"]}
+    with (d.config.parent / "stdio.log").open("wb") as stderr:
+        await _stdio_session_ends_on_revocation(d, made, command, env, stderr)
+
+
+async def _stdio_session_ends_on_revocation(
+    d: Deployment, made: dict[str, Any], command: list[str], env: dict[str, str], stderr: Any
+) -> None:
+    async with await anyio.open_process(command, env=env, stderr=stderr) as process:
+        assert process.stdin is not None and process.stdout is not None
+        lines = BufferedByteReceiveStream(process.stdout)
+
+        async def send(message: dict[str, Any]) -> None:
+            assert process.stdin is not None
+            await process.stdin.send(json.dumps(message).encode() + b"\n")
+
+        async def receive() -> dict[str, Any] | None:
+            try:
+                return json.loads(await lines.receive_until(b"\n", 1 << 20))  # type: ignore[no-any-return]
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                return None
+
+        init = {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        with anyio.fail_after(60):
+            await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+            assert (await receive() or {}).get("id") == 1
+            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            slow = {"name": "files__slow", "arguments": {"seconds": 120}, "_meta": {"progressToken": "t"}}
+            await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": slow})
+            first = await receive()
+            assert first is not None and first.get("method") == "notifications/progress", first  # in flight
+        async with d.admin() as admin:
+            assert (await admin.delete(f"/keys/{made['id']}")).status_code == 200
+        with anyio.fail_after(30):
+            answer = await receive()
+            while answer is not None and answer.get("id") != 2:
+                answer = await receive()
+            assert answer is not None and answer["error"]["code"] == GATEWAY_DENIED
+            assert await receive() is None  # the session ended: stdout closed
+            await process.stdin.aclose()
+            assert await process.wait() == 0
