@@ -346,6 +346,10 @@ class Router(Events):
         ):
             raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
         route, ticket = await self._admit_subscription(principal, uri, "resources/subscribe")
+        if uri not in call.session.subscriptions and self.subscriptions.count(principal.id) >= cap:
+            # Checked again with no await before the add: concurrent subscribes cannot overshoot.
+            self.governance.finish(ticket, "cancelled", "over max_subscriptions_per_principal")
+            raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
         call.session.subscriptions.add(uri)
         try:
             if self.subscriptions.add(call.session, principal.id, uri, route):
@@ -471,19 +475,27 @@ class Router(Events):
                 routes[uri], listener.tickets[uri] = await self._admit_subscription(
                     principal, uri, "subscriptions/listen"
                 )
-            self.may_open_stream(principal)  # a switch or a revocation may have come meanwhile
+            # Again, with no await from here to the registration: a switch or a revocation
+            # may have come meanwhile, and concurrent listens must not overshoot the limits.
+            self.may_open_stream(principal)
+            if self.subscriptions.count(principal.id) + len(uris) > cap:
+                raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
         except BaseException:
             for ticket in listener.tickets.values():
                 self.governance.finish(ticket, "cancelled", "the listen request was refused")
             raise
         self.listeners.add(listener)
         listener.opened = governance.inflight.open(principal, "stream", lambda how: listener.end())
-        for uri, route in routes.items():
-            if self.subscriptions.add(listener, principal.id, uri, route):
+        first = [route for uri, route in routes.items() if self.subscriptions.add(listener, principal.id, uri, route)]
+        try:
+            for upstream, original in first:
                 try:
-                    await route[0].subscribe(route[1])
+                    await upstream.subscribe(original)
                 except GatewayError as exc:  # kept: the upstream applies it when it reconnects
-                    log.warning("%s: subscribing to %s failed: %s", route[0].name, route[1], exc)
+                    log.warning("%s: subscribing to %s failed: %s", upstream.name, original, exc)
+        except BaseException:  # the client left meanwhile
+            self.unlisten(listener)
+            raise
         return listener
 
     def may_open_stream(self, principal: Principal) -> None:
