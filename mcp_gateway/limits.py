@@ -23,9 +23,8 @@ class Limits:
 
 
 class LimitReached(Denied):
-    """A principal holds as much as its limit allows; it may retry once something ends."""
-
-    http_status = 429
+    """A principal holds as much as its limit allows; it may retry once something ends
+    (HTTP 429 where the refusal is an HTTP answer)."""
 
     def __init__(self, setting: str, value: int, what: str) -> None:
         super().__init__(
