@@ -144,7 +144,8 @@ async def listen(
 
 async def _refused_listen(url: str, key: str, notifications: Any) -> tuple[int, dict[str, Any]]:
     async with listen(url, key, notifications) as (response, _):
-        await response.aread()
+        with anyio.fail_after(20, reason="the listen was not refused: its stream stays open"):
+            await response.aread()
         return response.status_code, response.json()
 
 
