@@ -452,6 +452,37 @@ async def test_revoking_a_key_ends_its_streams_calls_and_sessions_at_once(deploy
     assert "result" in await _call(d.url, d.broad, "files__echo", {"text": "unaffected"})
 
 
+async def test_a_server_switch_filters_what_open_listen_streams_deliver(deployment: Deployment) -> None:
+    """Decided at delivery: the stream stays open, but an update from a stopped server is
+    not delivered while the switch holds; updates from other servers still are."""
+    d = deployment
+    router = d.gateway.router
+    relayed = anyio.Event()
+    original = router.resource_updated
+
+    async def spy(upstream: Any, uri: str, params: dict[str, Any]) -> None:
+        await original(upstream, uri, params)
+        if upstream.name == "files":
+            relayed.set()
+
+    router.resource_updated = spy  # type: ignore[method-assign]
+    other_uri = "other+test://watched-resource"
+    async with (
+        Client(d.files_url, mode="legacy") as direct,
+        listen(d.url, d.broad, {"resourceSubscriptions": [WATCHED, other_uri]}) as (_, next_frame),
+    ):
+        assert (await next_frame() or {})["method"] == "notifications/subscriptions/acknowledged"
+        async with d.admin() as admin:
+            engaged = await admin.post("/kill-switches", json={"scope": "server", "server": "files", "reason": "x"})
+            assert engaged.status_code == 201, engaged.text
+        await direct.call_tool("touch_watched", {})  # the files server tells the gateway
+        with anyio.fail_after(20):
+            await relayed.wait()  # ... and the gateway has handled it
+        assert "result" in await _call(d.url, d.broad, "other__touch_watched")
+        update = await next_frame()
+        assert update is not None and update["params"]["uri"] == other_uri
+
+
 # -- break 7: per-principal caps --------------------------------------------------------------------
 
 
