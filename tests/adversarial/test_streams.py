@@ -299,7 +299,7 @@ async def test_listening_on_made_up_uris_is_refused_audited_and_sends_nothing_up
     deployment: Deployment,
 ) -> None:
     d = deployment
-    made_up = [f"files+test://made-up/{i}" for i in range(50)]
+    made_up = [f"files+test://made-up/{i}" for i in range(2000)]
     status, answer = await _refused_listen(d.url, d.broad, {"resourceSubscriptions": made_up})
     assert status == 200 and answer["error"]["code"] == RESOURCE_NOT_FOUND
     assert not d.gateway.router.listeners and not d.gateway.upstreams["files"].subscriptions
