@@ -375,7 +375,7 @@ class McpEndpoint:
                 async with outgoing_send, outgoing:
                     await sse.relay(receive, send, outgoing)
             if scope.cancelled_caught:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await _end_response(send)
         except OSError:
             pass  # the client is gone
         finally:
@@ -434,7 +434,7 @@ class McpEndpoint:
                     # revocation) or a switch stops its principal.
                     await sse.relay(receive, send, outgoing, on_sent=seen)
             if scope.cancelled_caught:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await _end_response(send)
         except OSError:
             pass  # the client is gone
         finally:
@@ -473,6 +473,15 @@ class McpEndpoint:
 
 
 _RETRY_AFTER = str(RETRY_AFTER).encode()
+
+
+async def _end_response(send: Send) -> None:
+    """End a stream the gateway stopped (kill, revocation). The relay may have ended the
+    response itself just before it was stopped; the server refuses a second end."""
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except RuntimeError:
+        log.debug("the stream's response had already ended")
 
 
 async def _refuse(send: Send, request_id: Any, exc: GatewayError, default: int = 200) -> None:
