@@ -308,6 +308,23 @@ async def test_listening_on_made_up_uris_is_refused_audited_and_sends_nothing_up
     assert any(r["tool"] == "test://made-up/0" for r in rows)
 
 
+async def test_subscribing_to_a_made_up_uri_is_refused_audited_and_sends_nothing_upstream(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    async with httpx2.AsyncClient(timeout=60) as http:
+        session = Handshake(http, d.url, d.broad)
+        assert (await session.initialize()).status_code == 200
+        answer = _answer(await session.request("resources/subscribe", {"uri": "files+test://made-up/x"}))
+    assert answer["error"]["code"] == RESOURCE_NOT_FOUND
+    assert await _upstream_subscriptions(d.files_url) == []
+    rows = await _audit(d, method="resources/subscribe")
+    assert [(r["kind"], r["tool"], r.get("outcome")) for r in rows] == [
+        ("decision", "test://made-up/x", None),
+        ("completion", "test://made-up/x", "not_found"),
+    ]
+
+
 async def test_two_thousand_listened_uris_leave_nothing_subscribed_upstream_once_their_streams_close(
     deployment: Deployment,
 ) -> None:
