@@ -23,6 +23,7 @@ Extra tools for the gateway's tests:
 - `touch_watched()`: announces a change of `test://watched-resource` to its subscribers:
   `notifications/resources/updated` on the stream of every handshake-era connection that sent
   `resources/subscribe`, and on every 2026-07-28 `subscriptions/listen` stream that names it.
+- `list_subscriptions()`: the URIs handshake-era connections are subscribed to, as JSON.
 - `toggle_extra_tool()`: adds a tool `extra` (it returns "extra") or removes it if present,
   and sends `notifications/tools/list_changed`: to the calling connection at handshake
   revisions (which is why `tools.listChanged` is advertised there too), and on every
@@ -316,6 +317,13 @@ async def touch_watched(ctx: Context) -> str:
             subscribers[WATCHED_URI].pop(key, None)  # that client has gone
     await ctx.notify_resource_updated(WATCHED_URI)
     return f"touched {WATCHED_URI}"
+
+
+@mcp.tool(structured_output=False)
+def list_subscriptions() -> str:
+    """The URIs some handshake-era connection is subscribed to (`resources/subscribe` not yet
+    undone), as a JSON list: lets a test see what a client of this server left subscribed."""
+    return json.dumps(sorted(uri for uri, sessions in subscribers.items() if sessions))
 
 
 def extra() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -80,7 +81,8 @@ def authenticator(gateway: Gateway) -> Authenticate:
         principal = auth.principal_for(token, snapshot.keys, snapshot.principals)
         if principal is None:
             return 401, "Unauthorized: the API key is not valid", _INVALID
-        return principal
+        # Which key it was, so revoking that key ends what it opened (see killswitch.py).
+        return replace(principal, key_id=auth.key_id_of(token))
 
     return authenticate
 

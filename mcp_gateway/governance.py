@@ -27,7 +27,7 @@ from .audit.redact import ArgumentPolicy
 from .audit.writer import AuditUnavailable, AuditWriter
 from .errors import Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
-from .killswitch import Inflight
+from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .policy.engine import decide
 from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
@@ -105,6 +105,26 @@ class Governance:
 
     def visible(self, principal: Principal, target: Target) -> bool:
         return self.decide(principal, target).allowed
+
+    def stopped(self, principal: Principal) -> Denied | None:
+        """Why `principal` may open no stream now, if it may not: a switch that stops it
+        whatever it reaches (global, team, principal), or its key revoked meanwhile."""
+        current = self.snapshots.current
+        now = time.time()
+        for switch in current.policy.switches:
+            if switch.scope in PRINCIPAL_SCOPES and switch.active(now) and switch.matches(principal, None):
+                return Denied(
+                    f"Denied by the gateway: kill switch ({switch.scope}) engaged by {switch.actor}: {switch.reason}",
+                    {
+                        "reason": "kill_switch",
+                        "rule_id": None,
+                        "policy_version": current.policy.policy_version,
+                        "kill_switch_id": switch.id,
+                    },
+                )
+        if principal.key_id is not None and principal.key_id not in current.keys:
+            return Denied("The API key is no longer valid", {"reason": "invalid API key"})
+        return None
 
     def _decision_row(
         self, principal: Principal, target: Target, method: str, decision: Decision, call_id: str, arguments: Any
@@ -312,6 +332,14 @@ class Governance:
 
     async def _swapped(self, old: Snapshot, new: Snapshot) -> None:
         self._watch_expiries(new)
+        # A key that left the snapshot was revoked (or its principal disabled): what it
+        # opened ends now, as under a principal kill switch, not when it next asks.
+        revoked_keys = old.keys.keys() - new.keys.keys()
+        gone_principals = old.principals.keys() - new.principals.keys()
+        if revoked_keys or gone_principals:
+            ended = self.inflight.revoke(set(revoked_keys), set(gone_principals))
+            if ended:
+                log.warning("revocation ended %d call(s) and stream(s)", ended)
         before = {s.id for s in old.policy.switches}
         engaged = [s for s in new.policy.switches if s.id not in before]
         if engaged:

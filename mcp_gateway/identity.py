@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +13,9 @@ class Principal:
     team: str
     name: str = ""
     kind: str = "agent"
+    key_id: str | None = field(default=None, compare=False)
+    """The API key this request presented (None when no key: `auth: none`), so revoking
+    one key ends what that key opened and nothing of the principal's other keys."""
 
 
 LOCAL = Principal(id="local/local", team="local", name="local", kind="agent")

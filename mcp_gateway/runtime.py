@@ -26,6 +26,7 @@ from .audit.writer import AuditWriter
 from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
+from .limits import Limits
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy.router import Router
@@ -136,6 +137,11 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 tg,
                 max_parked_per_principal=settings.max_parked_calls_per_principal,
                 seal_key=await state_store.seal_key(engine),
+            )
+            router.limits = Limits(
+                settings.max_sessions_per_principal,
+                settings.max_streams_per_principal,
+                settings.max_subscriptions_per_principal,
             )
             governance.on_change = router.policy_changed
             for upstream in upstreams.values():

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     """Open HTTP connections; a connection beyond them gets 503 and is closed at once."""
     session_idle_timeout: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
+    """Handshake sessions in all: a backstop behind the per-principal caps below."""
+    max_sessions_per_principal: int = Field(default=256, gt=0)
+    """Handshake sessions one principal may hold; past it its `initialize` gets 429."""
+    max_streams_per_principal: int = Field(default=64, gt=0)
+    """Open GET and `subscriptions/listen` streams one principal may hold."""
+    max_subscriptions_per_principal: int = Field(default=4096, gt=0)
+    """Resource subscriptions one principal may hold, over its sessions and listen streams."""
     max_parked_calls_per_principal: int = Field(default=32, gt=0)
     """Calls one principal may have waiting for its input at once (a 2026-07-28 client in front
     of a handshake-era upstream); beyond it, a call that would wait is refused."""

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -145,7 +146,9 @@ def run_stdio(args: argparse.Namespace) -> int:
                 if settings.auth == "none":
                     return LOCAL
                 snapshot = gateway.snapshots.current
-                return auth.principal_for(key or "", snapshot.keys, snapshot.principals)
+                found = auth.principal_for(key or "", snapshot.keys, snapshot.principals)
+                # Which key, so revoking it ends this session (see killswitch.py).
+                return replace(found, key_id=auth.key_id_of(key or "")) if found is not None else None
 
             if principal() is None:
                 raise ConfigError([Problem("environment", None, f"{KEY_ENV} is not a valid API key")])
@@ -184,7 +187,10 @@ class _ByteOut(ByteSendStream):
         self._file.flush()
 
     async def aclose(self) -> None:
-        return None
+        # The descriptor itself, so the client sees the end of the session (sys.stdout's
+        # file object never closes fd 1).
+        self._file.flush()
+        os.close(self._file.fileno())
 
 
 def run_check(args: argparse.Namespace) -> int:

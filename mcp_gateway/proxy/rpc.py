@@ -87,6 +87,8 @@ class _Pending:
 
 
 NotificationHandler = Callable[[Message], Awaitable[None]]
+DISPATCH_DEADLINE = 2.0
+"""Seconds one upstream notification may take to hand over to the gateway's clients."""
 
 
 class RpcConnection:
@@ -252,7 +254,7 @@ class RpcConnection:
             entry = self._progress.get(params.get("progressToken"))
             if entry is not None and entry[0].sink is not None:
                 restored = {**params, "progressToken": entry[1]}
-                await entry[0].sink.notify(jsonrpc.notification(method, restored))
+                await self._dispatch(method, entry[0].sink.notify(jsonrpc.notification(method, restored)))
             return
         if method == "notifications/cancelled":
             scope = self._asks.get(params.get("requestId"))  # type: ignore[arg-type]
@@ -262,9 +264,22 @@ class RpcConnection:
         if method == "notifications/message":
             call = self._call_for(related)
             if call is not None and call.sink is not None:
-                await call.sink.notify(message)
+                await self._dispatch(method, call.sink.notify(message))
                 return
-        await self._on_notification(message)
+        await self._dispatch(method, self._on_notification(message))
+
+    async def _dispatch(self, method: str, handling: Awaitable[None]) -> None:
+        """Hand an upstream notification to the gateway: the boundary where code run for
+        clients (sinks, listeners, sessions) meets this connection's reader. Nothing it
+        raises reaches the reader, and it gets a bounded time: a slow client loses the
+        notification, the connection never stalls or drops for it."""
+        try:
+            with anyio.move_on_after(DISPATCH_DEADLINE) as scope:
+                await handling
+            if scope.cancelled_caught:
+                log.warning("%s: delivering %s took over %ss: dropped", self.name, method, DISPATCH_DEADLINE)
+        except Exception:  # a client's delivery: never the connection's failure
+            log.exception("%s: delivering %s failed", self.name, method)
 
     async def _serve_request(self, message: Message, related: RequestId | None) -> None:
         """Answer a request the upstream sends us (ping, sampling, elicitation, roots)."""

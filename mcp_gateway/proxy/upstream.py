@@ -371,7 +371,10 @@ class Upstream:
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
             if isinstance(uri, str):
-                await self.events.resource_updated(self, uri, params)
+                try:
+                    await self.events.resource_updated(self, uri, params)
+                except Exception:  # the clients' side of an event never fails this connection
+                    log.exception("%s: relaying a resource update failed", self.name)
         elif method == "notifications/message":
             log.debug("%s: log message with no caller to deliver it to: %s", self.name, params.get("data"))
 

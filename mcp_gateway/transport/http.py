@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,10 +34,12 @@ from mcp.shared.inbound import (
 from starlette.types import Receive, Scope, Send
 
 from .. import jsonrpc
-from ..errors import INVALID_PARAMS, INVALID_REQUEST, GatewayError, ProtocolError
+from ..errors import INVALID_REQUEST, GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
-from ..proxy.router import Listener, Router
+from ..killswitch import Ending
+from ..limits import RETRY_AFTER, LimitReached
+from ..proxy.router import Router
 from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
 from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
 from ..tasks import supervised
@@ -95,6 +98,8 @@ class McpEndpoint:
         self.authenticate = authenticate
         self.options = options or HttpOptions()
         self.sessions: dict[str, _HttpSession] = {}
+        self._per_principal: Counter[str] = Counter()
+        self._tg = tg
         tg.start_soon(supervised("session sweeper", self._sweep_idle))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -215,9 +220,6 @@ class McpEndpoint:
     async def _initialize(
         self, receive: Receive, send: Send, who: Principal, message: Message, wants_sse: bool
     ) -> None:
-        if len(self.sessions) >= self.options.max_sessions:
-            await sse.send_status(send, 503, "Too many sessions", [(b"retry-after", b"5")])
-            return
         session = Session(principal=who)
         call = Call(session, message["id"], "initialize", jsonrpc.params_of(message))
         try:
@@ -225,8 +227,23 @@ class McpEndpoint:
         except GatewayError as exc:
             await sse.send_json(send, 200, jsonrpc.error(call.id, exc))
             return
+        # Checked with no await before the session is stored, so a burst cannot overshoot.
+        cap = self.router.limits.sessions_per_principal
+        if self._per_principal[who.id] >= cap:
+            # One principal fills only its own quota; the global cap below is the backstop.
+            refusal = LimitReached("max_sessions_per_principal", cap, "sessions")
+            await sse.send_json(send, 429, jsonrpc.error(call.id, refusal), [(b"retry-after", _RETRY_AFTER)])
+            return
+        if len(self.sessions) >= self.options.max_sessions:
+            await sse.send_status(send, 503, "Too many sessions", [(b"retry-after", _RETRY_AFTER)])
+            return
         self.sessions[session.id] = _HttpSession(session, time.monotonic())
-        self.router.open_session(session)
+        self._per_principal[who.id] += 1
+
+        def close() -> None:
+            self._tg.start_soon(self.close, session.id)
+
+        self.router.open_session(session, close=close)
         await sse.send_json(send, 200, jsonrpc.result(call.id, result), [(b"mcp-session-id", session.id.encode())])
 
     async def _session(
@@ -340,21 +357,28 @@ class McpEndpoint:
         return None
 
     async def _listen(self, receive: Receive, send: Send, call: Call) -> None:
-        wants = call.params.get("notifications")
-        if not isinstance(wants, dict):
-            error = ProtocolError(INVALID_PARAMS, "subscriptions/listen needs a notifications filter")
-            await sse.send_json(send, 400, jsonrpc.error(call.id, error))
-            return
         outgoing_send, outgoing = anyio.create_memory_object_stream[Message](64)
-        listener = Listener(call.principal.id, wants, outgoing_send.send, call.id)
-        # Registered before the acknowledgement: nothing that happens after it is missed.
-        await self.router.listen(listener)
-        await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
-        ack = jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": wants})
-        await listener.deliver(ack)
         try:
-            async with outgoing_send, outgoing:
-                await sse.relay(receive, send, outgoing)
+            # Checked, decided, audited and registered before the acknowledgement: nothing
+            # that happens after it is missed, and nothing is registered for a refusal.
+            listener = await self.router.listen(call, outgoing_send)
+        except GatewayError as exc:
+            outgoing_send.close()
+            outgoing.close()
+            await _refuse(send, call.id, exc)
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
+            ack = jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": listener.wants})
+            listener.deliver(ack)
+            with anyio.CancelScope() as scope:
+                listener.on_end = scope.cancel  # a kill or revocation ends it at once
+                async with outgoing_send, outgoing:
+                    await sse.relay(receive, send, outgoing)
+            if scope.cancelled_caught:
+                await _end_response(send)
+        except OSError:
+            pass  # the client is gone
         finally:
             self.router.unlisten(listener)
 
@@ -370,9 +394,21 @@ class McpEndpoint:
         if held.stream_open:
             await sse.send_status(send, 409, "This session already has a GET stream open")
             return
+        try:
+            self.router.may_open_stream(who)
+        except GatewayError as exc:
+            await _refuse(send, None, exc, default=403)
+            return
         held.stream_open = True
         session = held.session
         outgoing_send, outgoing = anyio.create_memory_object_stream[Message](256)
+        scope = anyio.CancelScope()
+
+        def end(how: Ending) -> None:
+            outgoing_send.close()
+            scope.cancel()
+
+        opened = self.router.governance.inflight.open(who, "stream", end)
 
         async def outbox(message: Message) -> None:
             try:
@@ -393,10 +429,17 @@ class McpEndpoint:
             held.last_seen = time.monotonic()
 
         try:
-            async with outgoing_send, outgoing:
-                # Ends when the client hangs up or the session does (DELETE, idle sweep).
-                await sse.relay(receive, send, outgoing, on_sent=seen)
+            with scope:
+                async with outgoing_send, outgoing:
+                    # Ends when the client hangs up, the session ends (DELETE, idle sweep,
+                    # revocation) or a switch stops its principal.
+                    await sse.relay(receive, send, outgoing, on_sent=seen)
+            if scope.cancelled_caught:
+                await _end_response(send)
+        except OSError:
+            pass  # the client is gone
         finally:
+            self.router.governance.inflight.close(opened)
             if session.outbox is outbox:
                 session.outbox = None
             held.stream_open = False
@@ -411,6 +454,10 @@ class McpEndpoint:
     async def close(self, session_id: str) -> None:
         held = self.sessions.pop(session_id, None)
         if held is not None:
+            principal_id = held.session.principal.id
+            self._per_principal[principal_id] -= 1
+            if self._per_principal[principal_id] <= 0:
+                del self._per_principal[principal_id]
             held.session.outbox = None
             if held.end_stream is not None:
                 held.end_stream()
@@ -424,6 +471,28 @@ class McpEndpoint:
                 if held.last_seen < cutoff and not held.stream_open and not held.session.calls:
                     log.info("session %s: closed after %ss idle", session_id[:8], self.options.session_idle_timeout)
                     await self.close(session_id)
+
+
+_RETRY_AFTER = str(RETRY_AFTER).encode()
+
+
+async def _end_response(send: Send) -> None:
+    """End a stream the gateway stopped (kill, revocation). The relay may have ended the
+    response itself just before it was stopped; the server refuses a second end."""
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except RuntimeError:
+        log.debug("the stream's response had already ended")
+
+
+async def _refuse(send: Send, request_id: Any, exc: GatewayError, default: int = 200) -> None:
+    """Refuse a stream before it opens: 400 for a malformed request, 429 (with Retry-After)
+    for a per-principal limit, else `default` with the JSON-RPC error (a denial)."""
+    if isinstance(exc, LimitReached):
+        await sse.send_json(send, 429, jsonrpc.error(request_id, exc), [(b"retry-after", _RETRY_AFTER)])
+        return
+    status = ERROR_CODE_HTTP_STATUS.get(exc.code, default)
+    await sse.send_json(send, status, jsonrpc.error(request_id, exc))
 
 
 _param_header_cache: dict[int, tuple[Any, bool]] = {}

@@ -20,7 +20,7 @@ from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, INVALID_REQUEST, Denied, GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
-from ..proxy.router import Listener, Router
+from ..proxy.router import Router
 from ..proxy.session import MODERN_VERSIONS, Call, Session
 from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
 
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 
 MAX_LINE = 16 * 1024 * 1024
+NOTICE_BUFFER = 256
+REVOKED_GRACE = 5.0
+"""Seconds a revoked session's killed calls get to write their kill errors before it closes."""
 
 
 class StdioServer:
@@ -45,11 +48,35 @@ class StdioServer:
         assert first is not None, "check the key before serving"
         self.router = router
         self._principal = principal
-        self.session = Session(principal=first, outbox=self.write)
+        self.session = Session(principal=first, outbox=self._post)
         self._stdin = BufferedByteReceiveStream(stdin)
         self._stdout = stdout
         self._lock = anyio.Lock()
         self._modern: bool | None = None
+        # Session-level notifications queue here and a writer task drains them, so a
+        # client slow to read stdout never holds up the upstream connection they came from.
+        self._notices, self._notices_out = anyio.create_memory_object_stream[Message](NOTICE_BUFFER)
+        self._reading = anyio.CancelScope()
+        self._revoked = False
+        self._drained = anyio.Event()
+
+    async def _post(self, message: Message) -> None:
+        try:
+            self._notices.send_nowait(message)
+        except anyio.WouldBlock:
+            log.warning("the client is not reading stdout: dropped %s", message.get("method"))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    async def _write_notices(self) -> None:
+        async for message in self._notices_out:
+            await self.write(message)
+
+    def _end(self) -> None:
+        """The key was revoked (or the principal disabled): stop reading; the calls in
+        flight end with the kill error (the registry cancelled them) and then the session."""
+        self._revoked = True
+        self._reading.cancel()
 
     async def write(self, message: Message) -> None:
         data = jsonrpc.dumps(message) + b"\n"
@@ -58,23 +85,36 @@ class StdioServer:
 
     async def serve(self) -> None:
         """Serve until stdin closes."""
-        self.router.open_session(self.session)
+        self.router.open_session(self.session, close=self._end)
         try:
             async with anyio.create_task_group() as tg:
-                while True:
-                    try:
-                        line = await self._stdin.receive_until(b"\n", MAX_LINE)
-                    except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                        break
-                    except anyio.DelimiterNotFound:
-                        await self.write(jsonrpc.error(None, ProtocolError(INVALID_REQUEST, "message too large")))
-                        break
-                    if line.strip():
-                        await self._receive(line, tg)
+                tg.start_soon(self._write_notices)
+                with self._reading:
+                    while True:
+                        try:
+                            line = await self._stdin.receive_until(b"\n", MAX_LINE)
+                        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                            break
+                        except anyio.DelimiterNotFound:
+                            await self.write(jsonrpc.error(None, ProtocolError(INVALID_REQUEST, "message too large")))
+                            break
+                        if line.strip():
+                            await self._receive(line, tg)
+                if self._revoked:
+                    log.warning("the API key was revoked: ending the stdio session")
+                    with anyio.move_on_after(REVOKED_GRACE):
+                        while self.session.calls:  # each ends at once, with the kill error
+                            await self._drained.wait()
+                            self._drained = anyio.Event()
                 tg.cancel_scope.cancel()
         finally:
             self.session.outbox = None
             await self.router.close_session(self.session)
+            if self._revoked:  # tell the client: its end of stdout closes
+                try:
+                    await self._stdout.aclose()
+                except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
 
     async def _receive(self, line: bytes, tg: Any) -> None:
         try:
@@ -149,17 +189,26 @@ class StdioServer:
                 reply = jsonrpc.error(request_id, ProtocolError(INTERNAL_ERROR, "Internal error"))
             finally:
                 self.session.calls.pop(request_id, None)
+                self._drained.set()
         if not scope.cancelled_caught:
             await self.write(reply)
 
     async def _listen(self, call: Call) -> None:
-        wants = call.params.get("notifications")
-        listener = Listener(call.principal.id, wants if isinstance(wants, dict) else {}, self.write, call.id)
-        await self.router.listen(listener)
-        await listener.deliver(
+        outgoing_send, outgoing = anyio.create_memory_object_stream[Message](NOTICE_BUFFER)
+        try:
+            listener = await self.router.listen(call, outgoing_send)  # raises a refusal: answered as an error
+        except BaseException:
+            outgoing_send.close()
+            outgoing.close()
+            raise
+        listener.deliver(
             jsonrpc.notification("notifications/subscriptions/acknowledged", {"notifications": listener.wants})
         )
         try:
-            await anyio.sleep_forever()
+            with anyio.CancelScope() as scope:
+                listener.on_end = scope.cancel
+                async with outgoing_send, outgoing:
+                    async for message in outgoing:
+                        await self.write(message)
         finally:
             self.router.unlisten(listener)
