@@ -35,6 +35,14 @@ from .policy.snapshot import Snapshot, Snapshots
 log = logging.getLogger(__name__)
 
 _MAX_NAME = 256
+"""The audit's `tool` column: a longer name (the caller chose it) is cut, never refused by the
+store, which would fail the whole group commit it shares with other callers' rows."""
+_MAX_TEXT = 4096
+
+
+def _fit(value: str | None, limit: int) -> str | None:
+    return value if value is None or len(value) <= limit else value[: limit - 1] + "…"
+
 """The audit's `tool` column holds this much of a requested name."""
 
 _ids = random.Random()
@@ -137,10 +145,10 @@ class Governance:
             "principal_id": principal.id,
             "team_id": principal.team,
             "server": target.server,
-            "tool": target.name,
+            "tool": _fit(target.name, _MAX_NAME),
             "method": method,
             "decision": decision.effect,
-            "reason": decision.reason,
+            "reason": _fit(decision.reason, _MAX_TEXT),
             "rule_id": decision.rule_id,
             "policy_version": decision.policy_version,
             "shadow": decision.shadow,
@@ -187,8 +195,7 @@ class Governance:
         serve (or that names none), so probing for names is as visible as using them. No rule
         decided it (`rule_id` is null); the caller answers with the protocol's own error."""
         shown = name if isinstance(name, str) else None
-        if shown is not None and len(shown) > _MAX_NAME:
-            shown = shown[: _MAX_NAME - 1] + "…"
+        shown = _fit(shown, _MAX_NAME)
         reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
         decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
         call_id = f"{_ids.getrandbits(64):016x}"
@@ -284,14 +291,14 @@ class Governance:
             "principal_id": ticket.principal.id,
             "team_id": ticket.principal.team,
             "server": ticket.target.server,
-            "tool": ticket.target.name,
+            "tool": _fit(ticket.target.name, _MAX_NAME),
             "method": ticket.method,
             "decision": ticket.decision.effect,
             "rule_id": ticket.decision.rule_id,
             "policy_version": ticket.decision.policy_version,
             "outcome": outcome,
             "latency_ms": round((time.monotonic() - ticket.started) * 1000, 3),
-            "detail": detail,
+            "detail": _fit(detail, _MAX_TEXT),
         }
         try:
             self.writer.append_nowait(row)

@@ -12,7 +12,13 @@ What cannot be normalised without guessing how the upstream reads it is refused
 (`AmbiguousURI`): control characters (NUL included, raw or `%00`), a backslash (a path
 separator to some parsers), a malformed `%`, an encoded `/` or `\\` in the authority or
 path (`%2F` splits a segment for one server and not for another), an encoded dot segment
-(`%2E%2E`: resolved before or after decoding?), and a URI without a scheme.
+(`%2E%2E`: resolved before or after decoding?), and a URI without a scheme. So is an
+authority that parsers read differently: userinfo (`test://@host/`, `user:pw@host`), a
+port that is empty or not a number (`host:/`), a default port a WHATWG parser drops
+(`https://h:443/`), a host that is not a plain name or dotted IPv4 (`0x7f.1`, `2130706433`:
+numbers a parser may turn into an address), and `file://localhost/`, which `file:` readers
+take as `file:///`. A URI longer than `MAX_URI` is refused before any of this (a rule has
+no business naming one, and normalising is linear in its length).
 
 The gateway routes, decides and forwards the normal form: what was decided is what is sent.
 """
@@ -29,6 +35,15 @@ _HEX = frozenset(string.hexdigits)
 # RFC 3986 reserved characters and `%`: legal raw. `{` and `}` are kept raw for templates.
 _RAW = _UNRESERVED | frozenset(":/?#[]@!$&'()*+,;=%{}")
 _TRIPLET = re.compile(r"%[0-9a-f]{2}")
+
+
+MAX_URI = 8192
+"""Characters; longer URIs are refused, not normalised (nor remembered)."""
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443", "ftp": "21"}
+_HOST = re.compile(r"(?:[a-z0-9_~!$&'()*+,;=-]|%[0-9A-F]{2})+(?:\.(?:[a-z0-9_~!$&'()*+,;=-]|%[0-9A-F]{2})+)*\.?")
+_NUMERIC = re.compile(r"[0-9.]+|0x[0-9a-f.x]*", re.IGNORECASE)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 class AmbiguousURI(ValueError):
@@ -92,11 +107,33 @@ def _remove_dot_segments(segments: list[str]) -> str:
     return "/" + "/".join(out) + tail
 
 
-def _authority(authority: str) -> str:
+def _authority(authority: str, scheme: str) -> str:
     normal = _percent(authority, "authority")
-    userinfo, at, hostport = normal.rpartition("@")
-    host = _TRIPLET.sub(lambda m: m.group(0).upper(), hostport.lower())
-    return f"{userinfo}{at}{host}"
+    if "@" in normal:
+        raise AmbiguousURI("userinfo in the authority (`user@host`): parsers disagree on what it names")
+    hostport = _TRIPLET.sub(lambda m: m.group(0).upper(), normal.lower())
+    port: str | None
+    if hostport.startswith("["):  # an IP literal: kept as written, brackets and all
+        literal, bracket, after = hostport.partition("]")
+        host = literal + bracket
+        if after and not after.startswith(":"):
+            raise AmbiguousURI(f"text after an IP literal in the authority {authority!r}")
+        port = after[1:] if after else None
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+        if host and not _HOST.fullmatch(host):
+            raise AmbiguousURI(f"a host that is not a plain name ({host!r})")
+        if host and _NUMERIC.fullmatch(host) and not _DOTTED_IPV4.fullmatch(host):
+            raise AmbiguousURI(f"a numeric host that is not dotted IPv4 ({host!r}): parsers read it as an address")
+    if port is not None:
+        if not port.isdigit():
+            raise AmbiguousURI(f"a port that is {'empty' if not port else 'not a number'} in {authority!r}")
+        if _DEFAULT_PORTS.get(scheme) == port.lstrip("0"):
+            raise AmbiguousURI(f"the default port {port} of {scheme}: written, some parsers drop it")
+    if scheme == "file" and host == "localhost":
+        raise AmbiguousURI("file://localhost/ is file:/// to file: readers: write file:///")
+    return host if port is None else f"{host}:{port}"
 
 
 def _check_characters(uri: str) -> None:
@@ -109,6 +146,8 @@ def _check_characters(uri: str) -> None:
 
 def normalize(uri: str) -> str:
     """`uri` in normal form; raises `AmbiguousURI` for what has no single reading."""
+    if len(uri) > MAX_URI:
+        raise AmbiguousURI(f"a resource URI longer than {MAX_URI} characters")
     _check_characters(uri)
     scheme, colon, rest = uri.partition(":")
     if not colon or not _SCHEME.fullmatch(scheme):
@@ -123,7 +162,8 @@ def normalize(uri: str) -> str:
         authority, path = hierarchy[2:end], hierarchy[end:]
     parts = [scheme.lower(), ":"]
     if authority is not None:
-        parts += ["//", _authority(authority)]
+        # `ns+file:` is the gateway's name for an upstream's `file:`: judged as what is sent.
+        parts += ["//", _authority(authority, scheme.lower().rpartition("+")[2])]
     parts.append(_path(path))
     if question:
         parts += ["?", _percent(query, "query")]
@@ -132,13 +172,24 @@ def normalize(uri: str) -> str:
     return "".join(parts)
 
 
-@lru_cache(maxsize=8192)
+_MEMO_URI = 512
+"""Only URIs this short are remembered: a caller's long made-up ones would fill the memo."""
+
+
 def normal_form(uri: str) -> str | AmbiguousURI:
-    """`normalize`, memoised, with the refusal returned rather than raised (for hot paths)."""
+    """`normalize`, memoised for short URIs, with the refusal returned rather than raised
+    (for hot paths)."""
+    return _remembered(uri) if len(uri) <= _MEMO_URI else _normal_or_refusal(uri)
+
+
+def _normal_or_refusal(uri: str) -> str | AmbiguousURI:
     try:
         return normalize(uri)
     except AmbiguousURI as exc:
         return exc
+
+
+_remembered = lru_cache(maxsize=8192)(_normal_or_refusal)
 
 
 _PATTERN_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")

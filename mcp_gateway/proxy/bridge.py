@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 CAPABILITY_FOR = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 STATE_PREFIX = "mcpgw:"
 MAX_ROUNDS = 16
+NOTIFY_DEADLINE = 0.5
+"""Seconds a call's client may hold up the upstream's reader with one notification, once."""
 PARK_SECONDS = 600.0
 MAX_PARKED_PER_PRINCIPAL = 32
 _EXPIRED = "requestState is unknown or expired: start the call again"
@@ -79,14 +81,24 @@ class CallSink:
 
     def __init__(self, call: Call) -> None:
         self.call = call
+        self._congested = False
 
     async def notify(self, message: Message) -> None:
+        """Runs in the upstream connection's reader, which every call on that upstream
+        shares: a client that does not read its stream gets `NOTIFY_DEADLINE` once, and
+        from then on its call's notifications are dropped, not waited for."""
         if message["method"] == "notifications/message":
             if self.call.log_level is None and self.call.modern:
                 return  # a 2026-07-28 client that asked for no logs gets none
             if not log_allowed(jsonrpc.params_of(message).get("level"), self.call.log_level):
                 return
-        await self.call.emit(message)
+        if self._congested:
+            return
+        with anyio.move_on_after(NOTIFY_DEADLINE) as scope:
+            await self.call.emit(message)
+        if scope.cancelled_caught:
+            self._congested = True
+            log.info("a client is not reading its stream: its call's notifications are dropped from now on")
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         _require_capability(self.call, method)

@@ -344,6 +344,15 @@ class Router(Events):
 
         def check() -> None:
             # Checked only once decided and audited: a probe with bad arguments is on record.
+            if "task" in call.params:
+                # A task runs on upstream after its call has answered: out of reach of kill
+                # switches and revocation until tasks are governed. Refused, not stripped: the
+                # client asked for something else than a plain call.
+                raise Answered(
+                    "refused",
+                    "task-augmented call",
+                    error=ProtocolError(INVALID_PARAMS, "task-augmented tools/call is not supported by this gateway"),
+                )
             if arguments is not None and not isinstance(arguments, dict):
                 raise Answered(
                     "tool_error",
@@ -410,6 +419,16 @@ class Router(Events):
         ):
             raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
         route, ticket = await self._admit_subscription(principal, uri, "resources/subscribe")
+        uri = exposed_uri(*route)  # held under the gateway's spelling, as its updates arrive
+        # Decided again with no await before the add: a switch, a policy change or a
+        # revocation may have come during the audit wait.
+        refusal = self.governance.stopped(principal)
+        again = self.governance.decide(principal, Target(route[0].name, "resource", route[1]))
+        if refusal is None and not again.allowed:
+            refusal = Denied(f"Denied by the gateway: {again.reason}", again.data())
+        if refusal is not None:
+            self.governance.finish(ticket, "killed" if again.kill_switch_id else "refused", refusal.message)
+            raise refusal
         if uri not in call.session.subscriptions and self.subscriptions.count(principal.id) >= cap:
             # Checked again with no await before the add: concurrent subscribes cannot overshoot.
             self.governance.finish(ticket, "cancelled", "over max_subscriptions_per_principal")
@@ -429,7 +448,11 @@ class Router(Events):
         uri = call.params.get("uri")
         if not isinstance(uri, str):
             raise ProtocolError(INVALID_PARAMS, "a resource request needs a uri")
-        self._release(call.session, call.principal, [uri])
+        try:
+            route = self.catalog.route_uri(uri)
+        except ProtocolError:
+            route = None  # nothing was subscribed under a URI with no single reading
+        self._release(call.session, call.principal, [exposed_uri(*route) if route is not None else uri])
         return {}
 
     async def _admit_subscription(
@@ -495,7 +518,13 @@ class Router(Events):
             target = Target(upstream.name, "prompt", entry.original)
         else:
             uri = ref.get("uri")
-            route = (self.catalog.route_template(uri) or self.catalog.route_uri(uri)) if isinstance(uri, str) else None
+            try:
+                route = (
+                    (self.catalog.route_template(uri) or self.catalog.route_uri(uri)) if isinstance(uri, str) else None
+                )
+            except ProtocolError:  # no single reading: refused, and on record like any probe
+                await self.governance.refuse_unknown(call.principal, "resource", uri, "completion/complete")
+                raise
             if route is None:
                 await self.governance.refuse_unknown(call.principal, "resource", uri, "completion/complete")
                 raise ProtocolError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
@@ -544,12 +573,22 @@ class Router(Events):
         routes: dict[str, tuple[Upstream, str]] = {}
         try:
             for uri in uris:
-                routes[uri], listener.tickets[uri] = await self._admit_subscription(
-                    principal, uri, "subscriptions/listen"
-                )
-            # Again, with no await from here to the registration: a switch or a revocation
-            # may have come meanwhile, and concurrent listens must not overshoot the limits.
+                route, ticket = await self._admit_subscription(principal, uri, "subscriptions/listen")
+                # Held under the gateway's spelling of the resource, as its updates arrive:
+                # two spellings of one resource are one subscription.
+                key = exposed_uri(*route)
+                if key in listener.tickets:
+                    governance.finish(ticket, "ok", "the same resource named twice")
+                    continue
+                routes[key], listener.tickets[key] = route, ticket
+            # Again, with no await from here to the registration: a switch, a policy change
+            # or a revocation may have come meanwhile, and concurrent listens must not
+            # overshoot the limits.
             self.may_open_stream(principal)
+            for upstream, original in routes.values():
+                again = governance.decide(principal, Target(upstream.name, "resource", original))
+                if not again.allowed:
+                    raise Denied(f"Denied by the gateway: {again.reason}", again.data())
             if self.subscriptions.count(principal.id) + len(uris) > cap:
                 raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
         except BaseException:

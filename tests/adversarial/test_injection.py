@@ -78,7 +78,7 @@ async def attacked(tmp_path: Path) -> AsyncIterator[Path]:
             }
             response = await _rpc(http, headers, "initialize", initialize)
             headers["mcp-session-id"] = response.headers["mcp-session-id"]
-            for uri in (f"x+{FORMULA}", f"x+{TERMINAL}"):
+            for uri in (FORMULA, TERMINAL):
                 denied = await _rpc(http, headers, "resources/read", {"uri": uri})
                 # Refused (denied, or not a URI the gateway can read): either way on record.
                 assert '"error"' in denied.text and '"result"' not in denied.text, denied.text

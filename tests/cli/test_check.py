@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mcp_gateway.store.engine import HEAD
+
 from ..admin.common import mcp_gateway
 from ..support import ALLOW_ALL, ROOT, write_policies
 from .common import config_file
@@ -35,7 +37,7 @@ async def test_check_run_twice_adds_no_policy_version_and_no_row(tmp_path: Path)
     assert after == before == {"policy_versions": 0, "rules": 0, "audit": 0, "teams": 0}
     for result in results:
         assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-        assert b"at revision 0001 (current)" in result.stdout
+        assert f"at revision {HEAD} (current)".encode() in result.stdout
         assert b"1 rule(s) for 1 team(s)" in result.stdout
 
 

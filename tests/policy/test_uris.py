@@ -23,7 +23,9 @@ from mcp_gateway.policy.uris import AmbiguousURI, normalize, pattern_problem
         ("file:///a/b/..", "file:///a/"),
         ("file:///../../etc/passwd", "file:///etc/passwd"),
         ("x://h/a//b", "x://h/a//b"),  # empty segments are not dot segments (RFC 3986)
-        ("x://User@HOST:8080/P", "x://User@host:8080/P"),  # userinfo and path keep their case
+        ("x://HOST:8080/P", "x://host:8080/P"),  # the path keeps its case
+        ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080/x"),  # dotted IPv4 and a port that is not the default
+        ("http://[::1]:8080/x", "http://[::1]:8080/x"),
         ("x://h/caf\u00e9 x", "x://h/caf%C3%A9%20x"),  # raw and encoded spellings of one name meet
         ("x://h/caf%c3%a9%20x", "x://h/caf%C3%A9%20x"),
         ("x://h/p?q=%2f&r=%7e#%61", "x://h/p?q=%2F&r=~#a"),  # query and fragment: same encoding rules
@@ -58,6 +60,19 @@ def test_a_uri_normalises_to_its_rfc_3986_normal_form(uri: str, normal: str) -> 
         ("/etc/passwd", "a resource URI starts with a scheme (RFC 3986), such as file: or https:"),
         ("1x://h", "a resource URI starts with a scheme (RFC 3986), such as file: or https:"),
         ("x://h/\ud800", "a lone surrogate ('\\ud800') that is no character"),
+        # Spellings a WHATWG parser (the TypeScript SDK's `new URL`) reads as another name:
+        ("test://template:/1/data", "a port that is empty in 'template:'"),
+        ("test://@template/1/data", "userinfo in the authority (`user@host`): parsers disagree on what it names"),
+        ("test://:@template/1/data", "userinfo in the authority (`user@host`): parsers disagree on what it names"),
+        ("x://User@HOST:8080/P", "userinfo in the authority (`user@host`): parsers disagree on what it names"),
+        ("https://h:443/x", "the default port 443 of https: written, some parsers drop it"),
+        ("http://h:080/x", "the default port 080 of http: written, some parsers drop it"),
+        ("x://h:8o/x", "a port that is not a number in 'h:8o'"),
+        ("file://localhost/srv/secret", "file://localhost/ is file:/// to file: readers: write file:///"),
+        ("http://0x7f.1/", "a numeric host that is not dotted IPv4 ('0x7f.1'): parsers read it as an address"),
+        ("http://2130706433/", "a numeric host that is not dotted IPv4 ('2130706433'): parsers read it as an address"),
+        ("http://127.1/", "a numeric host that is not dotted IPv4 ('127.1'): parsers read it as an address"),
+        ("x://h" + "/a" * 5000, "a resource URI longer than 8192 characters"),
     ],
 )
 def test_an_ambiguous_uri_is_refused_naming_the_problem(uri: str, why: str) -> None:
@@ -152,3 +167,15 @@ def test_a_normal_form_has_no_dot_segments_and_no_lower_case_escapes(uri: str) -
     for i, char in enumerate(normal):
         if char == "%":
             assert normal[i + 1 : i + 3] == normal[i + 1 : i + 3].upper()
+
+
+def test_a_long_uri_is_refused_at_once_and_not_remembered() -> None:
+    # Normalising is linear in the length, and the memo is shared by every caller.
+    from mcp_gateway.policy import uris
+
+    before = uris._remembered.cache_info().currsize
+    for i in range(50):
+        refused = uris.normal_form(f"x://h/{i}/" + "\u00e9" * 2_000_000)
+        assert isinstance(refused, AmbiguousURI)
+        assert isinstance(uris.normal_form(f"x://h/{i}/" + "a" * 600), str)
+    assert uris._remembered.cache_info().currsize == before
