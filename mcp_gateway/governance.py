@@ -43,7 +43,6 @@ _MAX_TEXT = 4096
 def _fit(value: str | None, limit: int) -> str | None:
     return value if value is None or len(value) <= limit else value[: limit - 1] + "…"
 
-"""The audit's `tool` column holds this much of a requested name."""
 
 _ids = random.Random()
 """Call ids correlate an audit log's rows; they are not secrets, so they need not cost a
