@@ -40,7 +40,8 @@ _TRIPLET = re.compile(r"%[0-9a-f]{2}")
 MAX_URI = 8192
 """Characters; longer URIs are refused, not normalised (nor remembered)."""
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443", "ftp": "21"}
-_HOST = re.compile(r"(?:[a-z0-9_~!$&'()*+,;=-]|%[0-9A-F]{2})+(?:\.(?:[a-z0-9_~!$&'()*+,;=-]|%[0-9A-F]{2})+)*\.?")
+_LABEL = r"(?:[a-z0-9_~!$&'()*+,;={}-]|%[0-9A-F]{2})+"  # braces: a template's `{host}`
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _NUMERIC = re.compile(r"[0-9.]+|0x[0-9a-f.x]*", re.IGNORECASE)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
