@@ -106,7 +106,7 @@ class Gateway:
         )
         return out.stdout + out.stderr
 
-    def prepare(self) -> tuple[str, str]:
+    def prepare(self) -> tuple[str, str, str]:
         (self.work / "policies").mkdir(parents=True, exist_ok=True)
         (self.work / "policies" / "fuzz.yaml").write_text(POLICY)
         upstreams = {
@@ -121,11 +121,14 @@ class Gateway:
         config = {"upstreams": upstreams, "gateway": {"auth": "keys", "policies": "policies", "log_level": "info"}}
         (self.work / "gateway.yaml").write_text(json.dumps(config))
         self.cli("db", "upgrade")
+        # The probe is the harness's own principal for its liveness calls: fuzzed inputs never
+        # use its key, so they cannot spend its quotas (sessions, streams) for it.
         keys = [
-            re.search(r"mgw_\S+", self.cli("keys", "create", "--team", t, "--name", "agent")) for t in ("fuzz", "other")
+            re.search(r"mgw_\S+", self.cli("keys", "create", "--team", team, "--name", name))
+            for team, name in (("fuzz", "agent"), ("other", "agent"), ("fuzz", "probe"))
         ]
-        assert keys[0] and keys[1], "no key printed"
-        return keys[0].group(0), keys[1].group(0)
+        assert all(keys), "no key printed"
+        return keys[0].group(0), keys[1].group(0), keys[2].group(0)  # type: ignore[union-attr]
 
     async def start(self) -> None:
         env = {**os.environ, "MCP_GATEWAY_ADMIN_TOKEN": self.admin_token}
@@ -251,7 +254,7 @@ class Harness:
 
     async def setup(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
-        key, other = self.gateway.prepare()
+        key, other, self.probe_key = self.gateway.prepare()
         await self.gateway.start()
         self.ctx = Context(key=key, other_key=other, admin_token=self.gateway.admin_token)
         self.ctx.session = await self.initialize(key)
@@ -295,6 +298,16 @@ class Harness:
         with sqlite3.connect(self.work / "mcp-gateway.db") as db:
             return [row[0] for row in db.execute("SELECT id FROM kill_switches WHERE released_at IS NULL")]
 
+    async def renew(self, key: str, current: str) -> str:
+        """A fresh session for the fuzzed inputs, or the current one when the principal is
+        at its session quota (fuzzed `initialize`s spend it: the gateway's answer is 429)."""
+        try:
+            return await self.initialize(key)
+        except AssertionError as refused:
+            if b" 429 " not in str(refused).encode():
+                raise
+            return current
+
     async def initialize(self, key: str) -> str:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.gateway.port)
         body = json.dumps(
@@ -321,7 +334,8 @@ class Harness:
     # -- checks ---------------------------------------------------------------------------
 
     async def ready(self) -> bool:
-        status, body = await http(self.gateway.port, "GET", "/readyz", [("host", "127.0.0.1")], b"")
+        headers = [("host", "127.0.0.1"), ("authorization", f"Bearer {self.gateway.admin_token}")]
+        status, body = await http(self.gateway.port, "GET", "/readyz", headers, b"")
         upstreams = json.loads(body).get("upstreams", []) if status == 200 else []
         if status != 200 or any(u.get("state") != "ready" for u in upstreams):
             print(f"  liveness: /readyz answered {status} {body[:300]!r}", flush=True)
@@ -331,11 +345,12 @@ class Harness:
     async def valid_call(self) -> bool:
         """A governed call on each era reaches the upstream and comes back."""
         ok = True
+        probe_session = await self.initialize(self.probe_key)
         for era in ("2026-07-28", "2025-11-25"):
             params: dict[str, Any] = {"name": "alpha__read_file", "arguments": {"path": "/srv/public/ok"}}
             headers = [
                 ("host", "127.0.0.1"),
-                ("authorization", f"Bearer {self.ctx.key}"),
+                ("authorization", f"Bearer {self.probe_key}"),
                 ("content-type", "application/json"),
                 ("accept", "application/json, text/event-stream"),
                 ("mcp-protocol-version", era),
@@ -347,12 +362,14 @@ class Harness:
                 }
                 headers += [("mcp-method", "tools/call"), ("mcp-name", "alpha__read_file")]
             else:
-                headers.append(("mcp-session-id", self.ctx.session))
+                headers.append(("mcp-session-id", probe_session))
             body = json.dumps({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": params}).encode()
             status, answer = await http(self.gateway.port, "POST", "/mcp", headers, body, timeout=10)
             if status != 200 or b"read_file" not in answer or b'"error"' in answer:
                 print(f"  liveness: {era} valid call answered {status} {answer[:300]!r}", flush=True)
                 ok = False
+        end = [("host", "127.0.0.1"), ("authorization", f"Bearer {self.probe_key}"), ("mcp-session-id", probe_session)]
+        await http(self.gateway.port, "DELETE", "/mcp", end, b"")
         return ok
 
     def read_new(self, path: Path, offset: int) -> tuple[str, int]:
@@ -440,8 +457,8 @@ class Harness:
 
     async def after_batch(self, number: int, start: int, stop: int) -> None:
         # A fuzzed DELETE may have ended the session the next inputs use: start fresh ones.
-        self.ctx.session = await self.initialize(self.ctx.key)
-        self.ctx.other_session = await self.initialize(self.ctx.other_key)
+        self.ctx.session = await self.renew(self.ctx.key, self.ctx.session)
+        self.ctx.other_session = await self.renew(self.ctx.other_key, self.ctx.other_session)
         for switch_id in await self.engaged_switches():
             await self.admin("POST", f"/kill-switches/{switch_id}/release", {"reason": "fuzz batch over"})
         alive = await self.valid_call() and await self.ready()
