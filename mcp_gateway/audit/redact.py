@@ -44,6 +44,9 @@ def _redact(value: Any, secret: Callable[[Any], bool], limit: int, depth: int = 
     return value
 
 
+_MEMO_NAME = 128
+
+
 class ArgumentPolicy:
     """Turns call arguments into what the audit row stores."""
 
@@ -58,11 +61,17 @@ class ArgumentPolicy:
         self.max_bytes = max_bytes
         # Whatever the row keeps (the first `max_bytes` of the JSON) is always looked through.
         self._scan_limit = max(SCAN_LIMIT, max_bytes)
-        # Argument names repeat from call to call: remember each one's answer, up to a bound.
-        self._secret = functools.lru_cache(maxsize=4096)(self._looks_secret)
+        # Argument names repeat from call to call: remember each one's answer, up to a bound,
+        # and only for names of a plausible length (a caller's made-up megabyte-long names
+        # would otherwise fill the memo with megabytes each).
+        self._remembered = functools.lru_cache(maxsize=4096)(self._looks_secret)
 
-    def _looks_secret(self, name: Any) -> bool:
-        return self.names(str(name))
+    def _looks_secret(self, name: str) -> bool:
+        return self.names(name)
+
+    def _secret(self, name: Any) -> bool:
+        text = str(name)
+        return self._remembered(text) if len(text) <= _MEMO_NAME else self.names(text)
 
     def render(self, arguments: dict[str, Any] | None) -> tuple[str | None, str | None]:
         """(stored arguments JSON or None, digest)."""

@@ -82,3 +82,13 @@ def test_redacting_again_changes_nothing(arguments: dict[str, Any]) -> None:
     stored, _ = policy.render(arguments)
     assert stored is not None
     assert policy.render(json.loads(stored))[0] == stored
+
+
+def test_made_up_long_argument_names_are_judged_but_not_remembered() -> None:
+    from mcp_gateway.audit.redact import ArgumentPolicy
+
+    policy = ArgumentPolicy("redacted", max_bytes=1_000_000)
+    for i in range(100):
+        stored, _ = policy.render({f"password_{i}_" + "x" * 100_000: "hunter2", "short": "x"})
+        assert stored is not None and "hunter2" not in stored and "REDACTED" in stored
+    assert policy._remembered.cache_info().currsize == 1  # only "short"
