@@ -169,13 +169,27 @@ class Governance:
         call_id = call_id or f"{_ids.getrandbits(64):016x}"
         return decision, call_id, self._decision_row(principal, target, method, decision, call_id, arguments)
 
+    @staticmethod
+    def denial(decision: Decision) -> Denied:
+        """What a denied request answers."""
+        return Denied(f"Denied by the gateway: {decision.reason}", decision.data())
+
+    def refusal(self, principal: Principal, target: Target) -> Denied | None:
+        """Why `principal` may not reach `target` now, or None: for what was admitted a
+        while ago (a subscription after its audit wait), before it is taken further."""
+        stopped = self.stopped(principal)  # a revoked key too, which no decision sees
+        if stopped is not None:
+            return stopped
+        decision = self.decide(principal, target)
+        return None if decision.allowed else self.denial(decision)
+
     async def _refuse(self, decision: Decision, row: dict[str, Any]) -> NoReturn:
         """Audit a denial if the audit can take it, and deny either way."""
         try:
             await self.writer.append(row)
         except AuditUnavailable:
             pass
-        raise Denied(f"Denied by the gateway: {decision.reason}", decision.data())
+        raise self.denial(decision)
 
     async def admit(
         self, principal: Principal, target: Target, method: str, arguments: dict[str, Any] | None

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,24 +46,26 @@ class Snapshot:
         return self.policy.version
 
 
+def switch_of(row: Mapping[str, Any]) -> KillSwitch:
+    """A kill switch as the store holds it (a `kill_switches` row)."""
+    return KillSwitch(
+        id=row["id"],
+        scope=row["scope"],
+        target=row["target"],
+        reason=row["reason"],
+        actor=row["actor"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
 def build(rows: state_store.StateRows) -> Snapshot:
     principals = {
         p["id"]: Principal(id=p["id"], team=p["team_id"], name=p["name"], kind=p["kind"])
         for p in rows.principals
         if not p["disabled"]
     }
-    switches = [
-        KillSwitch(
-            id=s["id"],
-            scope=s["scope"],
-            target=s["target"],
-            reason=s["reason"],
-            actor=s["actor"],
-            created_at=s["created_at"],
-            expires_at=s["expires_at"],
-        )
-        for s in rows.switches
-    ]
+    switches = [switch_of(s) for s in rows.switches]
     policy = PolicyState.build(
         (rule_store.to_rule(r) for r in rows.rules),
         switches,

@@ -422,12 +422,10 @@ class Router(Events):
         uri = exposed_uri(*route)  # held under the gateway's spelling, as its updates arrive
         # Decided again with no await before the add: a switch, a policy change or a
         # revocation may have come during the audit wait.
-        refusal = self.governance.stopped(principal)
-        again = self.governance.decide(principal, Target(route[0].name, "resource", route[1]))
-        if refusal is None and not again.allowed:
-            refusal = Denied(f"Denied by the gateway: {again.reason}", again.data())
+        refusal = self.governance.refusal(principal, Target(route[0].name, "resource", route[1]))
         if refusal is not None:
-            self.governance.finish(ticket, "killed" if again.kill_switch_id else "refused", refusal.message)
+            killed = (refusal.data or {}).get("reason") == "kill_switch"
+            self.governance.finish(ticket, "killed" if killed else "refused", refusal.message)
             raise refusal
         if uri not in call.session.subscriptions and self.subscriptions.count(principal.id) >= cap:
             # Checked again with no await before the add: concurrent subscribes cannot overshoot.
@@ -586,9 +584,9 @@ class Router(Events):
             # overshoot the limits.
             self.may_open_stream(principal)
             for upstream, original in routes.values():
-                again = governance.decide(principal, Target(upstream.name, "resource", original))
-                if not again.allowed:
-                    raise Denied(f"Denied by the gateway: {again.reason}", again.data())
+                refusal = governance.refusal(principal, Target(upstream.name, "resource", original))
+                if refusal is not None:
+                    raise refusal
             if self.subscriptions.count(principal.id) + len(uris) > cap:
                 raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
         except BaseException:

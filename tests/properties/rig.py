@@ -25,6 +25,7 @@ from mcp_gateway.admin.identity import make_key
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy.engine import PolicyState, decide
 from mcp_gateway.policy.model import Decision, KillSwitch, Rule, Target
+from mcp_gateway.policy.snapshot import switch_of
 from mcp_gateway.runtime import Gateway
 from mcp_gateway.store import identity as identity_store
 from mcp_gateway.store import rules as rule_store
@@ -118,17 +119,7 @@ class Rig:
         made = []
         for scope, target in switches:
             row = await switch_store.engage(engine, scope, target, "props", "property test", None)
-            made.append(
-                KillSwitch(
-                    id=row["id"],
-                    scope=row["scope"],
-                    target=row["target"],
-                    reason=row["reason"],
-                    actor=row["actor"],
-                    created_at=row["created_at"],
-                    expires_at=None,
-                )
-            )
+            made.append(switch_of(row))
         assert await self.gateway.snapshots.refresh(force=True)
         self.rules, self.switches = tuple(every), tuple(made)
 
