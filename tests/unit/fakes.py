@@ -307,3 +307,27 @@ def events_of(body: str) -> list[dict[str, str]]:
         if fields:
             events.append(fields)
     return events
+
+
+INITIALIZE = {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "unit", "version": "1"}}
+
+
+async def initialize(http: httpx2.AsyncClient, capabilities: dict[str, Any] | None = None) -> str:
+    """A handshake-era session; its id."""
+    params = {**INITIALIZE, "capabilities": capabilities or {}}
+    response = await http.post("/mcp", json=rpc("initialize", params), headers=JSON_AND_SSE)
+    assert response.status_code == 200, response.text
+    return response.headers["mcp-session-id"]
+
+
+def in_session(session_id: str) -> dict[str, str]:
+    return {**JSON_AND_SSE, "mcp-session-id": session_id, "mcp-protocol-version": HANDSHAKE}
+
+
+def answer_of(response: httpx2.Response) -> Message:
+    """The JSON-RPC answer in a response, JSON or the last event of a stream."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        import json
+
+        return json.loads(events_of(response.text)[-1]["data"])  # type: ignore[no-any-return]
+    return response.json()  # type: ignore[no-any-return]
