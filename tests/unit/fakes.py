@@ -82,6 +82,33 @@ ECHO_TOOL = {
 }
 
 
+async def _ask(arguments: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    answer = await peer.ask("elicitation/create", {"message": "your name?", "requestedSchema": {"type": "object"}})
+    if "error" in answer:
+        return {"content": [{"type": "text", "text": answer["error"]["message"]}], "isError": True}
+    return text(f"hello {answer['result']['content']['name']}")
+
+
+async def _progress(arguments: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    await peer.notify("notifications/progress", {"progressToken": peer.progress_token, "progress": 1, "total": 2})
+    return text("done")
+
+
+async def _log(arguments: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    await peer.notify("notifications/message", {"level": arguments.get("level", "info"), "data": "hello"})
+    return text("logged")
+
+
+async def _slow(arguments: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    await anyio.sleep_forever()
+    return text("never")
+
+
+RICH_TOOLS: dict[str, Tool] = {"ask": _ask, "progress": _progress, "log": _log, "slow": _slow}
+"""Tools that talk back: `ask` elicits a name from the client, `progress` and `log` notify,
+`slow` runs until cancelled."""
+
+
 class ScriptedServer:
     """A handshake-era MCP server in Python: tools are coroutines, everything it receives is kept."""
 
