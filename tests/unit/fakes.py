@@ -56,12 +56,16 @@ class Peer:
         meta = self.request.get("params", {}).get("_meta") or {}
         return meta.get("progressToken")
 
+    @property
+    def _related(self) -> RequestId | None:
+        return self.request["id"] if self._server.attributed else None
+
     async def notify(self, method: str, params: dict[str, Any]) -> None:
-        await self._server.deliver({"jsonrpc": "2.0", "method": method, "params": params})
+        await self._server.deliver({"jsonrpc": "2.0", "method": method, "params": params}, self._related)
 
     async def ask(self, method: str, params: dict[str, Any]) -> Message:
         """Send the gateway a request (sampling, elicitation) and wait for its response."""
-        return await self._server.ask(method, params)
+        return await self._server.ask(method, params, self._related)
 
 
 Tool = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
@@ -110,15 +114,21 @@ RICH_TOOLS: dict[str, Tool] = {"ask": _ask, "progress": _progress, "log": _log, 
 
 
 class ScriptedServer:
-    """A handshake-era MCP server in Python: tools are coroutines, everything it receives is kept."""
+    """A handshake-era MCP server in Python: tools are coroutines, everything it receives is kept.
 
-    def __init__(self, tools: dict[str, Tool] | None = None, schemas: Sequence[dict[str, Any]] = ()) -> None:
+    Like a stdio server, nothing it sends says which call it belongs to; `attributed=True`
+    makes it name the request it is serving, as a Streamable HTTP server's POST stream does."""
+
+    def __init__(
+        self, tools: dict[str, Tool] | None = None, schemas: Sequence[dict[str, Any]] = (), attributed: bool = False
+    ) -> None:
+        self.attributed = attributed
         self.tools: dict[str, Tool] = {"echo": _echo, **(tools or {})}
         self.schemas = {s["name"]: s for s in [ECHO_TOOL, *schemas]}
         self.received: list[Message] = []
         self.cancelled: list[Any] = []
         """Request ids the gateway sent `notifications/cancelled` for."""
-        self.deliver: Callable[[Message], Awaitable[None]] = _nowhere
+        self.deliver: Callable[[Message, RequestId | None], Awaitable[None]] = _nowhere
         self._running: dict[RequestId, anyio.CancelScope] = {}
         self._asked: dict[RequestId, asyncio.Future[Message]] = {}
         self._ids = 0
@@ -126,12 +136,12 @@ class ScriptedServer:
     def calls(self, method: str = "tools/call") -> list[Message]:
         return [m for m in self.received if m.get("method") == method]
 
-    async def ask(self, method: str, params: dict[str, Any]) -> Message:
+    async def ask(self, method: str, params: dict[str, Any], related: RequestId | None = None) -> Message:
         self._ids += 1
         request_id = f"up-{self._ids}"
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._asked[request_id] = future
-        await self.deliver({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        await self.deliver({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, related)
         return await future
 
     async def receive(self, message: Message, tg: TaskGroup) -> None:
@@ -163,7 +173,7 @@ class ScriptedServer:
             finally:
                 del self._running[request_id]
         if not scope.cancelled_caught:
-            await self.deliver(reply)
+            await self.deliver(reply, None)
 
     async def _answer(self, message: Message) -> dict[str, Any]:
         method, params = message["method"], message.get("params") or {}
@@ -186,7 +196,7 @@ class ScriptedServer:
         raise LookupError(f"Method not found: {method}")
 
 
-async def _nowhere(message: Message) -> None:
+async def _nowhere(message: Message, related: RequestId | None) -> None:
     raise AssertionError("the scripted server is not connected")
 
 
@@ -286,6 +296,7 @@ async def hotpath(
     servers: dict[str, ScriptedServer] | None = None,
     rules: Sequence[Rule] = ALLOW_LOCAL,
     options: HttpOptions | None = None,
+    max_parked: int = 32,
 ) -> AsyncIterator[Hotpath]:
     """Governance, router and `/mcp` endpoint over in-process upstreams, all ready."""
     servers = {"files": ScriptedServer()} if servers is None else servers
@@ -295,7 +306,7 @@ async def hotpath(
         await writer.start(tg)
         governance = Governance(snapshots_of(rules), writer, ArgumentPolicy("digest"))
         upstreams: dict[str, Upstream] = {name: InProcessUpstream(name, s) for name, s in servers.items()}
-        router = Router(upstreams, governance, tg)
+        router = Router(upstreams, governance, tg, max_parked_per_principal=max_parked)
         for upstream in upstreams.values():
             upstream.events = router
             tg.start_soon(upstream.run)

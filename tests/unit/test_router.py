@@ -191,7 +191,7 @@ async def test_a_new_tool_upstream_is_announced_to_connected_sessions_and_become
         session.outbox = outbox
         gw.router.open_session(session)
         server.tools["shout"] = RICH_TOOLS["log"]
-        await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
         with anyio.fail_after(WAIT):
             await announced.wait()
         assert heard == [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}]
