@@ -39,6 +39,8 @@ HANDSHAKE = "2025-11-25"
 MODERN = "2026-07-28"
 WAIT = 5.0
 """Seconds a test waits for something that should happen at once (a bound, not a timing)."""
+TEST_BOUND = 20.0
+"""Seconds one test of the assembled hot path may take in all."""
 
 
 # -- the upstream's side -----------------------------------------------------------------------
@@ -319,7 +321,8 @@ async def hotpath(
             return who[0]
 
         endpoint = McpEndpoint(router, authenticate, tg, options)
-        yield Hotpath(router, endpoint, audit, governance, servers, tg, who)
+        with anyio.fail_after(TEST_BOUND):  # a behaviour that breaks by hanging fails instead
+            yield Hotpath(router, endpoint, audit, governance, servers, tg, who)
         tg.cancel_scope.cancel()
 
 
@@ -369,3 +372,86 @@ def answer_of(response: httpx2.Response) -> Message:
 
         return json.loads(events_of(response.text)[-1]["data"])  # type: ignore[no-any-return]
     return response.json()  # type: ignore[no-any-return]
+
+
+def modern_post(
+    method: str, params: dict[str, Any], id: RequestId = 1, caps: dict[str, Any] | None = None
+) -> tuple[Message, dict[str, str]]:
+    """A 2026-07-28 request and the headers that must agree with it."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": caps or {}}
+    headers = {**JSON_AND_SSE, "mcp-protocol-version": MODERN, "mcp-method": method}
+    name = params.get("uri" if method == "resources/read" else "name")
+    if isinstance(name, str):
+        headers["mcp-name"] = name
+    return rpc(method, {**params, "_meta": meta}, id), headers
+
+
+class Streamed:
+    """A response read as the app writes it (httpx's ASGI transport hands over only finished ones)."""
+
+    def __init__(self, chunks: Any, hang_up: anyio.Event) -> None:
+        self._chunks = chunks
+        self.hang_up = hang_up
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.text = ""
+        self.ended = False
+
+    async def _next(self) -> None:
+        message = await self._chunks.receive()
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        else:
+            self.text += message.get("body", b"").decode()
+            self.ended = not message.get("more_body", False)
+
+    async def until(self, done: Callable[[Streamed], bool]) -> Streamed:
+        """Read on until `done(self)` holds (or the response ends)."""
+        with anyio.fail_after(WAIT):
+            while not done(self) and not self.ended:
+                await self._next()
+        return self
+
+    def events(self) -> list[Message]:
+        import json
+
+        return [json.loads(e["data"]) for e in events_of(self.text) if "data" in e]
+
+
+@asynccontextmanager
+async def streamed(app: Any, method: str, headers: dict[str, str], body: Any = None) -> AsyncIterator[Streamed]:
+    """Send one request to `app`; the client hangs up when the block ends."""
+    import json
+
+    data = json.dumps(body).encode() if body is not None else b""
+    send, chunks = anyio.create_memory_object_stream[dict[str, Any]](1000)
+    hang_up = anyio.Event()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        await hang_up.wait()
+        return {"type": "http.disconnect"}
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/mcp",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+
+    async def run() -> None:
+        async with send:
+            await app(scope, receive, send.send)
+
+    async with anyio.create_task_group() as tg, chunks:
+        tg.start_soon(run)
+        yield Streamed(chunks, hang_up)
+        hang_up.set()
+        with anyio.fail_after(WAIT):
+            async for _ in chunks:
+                pass  # let the app finish writing
