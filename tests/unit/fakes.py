@@ -110,9 +110,34 @@ async def _slow(arguments: dict[str, Any], peer: Peer) -> dict[str, Any]:
     return text("never")
 
 
-RICH_TOOLS: dict[str, Tool] = {"ask": _ask, "progress": _progress, "log": _log, "slow": _slow}
-"""Tools that talk back: `ask` elicits a name from the client, `progress` and `log` notify,
-`slow` runs until cancelled."""
+UPSTREAM_STATE = "upstream-state-1"
+
+
+async def _round_trip(arguments: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    """2026-07-28 style: no request mid-call, an `input_required` result and a retry instead."""
+    params = peer.request["params"]
+    responses = params.get("inputResponses")
+    if responses is None:
+        return {
+            "resultType": "input_required",
+            "inputRequests": {"name": {"method": "elicitation/create", "params": {"message": "your name?"}}},
+            "requestState": UPSTREAM_STATE,
+        }
+    if params.get("requestState") != UPSTREAM_STATE:
+        return {"content": [{"type": "text", "text": "state lost"}], "isError": True}
+    return text(f"hello {responses['name']['content']['name']}")
+
+
+RICH_TOOLS: dict[str, Tool] = {
+    "ask": _ask,
+    "progress": _progress,
+    "log": _log,
+    "slow": _slow,
+    "round_trip": _round_trip,
+}
+"""Tools that talk back: `ask` elicits a name from the client mid-call, `round_trip` by an
+`input_required` result (as a 2026-07-28 server does), `progress` and `log` notify, `slow`
+runs until cancelled."""
 
 
 class ScriptedServer:
@@ -122,9 +147,15 @@ class ScriptedServer:
     makes it name the request it is serving, as a Streamable HTTP server's POST stream does."""
 
     def __init__(
-        self, tools: dict[str, Tool] | None = None, schemas: Sequence[dict[str, Any]] = (), attributed: bool = False
+        self,
+        tools: dict[str, Tool] | None = None,
+        schemas: Sequence[dict[str, Any]] = (),
+        attributed: bool = False,
+        modern: bool = False,
     ) -> None:
         self.attributed = attributed
+        self.modern = modern
+        """Speaks 2026-07-28 (answers `server/discover`) rather than the handshake."""
         self.tools: dict[str, Tool] = {"echo": _echo, **(tools or {})}
         self.schemas = {s["name"]: s for s in [ECHO_TOOL, *schemas]}
         self.received: list[Message] = []
@@ -179,6 +210,8 @@ class ScriptedServer:
 
     async def _answer(self, message: Message) -> dict[str, Any]:
         method, params = message["method"], message.get("params") or {}
+        if method == "server/discover" and self.modern:
+            return {"supportedVersions": [MODERN], "capabilities": {"tools": {}}}
         if method == "initialize":
             return {
                 "protocolVersion": HANDSHAKE,
@@ -230,7 +263,8 @@ class InProcessUpstream(Upstream):
     """The gateway's upstream supervisor, connected to a `ScriptedServer` instead of a child process."""
 
     def __init__(self, name: str, server: ScriptedServer, **config: Any) -> None:
-        super().__init__(name, StdioUpstream(command="in-process", protocol="handshake", **config), Events())
+        protocol = "modern" if server.modern else "handshake"
+        super().__init__(name, StdioUpstream(command="in-process", protocol=protocol, **config), Events())
         self.server = server
 
     async def _open(self, stack: AsyncExitStack, tg: TaskGroup, conn: RpcConnection) -> tuple[Any, anyio.Event]:

@@ -15,7 +15,7 @@ from mcp_gateway.jsonrpc import Message
 from mcp_gateway.proxy import bridge
 from mcp_gateway.proxy.session import Call, Session
 
-from .fakes import ALLOW_LOCAL, HANDSHAKE, MODERN, RICH_TOOLS, WAIT, Hotpath, ScriptedServer, hotpath
+from .fakes import ALLOW_LOCAL, HANDSHAKE, MODERN, RICH_TOOLS, UPSTREAM_STATE, WAIT, Hotpath, ScriptedServer, hotpath
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +176,54 @@ async def test_a_client_that_does_not_read_its_stream_loses_its_calls_notificati
         for _ in range(3):
             await sink.notify(note)
     assert len(attempts) == 1
+
+
+# -- a 2026-07-28 upstream -----------------------------------------------------------------------
+
+
+def modern_servers() -> dict[str, ScriptedServer]:
+    return {"files": ScriptedServer(RICH_TOOLS, modern=True)}
+
+
+async def test_a_modern_upstreams_state_reaches_the_client_sealed_and_comes_back_to_it_unsealed() -> None:
+    async with hotpath(modern_servers()) as gw:
+        first = await gw.router.handle(
+            call({"name": "files__round_trip", "arguments": {}}, era=MODERN, client_capabilities=ELICIT)
+        )
+        assert first["resultType"] == "input_required"
+        assert first["requestState"].startswith(bridge.SEALED_PREFIX) and UPSTREAM_STATE not in first["requestState"]
+        final = await resume(gw, first["requestState"], {"name": ACCEPT}, name="files__round_trip")
+        assert final["content"][0]["text"] == "hello Ada"
+        retried = gw.servers["files"].calls()[-1]["params"]
+        assert retried["requestState"] == UPSTREAM_STATE and retried["inputResponses"] == {"name": ACCEPT}
+        legs = gw.audit.decisions()
+        assert len(legs) == 2 and legs[0]["call_id"] == legs[1]["call_id"]
+
+
+@pytest.mark.parametrize("tamper", ["another principal", "changed state"])
+async def test_a_sealed_state_replayed_by_someone_else_or_altered_never_reaches_the_upstream(tamper: str) -> None:
+    async with hotpath(modern_servers()) as gw:
+        first = await gw.router.handle(
+            call({"name": "files__round_trip", "arguments": {}}, era=MODERN, client_capabilities=ELICIT)
+        )
+        state, who = first["requestState"], LOCAL
+        if tamper == "another principal":
+            who = INTRUDER
+        else:
+            state = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
+        with pytest.raises(ProtocolError) as caught:
+            await resume(gw, state, {"name": ACCEPT}, who=who, name="files__round_trip")
+        assert caught.value.code == INVALID_PARAMS
+        assert len(gw.servers["files"].calls()) == 1
+
+
+async def test_a_handshake_client_answers_a_modern_upstreams_input_requests_and_the_gateway_retries_for_it() -> None:
+    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return ACCEPT
+
+    async with hotpath(modern_servers()) as gw:
+        result = await gw.router.handle(
+            call({"name": "files__round_trip", "arguments": {}}, era=HANDSHAKE, ask=ask, client_capabilities=ELICIT)
+        )
+        assert result["content"][0]["text"] == "hello Ada"
+        assert len(gw.servers["files"].calls()) == 2
