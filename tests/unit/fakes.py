@@ -10,6 +10,7 @@ scripted server and reads its catalog; only the way it opens a connection is rep
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -343,6 +344,7 @@ async def hotpath(
         governance = Governance(snapshots_of(rules), writer, ArgumentPolicy("digest"))
         upstreams: dict[str, Upstream] = {name: InProcessUpstream(name, s) for name, s in servers.items()}
         router = Router(upstreams, governance, tg, max_parked_per_principal=max_parked)
+        governance.on_change = router.policy_changed
         for upstream in upstreams.values():
             upstream.events = router
             tg.start_soon(upstream.run)
@@ -402,8 +404,6 @@ def in_session(session_id: str) -> dict[str, str]:
 def answer_of(response: httpx2.Response) -> Message:
     """The JSON-RPC answer in a response, JSON or the last event of a stream."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        import json
-
         return json.loads(events_of(response.text)[-1]["data"])  # type: ignore[no-any-return]
     return response.json()  # type: ignore[no-any-return]
 
@@ -448,16 +448,12 @@ class Streamed:
         return self
 
     def events(self) -> list[Message]:
-        import json
-
         return [json.loads(e["data"]) for e in events_of(self.text) if "data" in e]
 
 
 @asynccontextmanager
 async def streamed(app: Any, method: str, headers: dict[str, str], body: Any = None) -> AsyncIterator[Streamed]:
     """Send one request to `app`; the client hangs up when the block ends."""
-    import json
-
     data = json.dumps(body).encode() if body is not None else b""
     send, chunks = anyio.create_memory_object_stream[dict[str, Any]](1000)
     hang_up = anyio.Event()

@@ -14,7 +14,19 @@ from mcp_gateway.limits import Limits
 from mcp_gateway.proxy.session import AskTable, Session, log_allowed
 from mcp_gateway.transport.http import HttpOptions
 
-from .fakes import INITIALIZE, JSON_AND_SSE, WAIT, ScriptedServer, answer_of, hotpath, in_session, initialize, rpc
+from .fakes import (
+    HANDSHAKE,
+    INITIALIZE,
+    JSON_AND_SSE,
+    WAIT,
+    ScriptedServer,
+    answer_of,
+    hotpath,
+    in_session,
+    initialize,
+    rpc,
+    streamed,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +185,16 @@ async def test_a_session_without_an_open_channel_says_it_could_not_send() -> Non
 
     session.outbox = outbox
     assert await session.send({"jsonrpc": "2.0", "method": "n"}) is True and len(got) == 1
+
+
+async def test_a_session_whose_get_stream_is_open_is_not_reaped() -> None:
+    async with hotpath(options=HttpOptions(session_idle_timeout=0.02)) as gw, gw.client() as http:
+        listening = await initialize(http)
+        get = {"accept": "text/event-stream", "mcp-session-id": listening, "mcp-protocol-version": HANDSHAKE}
+        async with streamed(gw.endpoint, "GET", get) as stream:
+            await stream.until(lambda r: ": stream open" in r.text)
+            idle = await initialize(http)
+            with anyio.fail_after(WAIT):
+                while idle in gw.endpoint.sessions:
+                    await anyio.sleep(0.01)
+            assert listening in gw.endpoint.sessions
