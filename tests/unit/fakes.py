@@ -163,9 +163,16 @@ class ScriptedServer:
         self.cancelled: list[Any] = []
         """Request ids the gateway sent `notifications/cancelled` for."""
         self.deliver: Callable[[Message, RequestId | None], Awaitable[None]] = _nowhere
+        self.transport: LoopbackTransport | None = None
+        """The connection the gateway holds to it now."""
         self._running: dict[RequestId, anyio.CancelScope] = {}
         self._asked: dict[RequestId, asyncio.Future[Message]] = {}
         self._ids = 0
+
+    def hang_up(self) -> None:
+        """End the gateway's connection, as a server that exits does."""
+        assert self.transport is not None
+        self.transport.break_("the scripted server hung up")
 
     def calls(self, method: str = "tools/call") -> list[Message]:
         return [m for m in self.received if m.get("method") == method]
@@ -248,6 +255,7 @@ class LoopbackTransport:
         self.broken_reason = ""
         self.suspect = asyncio.Event()
         server.deliver = feed
+        server.transport = self
 
     def break_(self, reason: str) -> None:
         self.broken_reason = reason

@@ -8,10 +8,19 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS, METHOD_NOT_FOUND, Denied, GatewayError, ProtocolError
+from mcp_gateway.errors import (
+    GATEWAY_DENIED,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    UPSTREAM_UNAVAILABLE,
+    Denied,
+    GatewayError,
+    ProtocolError,
+)
 from mcp_gateway.identity import LOCAL
 from mcp_gateway.jsonrpc import Message
 from mcp_gateway.policy.model import KillSwitch, Rule
+from mcp_gateway.proxy.router import Listener
 from mcp_gateway.proxy.session import Call, Session
 
 from .fakes import ALLOW_LOCAL, HANDSHAKE, MODERN, RICH_TOOLS, WAIT, Hotpath, ScriptedServer, hotpath
@@ -196,3 +205,43 @@ async def test_a_new_tool_upstream_is_announced_to_connected_sessions_and_become
             await announced.wait()
         assert heard == [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}]
         assert (await tool(gw, "files__shout"))["content"][0]["text"] == "logged"
+
+
+async def test_an_upstream_that_hangs_up_fails_its_calls_at_once_and_its_tools_leave_until_it_is_back() -> None:
+    server = ScriptedServer(RICH_TOOLS)
+    async with hotpath({"files": server}) as gw:
+        failures: list[GatewayError] = []
+
+        async def run() -> None:
+            try:
+                await tool(gw, "files__slow")
+            except GatewayError as exc:
+                failures.append(exc)
+
+        upstream = gw.router.upstreams["files"]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            with anyio.fail_after(WAIT):
+                while not server.calls():
+                    await anyio.sleep(0.01)
+            server.hang_up()
+        [error] = failures
+        assert error.code == UPSTREAM_UNAVAILABLE and "hung up" in error.message
+        assert upstream.state == "down"
+        assert (await gw.router.handle(call("tools/list", {})))["tools"] == []
+        with anyio.fail_after(WAIT):
+            await upstream.ready.wait()  # the supervisor reconnects
+        assert (await tool(gw, "files__echo", {"text": "back"}))["content"][0]["text"] == "back"
+
+
+async def test_a_listen_stream_that_falls_behind_is_ended_rather_than_waited_for() -> None:
+    send, receive = anyio.create_memory_object_stream[Message](1)
+    ended: list[bool] = []
+    listener = Listener(LOCAL, {"toolsListChanged": True}, send, subscription_id="s1")
+    listener.on_end = lambda: ended.append(True)
+    note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    with receive:
+        assert listener.deliver(note) is True
+        assert listener.deliver(note) is False
+        assert ended == [True]
+        assert receive.receive_nowait()["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "s1"
