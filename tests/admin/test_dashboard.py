@@ -68,6 +68,17 @@ async def test_the_page_sends_a_visitor_without_a_session_to_log_in(gateway: Any
         assert form.status_code == 200 and 'name="token"' in form.text
 
 
+async def test_dashboard_pages_may_not_be_framed_or_load_from_elsewhere(gateway: Any) -> None:
+    base, _ = gateway
+    async with logged_in(base) as (client, _):
+        for path in ("/admin", "/admin/part/switches", "/admin/login"):
+            headers = (await client.get(path)).headers
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]
+            assert "default-src 'self'" in headers["content-security-policy"]
+            assert headers["x-frame-options"] == "DENY"
+            assert headers["cache-control"] == "no-store"
+
+
 async def test_a_wrong_token_gets_no_session(gateway: Any) -> None:
     base, _ = gateway
     async with browser(base) as client:
@@ -97,6 +108,16 @@ async def test_a_form_without_the_csrf_token_engages_nothing_and_writes_nothing(
             assert response.status_code == 403
         assert await switches(base) == []
         assert await admin_rows(base) == before
+
+
+async def test_a_form_posted_from_another_origin_is_refused_even_with_the_csrf_token(gateway: Any) -> None:
+    base, _ = gateway
+    async with logged_in(base) as (client, csrf):
+        form = {"csrf": csrf, "scope": "global", "reason": "from elsewhere"}
+        for origin in ("https://evil.example", "null"):
+            response = await client.post("/admin/kill-switches", data=form, headers={"Origin": origin})
+            assert response.status_code == 403
+        assert await switches(base) == []
 
 
 async def test_a_form_with_the_csrf_token_engages_through_the_api_path_and_is_audited(gateway: Any) -> None:
