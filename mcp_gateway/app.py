@@ -22,6 +22,7 @@ from . import auth
 from .admin import admin_routes
 from .admin.common import NO_TOKEN, actor_for
 from .config import Config
+from .dashboard import dashboard_routes
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
 from .middleware.hosts import HostCheckMiddleware
@@ -177,6 +178,7 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]
     if settings.admin_api:
         routes.append(admin_routes())
+        routes.extend(dashboard_routes())
     starlette = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])
     app = GatewayApp(starlette, hosts)
     return app

@@ -37,6 +37,8 @@ class Flight:
     target: Target
     task: asyncio.Task[object] | None
     killed_by: KillSwitch | None = None
+    started: float = 0.0
+    """Wall-clock time it was registered (for operators' views)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -75,9 +77,13 @@ class Inflight:
         return len(self._flights)
 
     def add(self, principal: Principal, target: Target) -> Flight:
-        flight = Flight(principal, target, asyncio.current_task())
+        flight = Flight(principal, target, asyncio.current_task(), started=time.time())
         self._flights.add(flight)
         return flight
+
+    def flights(self) -> list[Flight]:
+        """The calls in flight now, oldest first."""
+        return sorted(self._flights, key=lambda f: f.started)
 
     def discard(self, flight: Flight) -> None:
         self._flights.discard(flight)

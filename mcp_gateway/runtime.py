@@ -55,6 +55,8 @@ class Gateway:
     tg: TaskGroup
     started_at: float
     policies: PolicyDirectory | None = None
+    secret: bytes = b""
+    """The replicas' shared secret (the store's seal key), from which per-purpose keys derive."""
 
     def policy_reload_status(self) -> dict[str, Any] | None:
         return self.policies.status if self.policies is not None else None
@@ -131,12 +133,13 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             )
             governance = Governance(snapshots, writer, arguments)
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
+            secret = await state_store.seal_key(engine)
             router = Router(
                 upstreams,
                 governance,
                 tg,
                 max_parked_per_principal=settings.max_parked_calls_per_principal,
-                seal_key=await state_store.seal_key(engine),
+                seal_key=secret,
             )
             router.limits = Limits(
                 settings.max_sessions_per_principal,
@@ -162,7 +165,17 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     tg.start_soon(supervised("policy watcher", policies.watch))
             try:
                 yield Gateway(
-                    config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies
+                    config,
+                    settings,
+                    engine,
+                    snapshots,
+                    governance,
+                    upstreams,
+                    router,
+                    tg,
+                    time.time(),
+                    policies,
+                    secret,
                 )
             finally:
                 await writer.drain()

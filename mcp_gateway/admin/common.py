@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -15,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import auth
 from ..audit.writer import AuditUnavailable
+from ..roles import Role
 from ..runtime import Gateway
 
 log = logging.getLogger(__name__)
@@ -47,32 +49,62 @@ NO_TOKEN = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who acts through the admin API or the dashboard, and what they may do."""
+
+    name: str
+    role: Role
+
+
+LOCAL_ADMIN = Operator("local-admin", Role.admin)
+
+
+def tokenless(gw: Gateway) -> bool:
+    """No admin token is configured or stored."""
+    return gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
+
+
+def local_caller(request: Request) -> bool:
+    """A loopback listener, peer and Host: the one caller an `auth: none` gateway without
+    admin tokens lets in. With API keys there is no open door at all: a reverse proxy on
+    the same host has a loopback peer and may well pass `Host: localhost`, and must not
+    hand this machine's privilege to its own clients."""
+    gw = gateway(request)
+    if gw.settings.auth != "none" or not tokenless(gw):
+        return False
+    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+    peer = request.client.host if request.client else ""
+    local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
+    return gw.settings.is_loopback() and local
+
+
+def operator_for_token(gw: Gateway, token: str) -> Operator | None:
+    """The operator an admin token stands for, if it is valid now (checked on every request,
+    so a revoked token stops working at once)."""
+    configured = gw.settings.admin_token
+    if configured is not None and auth.any_matches(token, [auth.digest(configured.get_secret_value())]):
+        return Operator("admin-token", Role.admin)
+    token_id = auth.key_id_of(token, auth.ADMIN_PREFIX)
+    entry = gw.snapshots.current.admin_tokens.get(token_id) if token_id is not None else None
+    if entry is not None and auth.matches(token, entry[0]):
+        return Operator(entry[1], Role.admin)
+    return None
+
+
+def operator_for(request: Request) -> Operator | None:
+    """The caller of an admin route: by its bearer token, or the local admin of an
+    `auth: none` loopback gateway; None if neither."""
+    if local_caller(request):
+        return LOCAL_ADMIN
+    token = auth.bearer(request.headers.get("authorization"))
+    return operator_for_token(gateway(request), token) if token is not None else None
+
+
 def actor_for(request: Request) -> str | None:
     """The admin token's name, `local-admin` on an `auth: none` loopback gateway, or None."""
-    gw = gateway(request)
-    configured = gw.settings.admin_token
-    tokens = gw.snapshots.current.admin_tokens
-    if configured is None and not tokens:
-        # Open only in `auth: none` development mode, and only to this machine: a loopback
-        # listener, peer and Host. With API keys there is no open door at all: a reverse
-        # proxy on the same host has a loopback peer and may well pass `Host: localhost`,
-        # and must not hand this machine's privilege to its own clients.
-        if gw.settings.auth != "none":
-            return None
-        host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
-        peer = request.client.host if request.client else ""
-        local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
-        return "local-admin" if gw.settings.is_loopback() and local else None
-    token = auth.bearer(request.headers.get("authorization"))
-    if token is None:
-        return None
-    if configured is not None and auth.any_matches(token, [auth.digest(configured.get_secret_value())]):
-        return "admin-token"
-    token_id = auth.key_id_of(token, auth.ADMIN_PREFIX)
-    entry = tokens.get(token_id) if token_id is not None else None
-    if entry is not None and auth.matches(token, entry[0]):
-        return entry[1]
-    return None
+    operator = operator_for(request)
+    return operator.name if operator is not None else None
 
 
 def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -82,11 +114,10 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         actor = actor_for(request)
         if actor is None:
             gw = gateway(request)
-            tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
             return error(
                 401,
                 "unauthorized",
-                NO_TOKEN if tokenless and gw.settings.auth != "none" else "an admin token is required",
+                NO_TOKEN if tokenless(gw) and gw.settings.auth != "none" else "an admin token is required",
                 {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
             )
         try:

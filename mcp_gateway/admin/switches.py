@@ -1,15 +1,17 @@
-"""Kill switches: list, engage, release."""
+"""Kill switches: list, engage, release (the REST routes and the dashboard take the same path)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..runtime import Gateway
 from ..store import switches as store
 from ..store.identity import NotFound
-from .common import ApiError, admin, audited, body, gateway, ok, refreshed
+from .common import ApiError, admin, body, gateway, ok
 from .models import EngageSwitch, ReleaseSwitch
 
 
@@ -20,27 +22,36 @@ async def list_switches(request: Request, actor: str) -> Response:
     return ok({"items": await store.listing(gateway(request).engine, include_released=include)})
 
 
+async def engage_switch(gw: Gateway, actor: str, spec: EngageSwitch) -> dict[str, Any]:
+    """Audit, then engage, then apply at once in this process (other replicas by notification)."""
+    target = spec.target()
+    await gw.governance.audit_admin(actor, "killswitch.engage", f"{spec.scope} {target!r}: {spec.reason}")
+    expires = time.time() + spec.expires_in_seconds if spec.expires_in_seconds else None
+    row = await store.engage(gw.engine, spec.scope, target, actor, spec.reason, expires)
+    await gw.snapshots.refresh(force=True)
+    return row
+
+
+async def release_switch(gw: Gateway, actor: str, switch_id: str, reason: str) -> dict[str, Any]:
+    """Audit, then release; `ApiError` 404 if there is no such switch."""
+    await gw.governance.audit_admin(actor, "killswitch.release", f"{switch_id}: {reason}")
+    try:
+        row = await store.release(gw.engine, switch_id, actor, reason)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    await gw.snapshots.refresh(force=True)
+    return row
+
+
 @admin
 async def engage(request: Request, actor: str) -> Response:
     """Engage a kill switch: matching calls in flight end at once, new ones are denied."""
     spec = await body(request, EngageSwitch)
-    target = spec.target()
-    await audited(request, actor, "killswitch.engage", f"{spec.scope} {target!r}: {spec.reason}")
-    expires = time.time() + spec.expires_in_seconds if spec.expires_in_seconds else None
-    row = await store.engage(gateway(request).engine, spec.scope, target, actor, spec.reason, expires)
-    await refreshed(request)
-    return ok(row, 201)
+    return ok(await engage_switch(gateway(request), actor, spec), 201)
 
 
 @admin
 async def release(request: Request, actor: str) -> Response:
     """Release an engaged kill switch."""
     spec = await body(request, ReleaseSwitch)
-    switch_id = request.path_params["id"]
-    await audited(request, actor, "killswitch.release", f"{switch_id}: {spec.reason}")
-    try:
-        row = await store.release(gateway(request).engine, switch_id, actor, spec.reason)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    await refreshed(request)
-    return ok(row)
+    return ok(await release_switch(gateway(request), actor, request.path_params["id"], spec.reason))
