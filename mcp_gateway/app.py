@@ -25,6 +25,8 @@ from .config import Config
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
 from .middleware.hosts import HostCheckMiddleware
+from .oauth import metadata as oauth_metadata
+from .oauth.resource import ResourceServer
 from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
@@ -58,15 +60,18 @@ def check_exposure(settings: Settings) -> None:
         raise ConfigError(problems)
 
 
-def authenticator(gateway: Gateway) -> Authenticate:
-    """Bearer API keys on /mcp (or the local principal when `auth: none`)."""
-    if gateway.settings.auth == "none":
+def authenticator(gateway: Gateway, oauth: ResourceServer | None = None) -> Authenticate:
+    """Bearer API keys and/or access tokens on /mcp (or the local principal when `auth: none`)."""
+    mode = gateway.settings.auth
+    if mode == "none":
 
         async def local(scope: Scope) -> Principal:
             return LOCAL
 
         return local
     snapshots = gateway.snapshots
+    keys = mode in ("keys", "keys+oauth")
+    hint = "send an API key as `Authorization: Bearer <key>`" if mode == "keys" else "send a bearer token"
 
     async def authenticate(scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
         header = None
@@ -75,8 +80,12 @@ def authenticator(gateway: Gateway) -> Authenticate:
                 header = value.decode("latin-1")
                 break
         token = auth.bearer(header)
+        if oauth is not None and (token is None or not (keys and token.startswith(auth.KEY_PREFIX))):
+            if token is None:
+                return oauth.missing(hint)
+            return await oauth.principal(token, gateway.governance.audit_refused_identity)
         if token is None:
-            return 401, "Unauthorized: send an API key as `Authorization: Bearer <key>`", _UNAUTHORIZED
+            return 401, f"Unauthorized: {hint}", _UNAUTHORIZED
         snapshot = snapshots.current
         principal = auth.principal_for(token, snapshot.keys, snapshot.principals)
         if principal is None:
@@ -154,6 +163,7 @@ async def readyz(request: Request) -> JSONResponse:
 def create_app(config: Config, settings: Settings) -> GatewayApp:
     """Build the gateway's ASGI app."""
     check_exposure(settings)
+    uses_oauth = settings.oauth if "oauth" in settings.auth else None
     hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
 
     @asynccontextmanager
@@ -166,7 +176,12 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
                 if settings.admin_api and settings.auth != "none" and not tokens:
                     log.warning("admin API: %s", NO_TOKEN)
                 options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
-                app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
+                app.endpoint = McpEndpoint(
+                    gateway.router,
+                    authenticator(gateway, gateway.oauth if uses_oauth is not None else None),
+                    gateway.tg,
+                    options,
+                )
                 started = True
                 yield
         except Exception as exc:
@@ -175,6 +190,14 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
             raise
 
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if uses_oauth is not None:
+        prm = oauth_metadata.document(uses_oauth)
+
+        async def protected_resource(request: Request) -> JSONResponse:
+            return JSONResponse(prm, headers={"cache-control": "max-age=3600"})
+
+        paths = {oauth_metadata.WELL_KNOWN, oauth_metadata.metadata_path(uses_oauth)}
+        routes += [Route(path, protected_resource) for path in sorted(paths)]
     if settings.admin_api:
         routes.append(admin_routes())
     starlette = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])

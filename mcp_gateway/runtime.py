@@ -27,6 +27,7 @@ from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
 from .limits import Limits
+from .oauth.resource import ResourceServer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy.router import Router
@@ -55,6 +56,8 @@ class Gateway:
     tg: TaskGroup
     started_at: float
     policies: PolicyDirectory | None = None
+    oauth: ResourceServer | None = None
+    """The identity provider's tokens, checked for /mcp (`auth: oauth`) and the admin API."""
 
     def policy_reload_status(self) -> dict[str, Any] | None:
         return self.policies.status if self.policies is not None else None
@@ -160,11 +163,14 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     raise ConfigError([Problem(str(settings.policies), None, "\n".join(outcome["error"]))])
                 if settings.watch_policies:
                     tg.start_soon(supervised("policy watcher", policies.watch))
+            oauth = ResourceServer(settings.oauth) if settings.oauth is not None else None
             try:
                 yield Gateway(
-                    config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies
+                    config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies, oauth
                 )
             finally:
+                if oauth is not None:
+                    await oauth.verifier.keys.aclose()
                 await writer.drain()
                 tg.cancel_scope.cancel()
     finally:

@@ -1,0 +1,104 @@
+"""Verifying one access token: a JWT signed by the issuer with an asymmetric key, for this
+resource, within its lifetime. Opaque tokens are not accepted (no introspection yet).
+
+Order of checks: shape, algorithm (allow-list, before any key is looked at), key by `kid`,
+signature, then `iss`, `aud`, `exp`, `nbf`, `iat` with `clock_skew`. Every failure is one
+`TokenRejected` whose reason is safe to show the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .config import OAuthSettings
+from .keys import Keys, KeyUnavailable
+
+_REQUIRED = ["exp", "iat", "iss", "aud"]
+
+
+class TokenRejected(Exception):
+    """The token is not one this gateway accepts (HTTP 401 `invalid_token`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token's claims, once everything about it checked out."""
+
+    claims: dict[str, Any]
+
+    @property
+    def expires_at(self) -> float:
+        return float(self.claims["exp"])
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """`scope` (a space-separated string, RFC 9068) or `scp` (Okta, Entra ID: a list or a string)."""
+        scopes: set[str] = set()
+        for name in ("scope", "scp"):
+            value = self.claims.get(name)
+            if isinstance(value, str):
+                scopes.update(value.split())
+            elif isinstance(value, list):
+                scopes.update(v for v in value if isinstance(v, str))
+        return frozenset(scopes)
+
+
+class Verifier:
+    """Checks access tokens against one issuer's keys."""
+
+    def __init__(self, settings: OAuthSettings, keys: Keys | None = None) -> None:
+        self.settings = settings
+        self.keys = keys or Keys(settings)
+
+    async def verify(self, token: str, audience: str | Sequence[str] | None = None) -> Verified:
+        """The token's claims if it is valid for `audience` (default: the configured one)."""
+        settings = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise TokenRejected("the token is not a JWT") from None
+        alg = header.get("alg")
+        if alg not in settings.algorithms:
+            raise TokenRejected(f"the token's algorithm {alg!r} is not accepted")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenRejected("the token's key id is not a string")
+        try:
+            jwk = await self.keys.key(kid)
+        except KeyUnavailable as exc:
+            raise TokenRejected(f"the token is not signed by a key of the issuer ({exc})") from None
+        if jwk.alg is not None and jwk.alg != alg:
+            raise TokenRejected(f"the key {kid!r} is not for {alg}")
+        try:
+            claims = jwt.decode(
+                token,
+                key=jwk.key,
+                algorithms=[alg],
+                audience=audience or settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.clock_skew,
+                options={"require": _REQUIRED, "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRejected("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenRejected("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise TokenRejected("the token is not for this resource (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise TokenRejected("the token is from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("the token's signature is not valid") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(f"the token has no {exc.claim!r} claim") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            raise TokenRejected(f"the token is not valid ({type(exc).__name__})") from None
+        return Verified(claims)
