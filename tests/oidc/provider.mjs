@@ -57,7 +57,7 @@ const clients = [
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     redirect_uris: ['http://127.0.0.1/callback'],
-    scope: 'openid mcp',
+    scope: 'openid mcp offline_access',
   },
 ];
 
@@ -86,13 +86,13 @@ function build() {
         enabled: true,
         defaultResource: async (ctx, client, oneOf) => oneOf,
         useGrantedResource: async () => true,
-        getResourceServerInfo: async (ctx, resource) => {
+        getResourceServerInfo: async (ctx, resource, client) => {
           const url = new URL(resource);
           if (!['127.0.0.1', 'localhost', 'other.example.com'].includes(url.hostname)) {
             throw new Error(`unknown resource ${resource}`);
           }
           return {
-            scope: 'mcp admin',
+            scope: client.scope.split(' ').filter((s) => !['openid', 'offline_access'].includes(s)).join(' '),
             audience: resource,
             accessTokenTTL: 300,
             accessTokenFormat: 'jwt',
