@@ -15,6 +15,9 @@ from starlette.responses import JSONResponse, Response
 
 from .. import auth
 from ..audit.writer import AuditUnavailable
+from ..oauth import claims
+from ..oauth.tokens import TokenRejected
+from ..roles import Role
 from ..runtime import Gateway
 
 log = logging.getLogger(__name__)
@@ -75,11 +78,45 @@ def actor_for(request: Request) -> str | None:
     return None
 
 
+async def oidc_operator(request: Request) -> tuple[str, Role] | None:
+    """An operator who came with the identity provider's access token (`oauth:` configured):
+    `oidc:<name>` and the highest role its `role_claim` maps to; None for any other bearer,
+    an invalid token, or a token with no role."""
+    gw = gateway(request)
+    token = auth.bearer(request.headers.get("authorization"))
+    if gw.oauth is None or token is None or token.startswith((auth.ADMIN_PREFIX, auth.KEY_PREFIX)):
+        return None
+    settings = gw.oauth.settings
+    try:
+        verified = await gw.oauth.verifier.verify(token, settings.admin_audience or settings.audience)
+    except TokenRejected:
+        return None
+    role = claims.role_of(verified, settings)
+    return (claims.actor_of(verified, settings), role) if role is not None else None
+
+
+def needed_role(request: Request) -> Role:
+    """The least role a request needs: reading is `viewer`, acting on traffic (kill switches,
+    policy reloads) `operator`, changing who may do what `admin`."""
+    if request.method == "GET":
+        return Role.viewer
+    path = request.url.path.removeprefix("/admin/api")
+    if path.startswith("/kill-switches") or path == "/policy/reload":
+        return Role.operator
+    return Role.admin
+
+
 def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Authenticate the admin token, then run the handler with the actor's name."""
+    """Authenticate the admin token (or an operator's access token, with the role the
+    request needs), then run the handler with the actor's name."""
 
     async def endpoint(request: Request) -> Response:
         actor = actor_for(request)
+        if actor is None and (operator := await oidc_operator(request)) is not None:
+            actor, role = operator
+            needed = needed_role(request)
+            if not role.allows(needed):
+                return error(403, "forbidden", f"{actor} has the role {role.value}; this needs {needed.value}")
         if actor is None:
             gw = gateway(request)
             tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
