@@ -198,6 +198,13 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
 
         paths = {oauth_metadata.WELL_KNOWN, oauth_metadata.metadata_path(uses_oauth)}
         routes += [Route(path, protected_resource) for path in sorted(paths)]
+    if settings.identity_signing_key is not None:
+
+        async def identity_keys(request: Request) -> JSONResponse:
+            signer = request.app.state.gateway.router.identity
+            return JSONResponse(signer.jwks(), headers={"cache-control": "max-age=300"})
+
+        routes.append(Route("/.well-known/jwks.json", identity_keys))
     if settings.admin_api:
         routes.append(admin_routes())
     starlette = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])

@@ -153,6 +153,9 @@ class HttpUpstream(_Upstream):
 
     url: Annotated[str, Field(pattern=r"^https?://")]
     headers: dict[str, Value] = Field(default_factory=dict)
+    identity_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    """A header that carries the caller's identity to this upstream on each request, as a
+    short-lived JWT the gateway signs (`identity_signing_key`); never the caller's own token."""
 
     _headers_shape = field_validator("headers", mode="before")(_check_values)
 
@@ -191,7 +194,7 @@ def _gateway_secret_problems(section: dict[str, Any], source: yamlsrc.Source) ->
     """Settings that carry secrets must be references in the file, like upstream credentials."""
     problems = []
     for key, value in section.items():
-        secret = key == "admin_token" or (
+        secret = key in ("admin_token", "identity_signing_key") or (
             key == "database_url" and isinstance(value, str) and _PASSWORD_IN_URL.search(value)
         )
         if secret and isinstance(value, str):

@@ -27,6 +27,7 @@ from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
 from .limits import Limits
+from .oauth.assertion import IdentitySigner
 from .oauth.resource import ResourceServer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
@@ -74,6 +75,20 @@ class Gateway:
                     await upstream.ready.wait()
             return True
         return False
+
+
+def identity_signer(config: Config, settings: Settings) -> IdentitySigner | None:
+    """The signer of identity assertions, if configured; an upstream that wants them needs it."""
+    wanting = [name for name, u in config.upstreams.items() if getattr(u, "identity_header", None)]
+    if settings.identity_signing_key is None:
+        if wanting:
+            message = f"upstreams {', '.join(wanting)} set identity_header: set gateway.identity_signing_key"
+            raise ConfigError([Problem(str(config.path or "config"), None, message)])
+        return None
+    try:
+        return IdentitySigner(settings.identity_signing_key.get_secret_value(), settings.identity_issuer)
+    except ValueError as exc:
+        raise ConfigError([Problem("settings", None, f"identity_signing_key: {exc}")]) from None
 
 
 def chain_id(settings: Settings) -> str:
@@ -141,6 +156,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 max_parked_per_principal=settings.max_parked_calls_per_principal,
                 seal_key=await state_store.seal_key(engine),
             )
+            router.identity = identity_signer(config, settings)
             router.limits = Limits(
                 settings.max_sessions_per_principal,
                 settings.max_streams_per_principal,

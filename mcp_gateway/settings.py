@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     gateway listens on loopback."""
     oauth: OAuthSettings | None = None
     """The identity provider trusted with `auth: oauth` / `keys+oauth` (and for operators)."""
+    identity_signing_key: SecretStr | None = None
+    """PEM private key (RSA, EC P-256 or Ed25519) the gateway signs the caller's identity with,
+    for upstreams that set `identity_header`; its public key is at `/.well-known/jwks.json`."""
+    identity_issuer: str = "mcp-gateway"
+    """The `iss` of those identity assertions."""
     admin_api: bool = True
     admin_token: SecretStr | None = None
     """An admin token accepted besides those created with `mcp-gateway admin-token create`."""

@@ -80,7 +80,7 @@ def principal_of(verified: Verified, settings: OAuthSettings) -> Principal:
         id=f"{team}/{name}",
         team=team,
         name=name,
-        kind="agent" if client_id(claims, settings) == sub else "user",
+        kind="agent" if client_id(claims, settings) == sub else "person",
         subject=sub or None,
         issuer=settings.issuer,
         expires_at=verified.expires_at,

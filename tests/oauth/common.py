@@ -38,6 +38,7 @@ async def oauth_gateway(
     provider: Provider,
     upstreams: dict[str, Any] | None = None,
     auth: str = "oauth",
+    gateway: dict[str, Any] | None = None,
     **oauth: Any,
 ) -> AsyncIterator[tuple[str, Gateway]]:
     """The gateway on a port chosen first, so its resource URI (the tokens' audience) is known."""
@@ -51,6 +52,7 @@ async def oauth_gateway(
         oauth=oauth_settings(provider, audience, **oauth),
         policies="policies",
         admin_token={"$env": ADMIN_TOKEN_ENV},
+        **(gateway or {}),
     )
     async with serve(config, port=port) as (url, gateway):
         yield url, gateway

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import anyio
 import httpx2
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.store.audit import Filters, query
@@ -127,3 +130,35 @@ async def test_the_upstream_never_sees_the_agents_access_token(tmp_path: Path, p
         for name, value in request.headers.items():
             assert signature not in value, name
         assert signature.encode() not in request.body
+
+
+async def test_an_upstream_that_asks_gets_the_callers_identity_signed_by_the_gateway_and_not_its_token(
+    tmp_path: Path, provider: Provider
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    (tmp_path / "identity.pem").write_bytes(pem)
+    async with recording_upstream() as (upstream_url, upstream):
+        upstreams = {"rec": http_upstream(upstream_url, identity_header="X-Caller-Identity")}
+        async with oauth_gateway(
+            tmp_path, provider, upstreams=upstreams, gateway={"identity_signing_key": {"$file": "identity.pem"}}
+        ) as (url, gw):
+            await wait_ready(gw)
+            token = await provider.token("agent-platform", url)
+            async with agent(url, token) as client:
+                assert not (await client.call_tool("rec__echo", {"text": "who am I"})).is_error
+            async with httpx2.AsyncClient(base_url=url.rsplit("/mcp", 1)[0]) as http:
+                published = (await http.get("/.well-known/jwks.json")).json()
+
+    calls = [s for s in upstream.seen if b'"tools/call"' in s.body]
+    assert len(calls) == 1
+    assertion = calls[0].headers["x-caller-identity"]
+    verified = jwt.decode(
+        assertion, jwt.PyJWK(published["keys"][0]).key, algorithms=["ES256"], audience="rec", issuer="mcp-gateway"
+    )
+    assert verified["sub"] == "platform/agent-platform" and verified["team"] == "platform"
+    assert verified["idp_sub"] == "agent-platform" and verified["idp_iss"] == provider.issuer
+    assert verified["exp"] - verified["iat"] <= 60
+    listing = [s for s in upstream.seen if b'"tools/list"' in s.body]
+    assert listing and all("x-caller-identity" not in s.headers for s in listing)  # the gateway's own requests
+    assert token.rsplit(".", 1)[1] not in assertion
