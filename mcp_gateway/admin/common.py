@@ -88,7 +88,8 @@ async def oidc_operator(request: Request) -> tuple[str, Role] | None:
         return None
     settings = gw.oauth.settings
     try:
-        verified = await gw.oauth.verifier.verify(token, settings.admin_audience or settings.audience)
+        audience = [settings.admin_audience] if settings.admin_audience else None  # None: the /mcp audiences
+        verified = await gw.oauth.verifier.verify(token, audience)
     except TokenRejected:
         return None
     role = claims.role_of(verified, settings)

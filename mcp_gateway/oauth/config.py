@@ -35,6 +35,9 @@ class OAuthSettings(BaseModel):
     `<issuer>/.well-known/openid-configuration` (or `oauth-authorization-server`)."""
     audience: str = Field(pattern=r"^https?://")
     """The gateway's resource URI (RFC 8707), e.g. `https://mcp.example.com/mcp`: tokens must name it in `aud`."""
+    token_audiences: list[str] = Field(default_factory=list)
+    """Other `aud` values accepted besides `audience`, for providers that name the API otherwise
+    (Entra ID v2 tokens carry the API's application id)."""
     jwks_uri: str | None = Field(default=None, pattern=r"^https?://")
     """Where the signing keys are, when not taken from the discovery document."""
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])

@@ -82,7 +82,7 @@ class Verifier:
                 token,
                 key=jwk.key,
                 algorithms=[alg],
-                audience=audience or settings.audience,
+                audience=audience or [settings.audience, *settings.token_audiences],
                 issuer=settings.issuer,
                 leeway=settings.clock_skew,
                 options={"require": _REQUIRED, "verify_signature": True},
