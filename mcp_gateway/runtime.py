@@ -186,7 +186,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 )
             finally:
                 if oauth is not None:
-                    await oauth.verifier.keys.aclose()
+                    await oauth.verifier.aclose()
                 await writer.drain()
                 tg.cancel_scope.cancel()
     finally:

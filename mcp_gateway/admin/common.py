@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from .. import auth
 from ..audit.writer import AuditUnavailable
 from ..oauth import claims
-from ..oauth.tokens import TokenRejected
+from ..oauth.verified import TokenRejected
 from ..roles import Role
 from ..runtime import Gateway
 

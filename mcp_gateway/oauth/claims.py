@@ -15,7 +15,7 @@ from typing import Any
 from ..identity import Principal
 from ..roles import Role
 from .config import OAuthSettings
-from .tokens import Verified
+from .verified import Verified
 
 MAX_NAME = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -45,9 +45,11 @@ def client_id(claims: dict[str, Any], settings: OAuthSettings) -> str | None:
     return None
 
 
-def subject(verified: Verified) -> str:
+def subject(verified: Verified, settings: OAuthSettings) -> str:
+    """The token's `sub`; a machine token without one (introspection of a client credentials
+    token may leave it out) is its client's."""
     value = verified.claims.get("sub")
-    return value if isinstance(value, str) else ""
+    return value if isinstance(value, str) and value else client_id(verified.claims, settings) or ""
 
 
 def team_of(claims: dict[str, Any], settings: OAuthSettings) -> str | None:
@@ -64,8 +66,8 @@ def team_of(claims: dict[str, Any], settings: OAuthSettings) -> str | None:
 def principal_of(verified: Verified, settings: OAuthSettings) -> Principal:
     """The principal a verified token stands for; `NoTeam` if it maps to none."""
     claims = verified.claims
-    sub = subject(verified)
-    name = claims.get(settings.principal_claim)
+    sub = subject(verified, settings)
+    name = sub if settings.principal_claim == "sub" else claims.get(settings.principal_claim)
     if not isinstance(name, str) or not name or len(name) > MAX_NAME or _CONTROL.search(name):
         raise NoTeam(f"the token has no usable {settings.principal_claim!r} claim to name the caller", sub)
     team = team_of(claims, settings)
@@ -96,4 +98,4 @@ def role_of(verified: Verified, settings: OAuthSettings) -> Role | None:
 def actor_of(verified: Verified, settings: OAuthSettings) -> str:
     """How the audit names an operator who came with a token: `oidc:<principal claim value>`."""
     name = verified.claims.get(settings.principal_claim)
-    return f"oidc:{name if isinstance(name, str) and name else subject(verified)}"[:MAX_NAME]
+    return f"oidc:{name if isinstance(name, str) and name else subject(verified, settings)}"[:MAX_NAME]

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..roles import Role
+from .introspection import IntrospectionSettings
 
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 """The only algorithms a token may be signed with: `none` and the HMAC family never (an HMAC
@@ -62,6 +63,8 @@ class OAuthSettings(BaseModel):
     role_claim: str = "roles"
     roles: dict[str, Role] = Field(default_factory=lambda: {r.value: r for r in Role})
     """Value of `role_claim` -> operator role on the admin API; the highest one a token carries counts."""
+    introspection: IntrospectionSettings | None = None
+    """Opaque (non-JWT) tokens are checked with the issuer's RFC 7662 endpoint when set."""
     admin_audience: str | None = Field(default=None, pattern=r"^https?://")
     """The `aud` of tokens for the admin API; default: `audience`."""
 

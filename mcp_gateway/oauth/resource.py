@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from ..identity import Principal
 from . import claims, metadata
 from .config import OAuthSettings
-from .tokens import TokenRejected, Verifier
+from .tokens import Verifier
+from .verified import TokenRejected
 
 Refusal = tuple[int, str, list[tuple[bytes, bytes]]]
 AuditRefusal = Callable[[str, str, str], Awaitable[None]]

@@ -9,46 +9,15 @@ signature, then `iss`, `aud`, `exp`, `nbf`, `iat` with `clock_skew`. Every failu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import jwt
 
 from .config import OAuthSettings
+from .introspection import Introspector
 from .keys import Keys, KeyUnavailable
+from .verified import TokenRejected, Verified
 
 _REQUIRED = ["exp", "iat", "iss", "aud"]
-
-
-class TokenRejected(Exception):
-    """The token is not one this gateway accepts (HTTP 401 `invalid_token`)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    """A token's claims, once everything about it checked out."""
-
-    claims: dict[str, Any]
-
-    @property
-    def expires_at(self) -> float:
-        return float(self.claims["exp"])
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        """`scope` (a space-separated string, RFC 9068) or `scp` (Okta, Entra ID: a list or a string)."""
-        scopes: set[str] = set()
-        for name in ("scope", "scp"):
-            value = self.claims.get(name)
-            if isinstance(value, str):
-                scopes.update(value.split())
-            elif isinstance(value, list):
-                scopes.update(v for v in value if isinstance(v, str))
-        return frozenset(scopes)
 
 
 class Verifier:
@@ -57,10 +26,23 @@ class Verifier:
     def __init__(self, settings: OAuthSettings, keys: Keys | None = None) -> None:
         self.settings = settings
         self.keys = keys or Keys(settings)
+        self.introspector: Introspector | None = None
+        if settings.introspection is not None:
+            audiences = [settings.audience, *settings.token_audiences]
+            self.introspector = Introspector(
+                settings.introspection, settings.issuer, audiences, settings.clock_skew, settings.fetch_timeout
+            )
 
-    async def verify(self, token: str, audience: str | Sequence[str] | None = None) -> Verified:
-        """The token's claims if it is valid for `audience` (default: the configured one)."""
+    async def aclose(self) -> None:
+        await self.keys.aclose()
+        if self.introspector is not None:
+            await self.introspector.aclose()
+
+    async def verify(self, token: str, audience: Sequence[str] | None = None) -> Verified:
+        """The token's claims if it is valid for `audience` (default: the configured ones)."""
         settings = self.settings
+        if self.introspector is not None and token.count(".") != 2:
+            return await self.introspector.verify(token, list(audience) if audience else None)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -82,7 +64,7 @@ class Verifier:
                 token,
                 key=jwk.key,
                 algorithms=[alg],
-                audience=audience or [settings.audience, *settings.token_audiences],
+                audience=list(audience) if audience else [settings.audience, *settings.token_audiences],
                 issuer=settings.issuer,
                 leeway=settings.clock_skew,
                 options={"require": _REQUIRED, "verify_signature": True},

@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcp_gateway.oauth.config import OAuthSettings
-from mcp_gateway.oauth.tokens import TokenRejected, Verifier
+from mcp_gateway.oauth.tokens import Verifier
+from mcp_gateway.oauth.verified import TokenRejected
 
 pytestmark = pytest.mark.anyio
 

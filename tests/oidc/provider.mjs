@@ -7,6 +7,7 @@
 //   (client metadata) become claims of their tokens;
 // - people: the authorization code grant with PKCE for the public client `sdk`; the login
 //   interaction auto-approves the dev account `alice` (or the request's `login_hint`);
+// - opaque tokens for the client `agent-opaque`, checked by introspection (client `gateway`);
 // - test endpoints: POST /test/rotate (a new signing key, published first in the JWKS,
 //   without a restart of the process), POST /test/sign (any claims, signed with the current
 //   key, for expired tokens and other issuers).
@@ -51,6 +52,8 @@ const clients = [
   agent('agent-nobody', { groups: ['marketing'] }),
   agent('ops-viewer', { roles: ['viewer'] }),
   agent('ops-operator', { roles: ['operator'] }),
+  agent('agent-opaque', { groups: ['eng-platform'] }), // gets opaque tokens (for introspection)
+  agent('gateway', { scope: 'mcp' }), // the gateway's own client, to introspect tokens
   {
     client_id: 'sdk',
     token_endpoint_auth_method: 'none',
@@ -82,6 +85,7 @@ function build() {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
+      revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async (ctx, client, oneOf) => oneOf,
@@ -95,7 +99,7 @@ function build() {
             scope: client.scope.split(' ').filter((s) => !['openid', 'offline_access'].includes(s)).join(' '),
             audience: resource,
             accessTokenTTL: 300,
-            accessTokenFormat: 'jwt',
+            accessTokenFormat: client.clientId === 'agent-opaque' ? 'opaque' : 'jwt',
             jwt: { sign: { alg: 'RS256' } },
           };
         },
