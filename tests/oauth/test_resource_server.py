@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.shared.exceptions import MCPError
 
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.store.audit import Filters, query
 
 from ..support import agent, raw_client, wait_ready
@@ -41,7 +42,9 @@ async def test_an_agent_with_client_credentials_calls_tools_as_the_team_its_grou
             with pytest.raises(MCPError, match="Denied by the gateway"):
                 await client.call_tool("everything__echo", {"text": "hello"})
         rows = await query(gw.engine, Filters(tool="echo", kind="decision"))
+        report = await verify(gw.engine)
 
+    assert report.ok, report.first  # the hash chain covers subject and issuer
     assert listed == {"everything__add"}
     by_principal = {row["principal_id"]: row for row in rows}
     assert by_principal["platform/agent-platform"]["decision"] == "allow"
