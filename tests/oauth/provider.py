@@ -53,7 +53,7 @@ def install() -> None:
     """Install the provider's npm package into its cache (once; fast afterwards). Part of CI:
     a missing Node.js is a failure, not a skip."""
     done = subprocess.run([str(SCRIPT), "--install-only"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"scripts/oidc-provider could not install oidc-provider (needs node and npm): {done.stderr}"
+    assert done.returncode == 0, f"scripts/oidc-provider could not install (needs node and npm): {done.stderr}"
 
 
 @asynccontextmanager
