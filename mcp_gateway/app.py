@@ -173,7 +173,7 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
             async with running(config, settings) as gateway:
                 starlette.state.gateway = gateway
                 tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
-                if settings.admin_api and settings.auth != "none" and not tokens:
+                if settings.admin_api and settings.auth != "none" and not tokens and settings.oauth is None:
                     log.warning("admin API: %s", NO_TOKEN)
                 options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
                 app.endpoint = McpEndpoint(

@@ -50,6 +50,12 @@ NO_TOKEN = (
 )
 
 
+_REQUIRED = {
+    False: "an admin token is required",
+    True: "an admin token, or the identity provider's access token with an operator role, is required",
+}
+
+
 def actor_for(request: Request) -> str | None:
     """The admin token's name, `local-admin` on an `auth: none` loopback gateway, or None."""
     gw = gateway(request)
@@ -121,10 +127,11 @@ def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         if actor is None:
             gw = gateway(request)
             tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
+            tokenless = tokenless and gw.oauth is None
             return error(
                 401,
                 "unauthorized",
-                NO_TOKEN if tokenless and gw.settings.auth != "none" else "an admin token is required",
+                NO_TOKEN if tokenless and gw.settings.auth != "none" else _REQUIRED[gw.oauth is not None],
                 {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
             )
         try:
