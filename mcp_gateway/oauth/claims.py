@@ -72,10 +72,11 @@ def principal_of(verified: Verified, settings: OAuthSettings) -> Principal:
         raise NoTeam(f"the token has no usable {settings.principal_claim!r} claim to name the caller", sub)
     team = team_of(claims, settings)
     if team is None:
-        groups = _strings(claims.get(settings.team_claim))
+        groups = [g[:64] for g in _strings(claims.get(settings.team_claim))[:5]]
+        client = (client_id(claims, settings) or "")[:64]
         raise NoTeam(
-            f"the token maps to no team: client {client_id(claims, settings)!r} has no team and its "
-            f"{settings.team_claim!r} ({', '.join(groups[:5]) or 'none'}) match none configured",
+            f"the token maps to no team: client {client!r} has no team and its "
+            f"{settings.team_claim!r} ({', '.join(groups) or 'none'}) match none configured",
             sub,
         )
     return Principal(

@@ -14,12 +14,16 @@ gateway:
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..roles import Role
 from .introspection import IntrospectionSettings
+
+_TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+"""As policy files name teams."""
 
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 """The only algorithms a token may be signed with: `none` and the HMAC family never (an HMAC
@@ -74,6 +78,14 @@ class OAuthSettings(BaseModel):
         wrong = [a for a in value if a not in ASYMMETRIC]
         if wrong or not value:
             raise ValueError(f"only asymmetric algorithms are accepted ({', '.join(ASYMMETRIC)}), not {wrong}")
+        return value
+
+    @field_validator("teams", "client_teams")
+    @classmethod
+    def _team_names(cls, value: dict[str, str]) -> dict[str, str]:
+        wrong = sorted({t for t in value.values() if not _TEAM.fullmatch(t)})
+        if wrong:
+            raise ValueError(f"not team names (lowercase letters, digits, '-', '_'; up to 64): {wrong}")
         return value
 
     @field_validator("issuer", "audience")

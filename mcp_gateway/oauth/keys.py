@@ -68,7 +68,7 @@ class Keys:
         await self._refresh()
         found = self._cached(kid)
         if found is None:
-            raise KeyUnavailable(f"no key {kid!r} in the issuer's key set" if kid else "the token names no key")
+            raise KeyUnavailable(f"no key {kid[:64]!r} in the issuer's key set" if kid else "the token names no key")
         return found
 
     def _cached(self, kid: str | None) -> SigningKey | None:

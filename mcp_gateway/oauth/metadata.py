@@ -34,8 +34,10 @@ def document(settings: OAuthSettings) -> dict[str, Any]:
     return doc
 
 
-def _quoted(text: str) -> str:
-    return '"' + "".join(c for c in text if c.isprintable() and c not in '"\\') + '"'
+def _quoted(text: str, limit: int = 2048) -> str:
+    """A quoted-string of printable characters, without quotes or backslashes, at most `limit`
+    long (a description may echo what a token said about itself)."""
+    return '"' + "".join(c for c in text if c.isprintable() and c not in '"\\')[:limit] + '"'
 
 
 def challenge(settings: OAuthSettings, error: str | None = None, description: str | None = None) -> bytes:
@@ -44,7 +46,7 @@ def challenge(settings: OAuthSettings, error: str | None = None, description: st
     if error:
         parts.append(f"error={_quoted(error)}")
     if description:
-        parts.append(f"error_description={_quoted(description)}")
+        parts.append(f"error_description={_quoted(description, 200)}")
     if settings.required_scope and error in (None, "insufficient_scope"):
         parts.append(f"scope={_quoted(settings.required_scope)}")
     parts.append(f"resource_metadata={_quoted(metadata_url(settings))}")

@@ -76,7 +76,7 @@ class Verifier:
             raise TokenRejected("the token is not a JWT") from None
         alg = header.get("alg")
         if alg not in settings.algorithms:
-            raise TokenRejected(f"the token's algorithm {alg!r} is not accepted")
+            raise TokenRejected(f"the token's algorithm {str(alg)[:32]!r} is not accepted")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenRejected("the token's key id is not a string")
