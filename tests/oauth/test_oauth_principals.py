@@ -17,6 +17,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.store.audit import Filters, query
 
+from ..adversarial.test_streams import listen
 from ..identity.test_upstream_credentials import recording_upstream
 from ..support import admin_client, agent, http_upstream, wait_ready
 from .common import oauth_gateway
@@ -111,6 +112,25 @@ async def test_an_open_stream_ends_when_the_token_that_opened_it_expires(tmp_pat
 
     assert gw.governance.inflight.open_count("platform/agent-platform") == 0
     assert after.status_code == 401 and "expired" in after.json()["error"]["message"]
+
+
+async def test_a_2026_07_28_listen_stream_ends_when_the_token_that_opened_it_expires(
+    tmp_path: Path, provider: Provider
+) -> None:
+    async with oauth_gateway(tmp_path, provider, clock_skew=0) as (url, gw):
+        await wait_ready(gw)
+        now = int(time.time())
+        claims = {"aud": url, "sub": "agent-platform", "client_id": "agent-platform", "groups": ["eng-platform"]}
+        token = await provider.sign({**claims, "iat": now, "exp": now + 3})
+        frames = []
+        async with listen(url, token, {"toolsListChanged": True}) as (response, next_frame):
+            assert response.status_code == 200
+            with anyio.fail_after(60):
+                while (frame := await next_frame()) is not None:
+                    frames.append(frame["method"])
+
+    assert frames == ["notifications/subscriptions/acknowledged"]
+    assert gw.governance.inflight.open_count("platform/agent-platform") == 0
 
 
 async def test_the_upstream_never_sees_the_agents_access_token(tmp_path: Path, provider: Provider) -> None:
