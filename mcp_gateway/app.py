@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import auth
 from .admin import admin_routes
-from .admin.common import NO_TOKEN, actor_for
+from .admin.common import NO_TOKEN, actor_for, oidc_operator
 from .config import Config
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
@@ -143,13 +143,13 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready (200) while the policy snapshot is fresh, else 503. The page is open to anyone
     (probes have no token, and it is exempt from the Host check so they can address the pod
     by IP), so the details (snapshot version and age, each upstream's state, PID and last
-    error) go only to a caller the admin API would serve: an admin token, or a loopback
-    caller in `auth: none` mode. `/admin/api/status` has them and more."""
+    error) go only to a caller the admin API would serve: an admin token, an operator's
+    access token, or a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
     gateway: Gateway = request.app.state.gateway
     snapshots = gateway.snapshots
     fresh = not snapshots.stale()
     body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if actor_for(request) is not None:
+    if actor_for(request) is not None or await oidc_operator(request) is not None:
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,

@@ -10,7 +10,7 @@ import pytest
 
 from mcp_gateway.store.audit import Filters, query
 
-from ..support import admin_client, agent, create_key, wait_ready
+from ..support import admin_client, agent, create_key, raw_client, wait_ready
 from .common import oauth_gateway
 from .provider import Provider
 
@@ -34,12 +34,16 @@ async def test_a_viewer_token_is_refused_a_kill_switch_and_an_operator_token_eng
             no_role_reads = await admin.get("/kill-switches")
         async with admin_client(url, elsewhere) as admin:
             elsewhere_reads = await admin.get("/kill-switches")
+        async with raw_client(url) as http:
+            ready_viewer = await http.get("/readyz", headers={"Authorization": f"Bearer {viewer}"})
+            ready_no_role = await http.get("/readyz", headers={"Authorization": f"Bearer {no_role}"})
         async with admin_client(url, operator) as admin:
             operator_engages = await admin.post("/kill-switches", json=SWITCH)
             operator_creates_key = await admin.post("/keys", json={"team": "sales", "name": "bot"})
         rows = await query(gw.engine, Filters(kind="admin"))
 
     assert viewer_reads.status_code == 200
+    assert "snapshot" in ready_viewer.json() and "snapshot" not in ready_no_role.json()
     assert viewer_engages.status_code == 403
     assert "viewer" in viewer_engages.json()["error"]["message"]
     assert no_role_reads.status_code == elsewhere_reads.status_code == 401
