@@ -18,6 +18,7 @@ from .config import OAuthSettings
 from .verified import Verified
 
 MAX_NAME = 128
+MAX_SUBJECT = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -84,7 +85,7 @@ def principal_of(verified: Verified, settings: OAuthSettings) -> Principal:
         team=team,
         name=name,
         kind="agent" if client_id(claims, settings) == sub else "person",
-        subject=sub or None,
+        subject=sub[:MAX_SUBJECT] or None,  # the audit column's size: a long `sub` cannot fail a batch
         issuer=settings.issuer,
         expires_at=verified.expires_at,
     )

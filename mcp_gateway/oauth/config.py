@@ -35,7 +35,7 @@ class OAuthSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    issuer: str = Field(pattern=r"^https?://")
+    issuer: str = Field(pattern=r"^https?://", max_length=512)
     """The `iss` of its tokens, exactly; its discovery document is at
     `<issuer>/.well-known/openid-configuration` (or `oauth-authorization-server`)."""
     audience: str = Field(pattern=r"^https?://")

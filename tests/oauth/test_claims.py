@@ -67,3 +67,9 @@ def test_symmetric_or_no_algorithms_are_refused_in_the_settings(algorithms: list
 def test_auth_oauth_without_an_oauth_section_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="needs an `oauth:` section"):
         load_settings({"auth": "oauth"})
+
+
+def test_a_long_subject_is_cut_to_what_the_audit_holds_while_the_email_names_the_caller() -> None:
+    config = settings(principal_claim="email", teams={"eng": "eng"})
+    who = principal_of(token(sub="s" * 5000, email="alice@example.com", groups=["eng"]), config)
+    assert who.subject == "s" * 256 and who.id == "eng/alice@example.com"
