@@ -20,12 +20,14 @@ from starlette.types import Receive, Scope, Send
 
 from . import auth
 from .admin import admin_routes
-from .admin.common import NO_TOKEN, actor_for
+from .admin.common import NO_TOKEN, actor_for, oidc_operator
 from .config import Config
 from .dashboard import dashboard_routes
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
 from .middleware.hosts import HostCheckMiddleware
+from .oauth import metadata as oauth_metadata
+from .oauth.resource import ResourceServer
 from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
@@ -59,15 +61,18 @@ def check_exposure(settings: Settings) -> None:
         raise ConfigError(problems)
 
 
-def authenticator(gateway: Gateway) -> Authenticate:
-    """Bearer API keys on /mcp (or the local principal when `auth: none`)."""
-    if gateway.settings.auth == "none":
+def authenticator(gateway: Gateway, oauth: ResourceServer | None = None) -> Authenticate:
+    """Bearer API keys and/or access tokens on /mcp (or the local principal when `auth: none`)."""
+    mode = gateway.settings.auth
+    if mode == "none":
 
         async def local(scope: Scope) -> Principal:
             return LOCAL
 
         return local
     snapshots = gateway.snapshots
+    keys = mode in ("keys", "keys+oauth")
+    hint = "send an API key as `Authorization: Bearer <key>`" if mode == "keys" else "send a bearer token"
 
     async def authenticate(scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
         header = None
@@ -76,8 +81,12 @@ def authenticator(gateway: Gateway) -> Authenticate:
                 header = value.decode("latin-1")
                 break
         token = auth.bearer(header)
+        if oauth is not None and (token is None or not (keys and token.startswith(auth.KEY_PREFIX))):
+            if token is None:
+                return oauth.missing(hint)
+            return await oauth.principal(token, gateway.governance.audit_refused_identity)
         if token is None:
-            return 401, "Unauthorized: send an API key as `Authorization: Bearer <key>`", _UNAUTHORIZED
+            return 401, f"Unauthorized: {hint}", _UNAUTHORIZED
         snapshot = snapshots.current
         principal = auth.principal_for(token, snapshot.keys, snapshot.principals)
         if principal is None:
@@ -135,13 +144,13 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready (200) while the policy snapshot is fresh, else 503. The page is open to anyone
     (probes have no token, and it is exempt from the Host check so they can address the pod
     by IP), so the details (snapshot version and age, each upstream's state, PID and last
-    error) go only to a caller the admin API would serve: an admin token, or a loopback
-    caller in `auth: none` mode. `/admin/api/status` has them and more."""
+    error) go only to a caller the admin API would serve: an admin token, an operator's
+    access token, or a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
     gateway: Gateway = request.app.state.gateway
     snapshots = gateway.snapshots
     fresh = not snapshots.stale()
     body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if actor_for(request) is not None:
+    if actor_for(request) is not None or await oidc_operator(request) is not None:
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,
@@ -155,6 +164,7 @@ async def readyz(request: Request) -> JSONResponse:
 def create_app(config: Config, settings: Settings) -> GatewayApp:
     """Build the gateway's ASGI app."""
     check_exposure(settings)
+    uses_oauth = settings.oauth if "oauth" in settings.auth else None
     hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
 
     @asynccontextmanager
@@ -164,10 +174,15 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
             async with running(config, settings) as gateway:
                 starlette.state.gateway = gateway
                 tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
-                if settings.admin_api and settings.auth != "none" and not tokens:
+                if settings.admin_api and settings.auth != "none" and not tokens and settings.oauth is None:
                     log.warning("admin API: %s", NO_TOKEN)
                 options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
-                app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
+                app.endpoint = McpEndpoint(
+                    gateway.router,
+                    authenticator(gateway, gateway.oauth if uses_oauth is not None else None),
+                    gateway.tg,
+                    options,
+                )
                 started = True
                 yield
         except Exception as exc:
@@ -176,6 +191,21 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
             raise
 
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if uses_oauth is not None:
+        prm = oauth_metadata.document(uses_oauth)
+
+        async def protected_resource(request: Request) -> JSONResponse:
+            return JSONResponse(prm, headers={"cache-control": "max-age=3600"})
+
+        paths = {oauth_metadata.WELL_KNOWN, oauth_metadata.metadata_path(uses_oauth)}
+        routes += [Route(path, protected_resource) for path in sorted(paths)]
+    if settings.identity_signing_key is not None:
+
+        async def identity_keys(request: Request) -> JSONResponse:
+            signer = request.app.state.gateway.router.identity
+            return JSONResponse(signer.jwks(), headers={"cache-control": "max-age=300"})
+
+        routes.append(Route("/.well-known/jwks.json", identity_keys))
     if settings.admin_api:
         routes.append(admin_routes())
         routes.extend(dashboard_routes())

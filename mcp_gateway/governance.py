@@ -143,6 +143,8 @@ class Governance:
             "call_id": call_id,
             "principal_id": principal.id,
             "team_id": principal.team,
+            "subject": principal.subject,
+            "issuer": principal.issuer,
             "server": target.server,
             "tool": _fit(target.name, _MAX_NAME),
             "method": method,
@@ -303,6 +305,8 @@ class Governance:
             "call_id": ticket.call_id,
             "principal_id": ticket.principal.id,
             "team_id": ticket.principal.team,
+            "subject": ticket.principal.subject,
+            "issuer": ticket.principal.issuer,
             "server": ticket.target.server,
             "tool": _fit(ticket.target.name, _MAX_NAME),
             "method": ticket.method,
@@ -331,6 +335,24 @@ class Governance:
             "detail": detail,
         }
         await self.writer.append(row)
+
+    async def audit_refused_identity(self, subject: str, issuer: str, reason: str) -> None:
+        """Record a caller the identity provider vouched for but the gateway refused (its
+        token maps to no team); best effort, the refusal stands either way."""
+        row = {
+            "ts": time.time(),
+            "kind": "auth",
+            "method": "authenticate",
+            "decision": "deny",
+            "reason": _fit(reason, _MAX_TEXT),
+            "subject": _fit(subject, 256),
+            "issuer": _fit(issuer, 512),
+            "policy_version": self.snapshots.current.policy.policy_version,
+        }
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable:
+            log.warning("audit unavailable: refused identity %r (%s) not audited: %s", subject, issuer, reason)
 
     def _watch_expiries(self, snapshot: Snapshot) -> None:
         """When a switch expires, what clients may see changes: tell them then."""

@@ -27,6 +27,8 @@ from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
 from .limits import Limits
+from .oauth.assertion import IdentitySigner
+from .oauth.resource import ResourceServer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy.router import Router
@@ -57,6 +59,8 @@ class Gateway:
     policies: PolicyDirectory | None = None
     secret: bytes = b""
     """The replicas' shared secret (the store's seal key), from which per-purpose keys derive."""
+    oauth: ResourceServer | None = None
+    """The identity provider's tokens, checked for /mcp (`auth: oauth`) and the admin API."""
 
     def policy_reload_status(self) -> dict[str, Any] | None:
         return self.policies.status if self.policies is not None else None
@@ -73,6 +77,20 @@ class Gateway:
                     await upstream.ready.wait()
             return True
         return False
+
+
+def identity_signer(config: Config, settings: Settings) -> IdentitySigner | None:
+    """The signer of identity assertions, if configured; an upstream that wants them needs it."""
+    wanting = [name for name, u in config.upstreams.items() if getattr(u, "identity_header", None)]
+    if settings.identity_signing_key is None:
+        if wanting:
+            message = f"upstreams {', '.join(wanting)} set identity_header: set gateway.identity_signing_key"
+            raise ConfigError([Problem(str(config.path or "config"), None, message)])
+        return None
+    try:
+        return IdentitySigner(settings.identity_signing_key.get_secret_value(), settings.identity_issuer)
+    except ValueError as exc:
+        raise ConfigError([Problem("settings", None, f"identity_signing_key: {exc}")]) from None
 
 
 def chain_id(settings: Settings) -> str:
@@ -141,6 +159,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 max_parked_per_principal=settings.max_parked_calls_per_principal,
                 seal_key=secret,
             )
+            router.identity = identity_signer(config, settings)
             router.limits = Limits(
                 settings.max_sessions_per_principal,
                 settings.max_streams_per_principal,
@@ -163,6 +182,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     raise ConfigError([Problem(str(settings.policies), None, "\n".join(outcome["error"]))])
                 if settings.watch_policies:
                     tg.start_soon(supervised("policy watcher", policies.watch))
+            oauth = ResourceServer(settings.oauth) if settings.oauth is not None else None
             try:
                 yield Gateway(
                     config,
@@ -176,8 +196,11 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     time.time(),
                     policies,
                     secret,
+                    oauth,
                 )
             finally:
+                if oauth is not None:
+                    await oauth.verifier.aclose()
                 await writer.drain()
                 tg.cancel_scope.cancel()
     finally:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .config import Config, resolve_refs
 from .errors import ConfigError, Problem
+from .oauth.config import OAuthSettings
 from .sensitive import DEFAULT_REDACT_KEYS
 
 
@@ -61,9 +62,18 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the store. Default: SQLite file `mcp-gateway.db` beside the config file."""
     migrate: bool = True
     """Upgrade the store's schema on start."""
-    auth: Literal["keys", "none"] = "keys"
-    """`keys`: agents present an API key. `none`: every request is principal local/local
-    (team `local`); refused unless the gateway listens on loopback."""
+    auth: Literal["keys", "none", "oauth", "keys+oauth"] = "keys"
+    """`keys`: agents present an API key. `oauth`: agents and people present an access token
+    from the identity provider in `oauth` (see mcp_gateway/oauth). `keys+oauth`: either.
+    `none`: every request is principal local/local (team `local`); refused unless the
+    gateway listens on loopback."""
+    oauth: OAuthSettings | None = None
+    """The identity provider trusted with `auth: oauth` / `keys+oauth` (and for operators)."""
+    identity_signing_key: SecretStr | None = None
+    """PEM private key (RSA, EC P-256 or Ed25519) the gateway signs the caller's identity with,
+    for upstreams that set `identity_header`; its public key is at `/.well-known/jwks.json`."""
+    identity_issuer: str = "mcp-gateway"
+    """The `iss` of those identity assertions."""
     admin_api: bool = True
     admin_token: SecretStr | None = None
     """An admin token accepted besides those created with `mcp-gateway admin-token create`."""
@@ -85,6 +95,12 @@ class Settings(BaseSettings):
     audit_queue_size: int = Field(default=10_000, gt=0)
     replica_id: str | None = None
     """Names this process's audit chain; must be unique among running replicas. Default: unique per process."""
+
+    @model_validator(mode="after")
+    def _oauth_configured(self) -> Settings:
+        if "oauth" in self.auth and self.oauth is None:
+            raise ValueError(f"auth: {self.auth} needs an `oauth:` section (issuer, audience)")
+        return self
 
     @field_validator("database_url")
     @classmethod

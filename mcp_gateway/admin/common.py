@@ -16,6 +16,8 @@ from starlette.responses import JSONResponse, Response
 
 from .. import auth
 from ..audit.writer import AuditUnavailable
+from ..oauth import claims
+from ..oauth.verified import TokenRejected
 from ..roles import Role
 from ..runtime import Gateway
 
@@ -101,23 +103,65 @@ def operator_for(request: Request) -> Operator | None:
     return operator_for_token(gateway(request), token) if token is not None else None
 
 
+_REQUIRED = {
+    False: "an admin token is required",
+    True: "an admin token, or the identity provider's access token with an operator role, is required",
+}
+
+
 def actor_for(request: Request) -> str | None:
     """The admin token's name, `local-admin` on an `auth: none` loopback gateway, or None."""
     operator = operator_for(request)
     return operator.name if operator is not None else None
 
 
+async def oidc_operator(request: Request) -> tuple[str, Role] | None:
+    """An operator who came with the identity provider's access token (`oauth:` configured):
+    `oidc:<name>` and the highest role its `role_claim` maps to; None for any other bearer,
+    an invalid token, or a token with no role."""
+    gw = gateway(request)
+    token = auth.bearer(request.headers.get("authorization"))
+    if gw.oauth is None or token is None or token.startswith((auth.ADMIN_PREFIX, auth.KEY_PREFIX)):
+        return None
+    settings = gw.oauth.settings
+    try:
+        audience = [settings.admin_audience] if settings.admin_audience else None  # None: the /mcp audiences
+        verified = await gw.oauth.verifier.verify(token, audience)
+    except TokenRejected:
+        return None
+    role = claims.role_of(verified, settings)
+    return (claims.actor_of(verified, settings), role) if role is not None else None
+
+
+def needed_role(request: Request) -> Role:
+    """The least role a request needs: reading is `viewer`, acting on traffic (kill switches,
+    policy reloads) `operator`, changing who may do what `admin`."""
+    if request.method == "GET":
+        return Role.viewer
+    path = request.url.path.removeprefix("/admin/api")
+    if path.startswith("/kill-switches") or path == "/policy/reload":
+        return Role.operator
+    return Role.admin
+
+
 def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Authenticate the admin token, then run the handler with the actor's name."""
+    """Authenticate the admin token (or an operator's access token, with the role the
+    request needs), then run the handler with the actor's name."""
 
     async def endpoint(request: Request) -> Response:
         actor = actor_for(request)
+        if actor is None and (operator := await oidc_operator(request)) is not None:
+            actor, role = operator
+            needed = needed_role(request)
+            if not role.allows(needed):
+                return error(403, "forbidden", f"{actor} has the role {role.value}; this needs {needed.value}")
         if actor is None:
             gw = gateway(request)
+            unconfigured = tokenless(gw) and gw.oauth is None
             return error(
                 401,
                 "unauthorized",
-                NO_TOKEN if tokenless(gw) and gw.settings.auth != "none" else "an admin token is required",
+                NO_TOKEN if unconfigured and gw.settings.auth != "none" else _REQUIRED[gw.oauth is not None],
                 {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
             )
         try:

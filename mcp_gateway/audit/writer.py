@@ -50,6 +50,8 @@ _CALL_KEYS = (
     "decision",
     "rule_id",
     "policy_version",
+    "subject",
+    "issuer",
 )
 """What a completion row repeats of its decision row."""
 

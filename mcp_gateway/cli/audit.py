@@ -17,7 +17,7 @@ from ..when import FORMS, parse_time
 from .common import add_config, load_all, run_with_store, store
 
 DECISIONS = ("allow", "deny")
-KINDS = ("decision", "completion", "admin")
+KINDS = ("decision", "completion", "admin", "auth")
 """The audit row kinds: a call's decision, its completion, an administrative action."""
 
 

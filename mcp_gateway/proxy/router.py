@@ -25,6 +25,7 @@ from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
+from ..oauth.assertion import IdentitySigner
 from ..policy.model import Target
 from . import bridge
 from .catalog import Catalog, exposed_uri
@@ -125,6 +126,8 @@ class Router(Events):
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
         self.limits = Limits()
+        self.identity: IdentitySigner | None = None
+        """Signs the caller's identity for upstreams with an `identity_header`."""
         self.subscriptions = Subscriptions()
         self._tg = tg
         self._instructions = instructions
@@ -285,6 +288,13 @@ class Router(Events):
 
     # -- forwarding --------------------------------------------------------------------------
 
+    def _identity_header(self, upstream: Upstream, principal: Principal) -> dict[str, str] | None:
+        """The caller's identity, signed by the gateway, for an upstream that names a header for it."""
+        name = getattr(upstream.config, "identity_header", None)
+        if name is None or self.identity is None:
+            return None
+        return {name.lower(): self.identity.sign(principal, upstream.name)}
+
     async def _checked_forward(
         self,
         call: Call,
@@ -305,8 +315,12 @@ class Router(Events):
         log_level = call.log_level if call.modern else (call.session.log_level or "debug")
         caps = call.client_capabilities
 
+        identity = self._identity_header(upstream, call.principal)
+
         async def send(sink: Any, params: dict[str, Any]) -> dict[str, Any]:
-            return await upstream.call(method, params, sink=sink, client_caps=caps, log_level=log_level)
+            return await upstream.call(
+                method, params, sink=sink, client_caps=caps, log_level=log_level, headers=identity
+            )
 
         if call.modern and not upstream.modern:
             if bridge.Parking.owns(params):

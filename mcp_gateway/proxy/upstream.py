@@ -477,6 +477,7 @@ class Upstream:
         sink: Sink | None,
         timeout: float | None,
         log_level: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         if self.modern:
             params = self._envelope(params, caps, log_level)
@@ -486,6 +487,8 @@ class Upstream:
             if meta.keys() & ENVELOPE_KEYS:
                 params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}}
             headers = None
+        if extra:
+            headers = {**(headers or {}), **extra}
         return await conn.request(method, params, sink=sink, timeout=timeout, headers=headers)
 
     async def call(
@@ -497,8 +500,10 @@ class Upstream:
         client_caps: dict[str, Any] | None = None,
         log_level: str | None = None,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Forward one request; raises `UpstreamError` when the upstream is not there."""
+        """Forward one request (with `headers` besides the connection's own, over HTTP);
+        raises `UpstreamError` when the upstream is not there."""
         conn = self._conn
         if conn is None or self.state != "ready":
             detail = f": {self.last_error}" if self.last_error else ""
@@ -507,7 +512,9 @@ class Upstream:
                 {"upstream": self.name, "state": self.state},
             )
         caps = CLIENT_CAPS if client_caps is None else {k: v for k, v in client_caps.items() if k in CLIENT_CAPS}
-        result = await self._request(conn, method, params, caps, sink, timeout or self.config.timeout, log_level)
+        result = await self._request(
+            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers
+        )
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:
             # Clients talk to the gateway; the upstream's identity stamp is not theirs to see.

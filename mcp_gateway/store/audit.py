@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 COLUMNS = tuple(str(c.name) for c in t.audit.columns)
 CONTENT_COLUMNS = tuple(c for c in COLUMNS if c not in ("seq", "hash"))
 """What a row's hash covers: everything but the database's own sequence and the hash itself."""
+OPTIONAL_COLUMNS = frozenset({"subject", "issuer"})
+"""Content columns added after the chain's format was fixed: covered only when set."""
 
 
 def _plain(row: Any) -> dict[str, Any]:

@@ -160,10 +160,14 @@ audit = Table(
     Column("detail", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("subject", String(256), nullable=True),
+    Column("issuer", String(512), nullable=True),
     UniqueConstraint("chain", "chain_seq"),
     Index("ix_audit_ts", "ts"),
     Index("ix_audit_team_ts", "team_id", "ts"),
     Index("ix_audit_principal_ts", "principal_id", "ts"),
 )
 """Append-only. Each row's `hash` covers its content and `prev_hash`, the hash of the row
-before it in the same chain (one chain per gateway process identity)."""
+before it in the same chain (one chain per gateway process identity). `subject` and
+`issuer` name an identity provider's caller (OAuth); a row's hash covers them only when set,
+so rows written before they existed keep their hashes."""
