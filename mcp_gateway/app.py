@@ -20,7 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from . import auth
 from .admin import admin_routes
-from .admin.common import NO_TOKEN, actor_for
+from .admin.common import NO_TOKEN
+from .admin.operators import authenticate
 from .config import Config
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
@@ -140,7 +141,7 @@ async def readyz(request: Request) -> JSONResponse:
     snapshots = gateway.snapshots
     fresh = not snapshots.stale()
     body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if actor_for(request) is not None:
+    if authenticate(request) is not None:
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,

@@ -31,6 +31,7 @@ from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .policy.engine import decide
 from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
+from .roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +319,11 @@ class Governance:
         except AuditUnavailable:
             log.error("audit: completion of call %s (%s) was not recorded", ticket.call_id, outcome)
 
-    async def audit_admin(self, actor: str, action: str, detail: str, *, outcome: str = "ok") -> None:
-        """Record an administrative action; raises `AuditUnavailable` if it cannot be written."""
+    async def audit_admin(
+        self, actor: str, action: str, detail: str, *, outcome: str = "ok", role: Role | None = None
+    ) -> None:
+        """Record an administrative action; raises `AuditUnavailable` if it cannot be written.
+        `role`: the admin API role the actor acted with (in `reason`: `role operator`)."""
         row = {
             "ts": time.time(),
             "kind": "admin",
@@ -330,6 +334,8 @@ class Governance:
             "outcome": outcome,
             "detail": detail,
         }
+        if role is not None:
+            row["reason"] = f"role {role}"
         await self.writer.append(row)
 
     def _watch_expiries(self, snapshot: Snapshot) -> None:

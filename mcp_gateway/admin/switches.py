@@ -7,20 +7,21 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..roles import Role
 from ..store import switches as store
 from ..store.identity import NotFound
 from .common import ApiError, admin, audited, body, gateway, ok, refreshed
 from .models import EngageSwitch, ReleaseSwitch
 
 
-@admin
+@admin(Role.viewer)
 async def list_switches(request: Request, actor: str) -> Response:
     """Engaged kill switches (`?all=true` for released and expired ones too)."""
     include = request.query_params.get("all", "").lower() in ("1", "true", "yes")
     return ok({"items": await store.listing(gateway(request).engine, include_released=include)})
 
 
-@admin
+@admin(Role.operator)
 async def engage(request: Request, actor: str) -> Response:
     """Engage a kill switch: matching calls in flight end at once, new ones are denied."""
     spec = await body(request, EngageSwitch)
@@ -32,7 +33,7 @@ async def engage(request: Request, actor: str) -> Response:
     return ok(row, 201)
 
 
-@admin
+@admin(Role.operator)
 async def release(request: Request, actor: str) -> Response:
     """Release an engaged kill switch."""
     spec = await body(request, ReleaseSwitch)
