@@ -338,6 +338,26 @@ class Governance:
             row["reason"] = f"role {role}"
         await self.writer.append(row)
 
+    def audit_admin_refusal(self, actor: str, role: Role, detail: str) -> None:
+        """Record (without waiting) that an admin request was refused for too small a role:
+        an operator reaching beyond their role is visible. A full queue drops the row (the
+        request is refused either way)."""
+        row = {
+            "ts": time.time(),
+            "kind": "admin",
+            "principal_id": actor,
+            "method": "forbidden",
+            "decision": "deny",
+            "reason": f"role {role}",
+            "policy_version": self.snapshots.current.policy.policy_version,
+            "outcome": "forbidden",
+            "detail": detail,
+        }
+        try:
+            self.writer.append_nowait(row)
+        except AuditUnavailable as exc:
+            log.warning("admin refusal of %s not audited: %s", actor, exc)
+
     def _watch_expiries(self, snapshot: Snapshot) -> None:
         """When a switch expires, what clients may see changes: tell them then."""
         for handle in self._expiries:
