@@ -19,9 +19,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import auth
-from .admin import admin_routes
+from .admin import admin_routes, operators
 from .admin.common import NO_TOKEN
-from .admin.operators import authenticate
 from .config import Config
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
@@ -141,7 +140,7 @@ async def readyz(request: Request) -> JSONResponse:
     snapshots = gateway.snapshots
     fresh = not snapshots.stale()
     body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if authenticate(request) is not None:
+    if await operators.authenticate(request) is not None:
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,

@@ -61,7 +61,7 @@ def admin(role: Role) -> Callable[[Handler], Endpoint]:
 
     def decorate(handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            operator = authenticate(request)
+            operator = await authenticate(request)
             if operator is None:
                 gw = gateway(request)
                 tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens

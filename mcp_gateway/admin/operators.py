@@ -3,7 +3,8 @@
 Authentication ends in an `Operator`: the name recorded as the actor in the audit, and the
 `Role` that decides what the caller may do. `authenticate` is the one function that turns
 a request into one; every admin route and `/readyz` ask it. A new way in (an identity
-provider's access token whose role claim maps to a `Role`) is one more branch there.
+provider's access token whose role claim maps to a `Role`) is one more branch there; it is
+a coroutine so such a branch may await (a key set, an introspection endpoint).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Operator:
     role: Role
 
 
-def authenticate(request: Request) -> Operator | None:
+async def authenticate(request: Request) -> Operator | None:
     """The caller of an admin route, or None if it has no valid credential.
 
     - the `admin_token` setting: `admin-token`, role admin;

@@ -21,7 +21,7 @@ from mcp_gateway.config import load
 from mcp_gateway.roles import Role
 from mcp_gateway.settings import settings_for
 
-from ..support import admin_client, http_server, serve, serving, write_config
+from ..support import admin_client, http_server, raw_client, serve, serving, write_config
 from .common import audit_rows, mcp_gateway
 
 pytestmark = pytest.mark.anyio
@@ -141,6 +141,16 @@ async def test_tokens_are_listed_with_their_role_and_a_revoked_one_gets_401(gate
     assert all("token" not in t and "hash" not in t for t in listed), "secrets and digests are never listed"
     assert viewer["id"] != operator["id"]
     assert {r["detail"] for r in rows} == {operator["id"]}
+
+
+async def test_readyz_details_go_to_any_role_and_not_to_a_revoked_token(gateway: str) -> None:
+    viewer = await make_token(gateway, "probe", "viewer")
+    async with raw_client(gateway) as http:
+        auth = {"Authorization": f"Bearer {viewer['token']}"}
+        assert "snapshot" in (await http.get("/readyz", headers=auth)).json()
+        async with admin_client(gateway) as admin:
+            assert (await admin.delete(f"/admin-tokens/{viewer['id']}")).status_code == 200
+        assert "snapshot" not in (await http.get("/readyz", headers=auth)).json()
 
 
 async def test_a_revoked_token_is_refused_on_the_other_replica_too(tmp_path: Path, store_url: str) -> None:
