@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from ..audit.writer import AuditUnavailable
 from ..roles import Role
 from ..runtime import Gateway
-from .operators import Operator, authenticate
+from .operators import Operator, authenticate, note_use
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def admin(role: Role) -> Callable[[Handler], Endpoint]:
                     NO_TOKEN if tokenless and gw.settings.auth != "none" else "an admin token is required",
                     {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
                 )
+            note_use(request, operator)
             if not operator.role.allows(role):
                 # The handler's name, not the path: a path holds whatever the caller sent.
                 detail = f"{handler.__name__} needs {role}"

@@ -63,7 +63,9 @@ def register(sub: Any) -> None:
         help="what it may do: %(choices)s (default admin, as before roles existed; give it explicitly)",
     )
     make.set_defaults(run=run_token_create)
-    tokens = token_sub.add_parser("list", help="list admin tokens: id, name, role, created, revoked (never secrets)")
+    tokens = token_sub.add_parser(
+        "list", help="list admin tokens: id, name, role, created, last used, revoked (never secrets)"
+    )
     add_config(tokens)
     tokens.set_defaults(run=run_token_list)
     withdraw = token_sub.add_parser("revoke", help="revoke an admin token by id (every replica refuses it)")
@@ -178,7 +180,8 @@ def run_token_list(args: argparse.Namespace) -> int:
     for row in rows:
         revoked = f"revoked {_when(row['revoked_at'])}" if row["revoked_at"] else "active"
         created = f"created {_when(row['created_at'])}"
-        print(f"{escape(row['id'])}  {escape(row['name'])}  {escape(row['role'])}  {created}  {revoked}")
+        used = f"last used {_when(row['last_used_at'])}" if row["last_used_at"] else "never used"
+        print(f"{escape(row['id'])}  {escape(row['name'])}  {escape(row['role'])}  {created}  {used}  {revoked}")
     return 0
 
 

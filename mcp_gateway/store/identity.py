@@ -100,7 +100,14 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> None:
 
 async def add_admin_token(engine: AsyncEngine, token_id: str, name: str, digest: str, role: Role) -> dict[str, Any]:
     """Store a new admin token (its digest only); returns its listing row."""
-    values = {"id": token_id, "name": name, "role": role.value, "created_at": time.time(), "revoked_at": None}
+    values = {
+        "id": token_id,
+        "name": name,
+        "role": role.value,
+        "created_at": time.time(),
+        "revoked_at": None,
+        "last_used_at": None,
+    }
     async with engine.begin() as conn:
         await conn.execute(insert(t.admin_tokens).values(hash=digest, **values))
         await bump(conn)
@@ -110,9 +117,15 @@ async def add_admin_token(engine: AsyncEngine, token_id: str, name: str, digest:
 async def list_admin_tokens(engine: AsyncEngine) -> list[dict[str, Any]]:
     """Every admin token made in the store, revoked ones too (never their digests), oldest first."""
     c = t.admin_tokens.c
-    query = select(c.id, c.name, c.role, c.created_at, c.revoked_at).order_by(c.created_at, c.id)
+    query = select(c.id, c.name, c.role, c.created_at, c.revoked_at, c.last_used_at).order_by(c.created_at, c.id)
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def note_admin_token_use(engine: AsyncEngine, token_id: str, when: float) -> None:
+    """Record that a token was used. The state version does not move: no snapshot depends on it."""
+    async with engine.begin() as conn:
+        await conn.execute(update(t.admin_tokens).where(t.admin_tokens.c.id == token_id).values(last_used_at=when))
 
 
 async def revoke_admin_token(engine: AsyncEngine, token_id: str) -> None:

@@ -121,7 +121,7 @@ async def test_an_operator_cannot_create_keys_or_tokens_or_revoke_them(gateway: 
 async def test_tokens_are_listed_with_their_role_and_a_revoked_one_gets_401(gateway: str) -> None:
     viewer = await make_token(gateway, "dashboard", "viewer")
     operator = await make_token(gateway, "oncall", "operator")
-    assert set(operator) == {"id", "name", "role", "created_at", "revoked_at", "token"}
+    assert set(operator) == {"id", "name", "role", "created_at", "revoked_at", "last_used_at", "token"}
     async with admin_client(gateway, operator["token"]) as admin:
         assert (await admin.get("/status")).status_code == 200
     async with admin_client(gateway) as admin:
@@ -141,6 +141,22 @@ async def test_tokens_are_listed_with_their_role_and_a_revoked_one_gets_401(gate
     assert all("token" not in t and "hash" not in t for t in listed), "secrets and digests are never listed"
     assert viewer["id"] != operator["id"]
     assert {r["detail"] for r in rows} == {operator["id"]}
+
+
+async def test_a_tokens_last_use_is_listed(gateway: str) -> None:
+    viewer = await make_token(gateway, "dashboard", "viewer")
+    unused = await make_token(gateway, "spare", "viewer")
+    async with admin_client(gateway, viewer["token"]) as as_viewer:
+        assert (await as_viewer.get("/status")).status_code == 200
+    async with admin_client(gateway) as admin:
+        with anyio.fail_after(15):  # written in the background, not awaited by the request
+            while True:
+                listed = {t["id"]: t for t in (await admin.get("/admin-tokens")).json()["items"]}
+                if listed[viewer["id"]]["last_used_at"] is not None:
+                    break
+                await anyio.sleep(0.05)
+    assert listed[viewer["id"]]["last_used_at"] >= viewer["created_at"]
+    assert listed[unused["id"]]["last_used_at"] is None
 
 
 async def test_readyz_details_go_to_any_role_and_not_to_a_revoked_token(gateway: str) -> None:
@@ -279,11 +295,15 @@ async def test_the_cli_creates_lists_and_revokes_tokens_with_roles(tmp_path: Pat
             assert (await as_operator.post("/keys", json={"team": "a", "name": "b"})).status_code == 403
         async with admin_client(url, admin_secret) as as_admin:
             assert (await as_admin.post("/keys", json={"team": "a", "name": "b"})).status_code == 201
+            with anyio.fail_after(15):  # last uses are written in the background
+                while any(t["last_used_at"] is None for t in (await as_admin.get("/admin-tokens")).json()["items"]):
+                    await anyio.sleep(0.05)
 
         listed = await mcp_gateway("admin-token", "list", "--config", str(config))
         assert listed.returncode == 0, listed.stderr.decode()
         lines = listed.stdout.decode().splitlines()
         assert [line.split()[1:3] for line in lines] == [["oncall", "operator"], ["ops", "admin"]]
+        assert all(" last used 20" in line for line in lines)
         assert all(" created " in line and line.endswith("active") for line in lines)
         operator_id = lines[0].split()[0]
 
