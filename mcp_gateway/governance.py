@@ -338,10 +338,11 @@ class Governance:
             row["reason"] = f"role {role}"
         await self.writer.append(row)
 
-    def audit_admin_refusal(self, actor: str, role: Role, detail: str) -> None:
-        """Record (without waiting) that an admin request was refused for too small a role:
-        an operator reaching beyond their role is visible. A full queue drops the row (the
-        request is refused either way)."""
+    async def audit_admin_refusal(self, actor: str, role: Role, detail: str) -> None:
+        """Record that an admin request was refused for too small a role, so an operator
+        reaching beyond their role is visible. The caller waits for the commit, as an agent
+        waits for its decision's row (so one caller cannot flood the audit queue); a row
+        that cannot be written is logged (the request is refused either way)."""
         row = {
             "ts": time.time(),
             "kind": "admin",
@@ -354,7 +355,7 @@ class Governance:
             "detail": detail,
         }
         try:
-            self.writer.append_nowait(row)
+            await self.writer.append(row)
         except AuditUnavailable as exc:
             log.warning("admin refusal of %s not audited: %s", actor, exc)
 

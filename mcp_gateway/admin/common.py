@@ -75,7 +75,7 @@ def admin(role: Role) -> Callable[[Handler], Endpoint]:
             if not operator.role.allows(role):
                 # The handler's name, not the path: a path holds whatever the caller sent.
                 detail = f"{handler.__name__} needs {role}"
-                gateway(request).governance.audit_admin_refusal(operator.name, operator.role, detail)
+                await gateway(request).governance.audit_admin_refusal(operator.name, operator.role, detail)
                 return forbidden(role, operator)
             request.state.operator = operator
             try:
