@@ -19,8 +19,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import auth
-from .admin import admin_routes
-from .admin.common import NO_TOKEN, actor_for, oidc_operator
+from .admin import admin_routes, operators
+from .admin.common import NO_TOKEN
 from .config import Config
 from .dashboard import dashboard_routes
 from .errors import ConfigError, Problem
@@ -150,7 +150,7 @@ async def readyz(request: Request) -> JSONResponse:
     snapshots = gateway.snapshots
     fresh = not snapshots.stale()
     body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if actor_for(request) is not None or await oidc_operator(request) is not None:
+    if await operators.authenticate(request) is not None:
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,

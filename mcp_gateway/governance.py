@@ -31,6 +31,7 @@ from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .policy.engine import decide
 from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
+from .roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +323,11 @@ class Governance:
         except AuditUnavailable:
             log.error("audit: completion of call %s (%s) was not recorded", ticket.call_id, outcome)
 
-    async def audit_admin(self, actor: str, action: str, detail: str, *, outcome: str = "ok") -> None:
-        """Record an administrative action; raises `AuditUnavailable` if it cannot be written."""
+    async def audit_admin(
+        self, actor: str, action: str, detail: str, *, outcome: str = "ok", role: Role | None = None
+    ) -> None:
+        """Record an administrative action; raises `AuditUnavailable` if it cannot be written.
+        `role`: the admin API role the actor acted with (in `reason`: `role operator`)."""
         row = {
             "ts": time.time(),
             "kind": "admin",
@@ -334,6 +338,8 @@ class Governance:
             "outcome": outcome,
             "detail": detail,
         }
+        if role is not None:
+            row["reason"] = f"role {role}"
         await self.writer.append(row)
 
     async def audit_refused_identity(self, subject: str, issuer: str, reason: str) -> None:
@@ -353,6 +359,27 @@ class Governance:
             await self.writer.append(row)
         except AuditUnavailable:
             log.warning("audit unavailable: refused identity %r (%s) not audited: %s", subject, issuer, reason)
+
+    async def audit_admin_refusal(self, actor: str, role: Role, detail: str) -> None:
+        """Record that an admin request was refused for too small a role, so an operator
+        reaching beyond their role is visible. The caller waits for the commit, as an agent
+        waits for its decision's row (so one caller cannot flood the audit queue); a row
+        that cannot be written is logged (the request is refused either way)."""
+        row = {
+            "ts": time.time(),
+            "kind": "admin",
+            "principal_id": actor,
+            "method": "forbidden",
+            "decision": "deny",
+            "reason": f"role {role}",
+            "policy_version": self.snapshots.current.policy.policy_version,
+            "outcome": "forbidden",
+            "detail": detail,
+        }
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable as exc:
+            log.warning("admin refusal of %s not audited: %s", actor, exc)
 
     def _watch_expiries(self, snapshot: Snapshot) -> None:
         """When a switch expires, what clients may see changes: tell them then."""

@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..roles import Role
 from ..store import audit as store
 from ..when import FORMS, parse_time
 from .common import ApiError, admin, gateway, ok
@@ -41,7 +42,7 @@ def _time(request: Request, name: str) -> float | None:
         raise ApiError(400, "invalid_request", f"{name} must be {FORMS}") from None
 
 
-@admin
+@admin(Role.viewer)
 async def query(request: Request, actor: str) -> Response:
     """Audit rows, newest first. Pass `cursor` from the previous page to get the next."""
     params = request.query_params

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..roles import Role
 from ..runtime import Gateway
 from ..store import switches as store
 from ..store.identity import NotFound
@@ -15,7 +16,7 @@ from .common import ApiError, admin, body, gateway, ok
 from .models import EngageSwitch, ReleaseSwitch
 
 
-@admin
+@admin(Role.viewer)
 async def list_switches(request: Request, actor: str) -> Response:
     """Engaged kill switches (`?all=true` for released and expired ones too)."""
     include = request.query_params.get("all", "").lower() in ("1", "true", "yes")
@@ -43,14 +44,14 @@ async def release_switch(gw: Gateway, actor: str, switch_id: str, reason: str) -
     return row
 
 
-@admin
+@admin(Role.operator)
 async def engage(request: Request, actor: str) -> Response:
     """Engage a kill switch: matching calls in flight end at once, new ones are denied."""
     spec = await body(request, EngageSwitch)
     return ok(await engage_switch(gateway(request), actor, spec), 201)
 
 
-@admin
+@admin(Role.operator)
 async def release(request: Request, actor: str) -> Response:
     """Release an engaged kill switch."""
     spec = await body(request, ReleaseSwitch)

@@ -23,8 +23,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..admin.common import ApiError, Operator, gateway, local_caller, operator_for_token
+from ..admin.common import ApiError, gateway
 from ..admin.models import EngageSwitch
+from ..admin.operators import LOCAL, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
 from ..audit.writer import AuditUnavailable
 from ..roles import Role
@@ -119,14 +120,14 @@ def _to_login() -> Response:
 
 
 async def index(request: Request) -> Response:
-    session = login.session_of(request)
+    session = await login.session_of(request)
     if session is None:
         if not local_caller(request):
             return _to_login()
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
         value, csrf = login.seal(gateway(request), None)
-        session = Session(Operator("local-admin", Role.admin), csrf, None)
+        session = Session(Operator(LOCAL, Role.admin), csrf, None)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
@@ -134,7 +135,7 @@ async def index(request: Request) -> Response:
 
 
 async def part(request: Request) -> Response:
-    session = login.session_of(request)
+    session = await login.session_of(request)
     name = request.path_params["name"]
     if session is None:
         return HTMLResponse("", status_code=401)
@@ -150,7 +151,7 @@ async def part(request: Request) -> Response:
 
 
 async def login_form(request: Request) -> Response:
-    if login.session_of(request) is not None:
+    if await login.session_of(request) is not None:
         return RedirectResponse("/admin", status_code=303)
     return _render("login.html", error=None)
 
@@ -167,7 +168,7 @@ async def login_submit(request: Request) -> Response:
     form = await _form(request)
     token = (form or {}).get("token", "").strip()
     gw = gateway(request)
-    operator = operator_for_token(gw, token) if token else None
+    operator = await by_token(gw, token) if token else None
     if operator is None:
         peer = request.client.host if request.client else "?"
         log.warning("dashboard: a login from %s was refused (not a valid admin token)", peer)
@@ -180,19 +181,16 @@ async def login_submit(request: Request) -> Response:
 
 async def _acting(request: Request, needed: Role, what: str) -> tuple[Session, dict[str, str]] | Response:
     """The session and form of an action, or the page that refuses it."""
-    session = login.session_of(request)
+    session = await login.session_of(request)
     if session is None:
         return _to_login()
     form = await _form(request)
     if form is None or not login.csrf_ok(session, form.get("csrf")):
         return _render("refused.html", 403, message="The form was stale or did not come from this dashboard.")
     if not session.operator.role.allows(needed):
-        log.warning(
-            "dashboard: %s (role %s) was refused %s: it needs the %s role",
-            session.operator.name,
-            session.operator.role.value,
-            what,
-            needed.value,
+        operator = session.operator
+        await gateway(request).governance.audit_admin_refusal(
+            operator.name, operator.role, f"dashboard: {what} needs {needed}"
         )
         return _render(
             "refused.html",
@@ -266,7 +264,7 @@ async def reload(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    session = login.session_of(request)
+    session = await login.session_of(request)
     form = await _form(request)
     if session is not None and (form is None or not login.csrf_ok(session, form.get("csrf"))):
         return _render("refused.html", 403, message="The form was stale or did not come from this dashboard.")

@@ -79,7 +79,7 @@ async def load(engine: AsyncEngine, now: float | None = None) -> StateRows:
         admin = [
             dict(r._mapping)
             for r in await conn.execute(
-                select(t.admin_tokens.c.id, t.admin_tokens.c.hash, t.admin_tokens.c.name).where(
+                select(t.admin_tokens.c.id, t.admin_tokens.c.hash, t.admin_tokens.c.name, t.admin_tokens.c.role).where(
                     t.admin_tokens.c.revoked_at.is_(None)
                 )
             )

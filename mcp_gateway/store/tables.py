@@ -79,9 +79,14 @@ admin_tokens = Table(
     Column("id", String(32), primary_key=True),
     Column("name", String(128), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False, server_default="admin"),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
 )
+"""Tokens for the admin API. `role` is a `mcp_gateway.roles.Role` (tokens made before roles
+existed had full rights, so they are `admin`); a revoked token keeps its row, for the record.
+`last_used_at` is written by each replica at most once a minute per token."""
 
 policy_versions = Table(
     "policy_versions",
