@@ -29,8 +29,11 @@ PRUNE_LOCK = 724_511_094
 """PostgreSQL advisory lock id: one prune at a time, whichever replica or command runs it."""
 
 
-async def oldest(engine: AsyncEngine, chain: str, *, after: int, page: int = BATCH) -> AsyncGenerator[dict[str, Any]]:
-    """The rows of `chain` past position `after`, oldest first, in pages of `page`."""
+async def oldest(
+    engine: AsyncEngine, chain: str, *, after: int, page: int | None = None
+) -> AsyncGenerator[dict[str, Any]]:
+    """The rows of `chain` past position `after`, oldest first, in pages of `page` (`BATCH`)."""
+    page = page or BATCH
     c = t.audit.c
     while True:
         query = select(t.audit).where(c.chain == chain, c.chain_seq > after).order_by(c.chain_seq).limit(page)
@@ -49,11 +52,12 @@ async def cut(
     upto: dict[str, Any],
     checkpoint: dict[str, Any] | None,
     actor: str,
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> int:
     """Delete the rows of `chain` up to `upto` (a row of it: its `chain_seq`, `hash`, `ts`,
     `kind`), batch by batch, each batch in one transaction with the checkpoint moved to its
     last row. Returns the number of rows deleted."""
+    batch = batch or BATCH
     c = t.audit.c
     cp = t.audit_checkpoints
     low = int(checkpoint["chain_seq"]) if checkpoint is not None else 0
