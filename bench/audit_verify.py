@@ -141,6 +141,18 @@ def main() -> None:
         figures["verify (full, after the prune)"] = timed(config, "verify")
         for name, (took, line) in figures.items():
             print(f"{name:48s} {took:7.2f}s  {line}")
+        if args.store == "postgres":
+            asyncio.run(_drop(url))
+
+
+async def _drop(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host="127.0.0.1", user="postgres", database="test")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 if __name__ == "__main__":
