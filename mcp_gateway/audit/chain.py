@@ -20,7 +20,7 @@ def _digest(content: dict[str, Any]) -> str:
 
 def row_hash(row: dict[str, Any]) -> str:
     """SHA-256 over the row's content columns (canonical JSON, sorted keys), `prev_hash` included."""
-    return _digest({name: row.get(name) for name in CONTENT_COLUMNS})
+    return _digest(dict(zip(CONTENT_COLUMNS, map(row.get, CONTENT_COLUMNS), strict=True)))
 
 
 def link(row: dict[str, Any], chain: str, seq: int, prev: str) -> dict[str, Any]:

@@ -83,7 +83,10 @@ async def _keyset(
     """Rows of `query(after)` in pages, each page starting past the last row's `key`."""
     while True:
         async with engine.connect() as conn:
-            rows = [_plain(r) for r in await conn.execute(query(after).limit(page))]
+            result = await conn.execute(query(after).limit(page))
+            keys = [str(key) for key in result.keys()]  # noqa: SIM118 (a Result, not a dict)
+            # zip over the plain row: a third of the cost of `_plain`'s mapping view per row.
+            rows = [dict(zip(keys, r, strict=True)) for r in result]
         for row in rows:
             yield row
         if len(rows) < page:
@@ -128,7 +131,7 @@ async def checkpoints(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
     return {row["chain"]: row for row in rows}
 
 
-def in_chain(engine: AsyncEngine, chain: str, *, after: int = 0, page: int = 1000) -> AsyncIterator[dict[str, Any]]:
+def in_chain(engine: AsyncEngine, chain: str, *, after: int = 0, page: int = 5000) -> AsyncIterator[dict[str, Any]]:
     """The rows of `chain` past position `after`, in chain order: what `verify` walks."""
     c = t.audit.c
 
