@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -102,6 +103,8 @@ async def _plan(
                     exported += 1
                 position, prev = row["chain_seq"], row["hash"]
                 plan[chain] = row
+                if position % 256 == 0:
+                    await anyio.lowlevel.checkpoint()  # the gateway's calls go on between slices of hashing
     return plan, exported
 
 

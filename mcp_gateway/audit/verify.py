@@ -102,6 +102,11 @@ async def verify(
         mark = anchors.get(chain)
         walk = _Walk(chain, checkpoints.get(chain), (start_at or {}).get(chain), mark)
         await walk.run(engine, report)
+        if walk.head.origin == "anchor" and walk.head.rows == 0:
+            # Nothing from the anchored row on: the chain ends before it. Say where.
+            head = await store.newest(engine, chain)
+            if head is not None:
+                walk.head.last_seq, walk.head.last_hash, walk.head.kind = head["chain_seq"], head["hash"], head["kind"]
         report.heads.append(walk.head)
         if mark is not None:
             walk.check_anchor(mark, report)

@@ -141,26 +141,31 @@ def in_chain(engine: AsyncEngine, chain: str, *, after: int = 0, page: int = 500
     return _keyset(engine, rows, "chain_seq", after, page)
 
 
-async def heads(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
-    """Each chain's newest row (`chain`, `chain_seq`, `hash`, `kind`, `ts`), by chain; a chain
-    with no rows left has its checkpoint's instead. One index probe a chain, whatever its length."""
+async def newest(engine: AsyncEngine, chain: str) -> dict[str, Any] | None:
+    """The head of `chain`: its newest row (`chain`, `chain_seq`, `hash`, `kind`, `ts`), or its
+    checkpoint's if pruning left it no row past that."""
     c = t.audit.c
-    marks = await checkpoints(engine)
-    found: dict[str, dict[str, Any]] = {}
+    query = (
+        select(c.chain, c.chain_seq, c.hash, c.kind, c.ts).where(c.chain == chain).order_by(c.chain_seq.desc()).limit(1)
+    )
     async with engine.connect() as conn:
-        for chain in await chains(engine):
-            query = (
-                select(c.chain, c.chain_seq, c.hash, c.kind, c.ts)
-                .where(c.chain == chain)
-                .order_by(c.chain_seq.desc())
-                .limit(1)
-            )
-            row = (await conn.execute(query)).first()
-            checkpoint = marks.get(chain)
-            if row is not None and (checkpoint is None or row.chain_seq > checkpoint["chain_seq"]):
-                found[chain] = _plain(row)
-            elif checkpoint is not None:
-                found[chain] = {key: checkpoint[key] for key in ("chain", "chain_seq", "hash", "kind", "ts")}
+        row = (await conn.execute(query)).first()
+        mark = (await conn.execute(select(t.audit_checkpoints).where(t.audit_checkpoints.c.chain == chain))).first()
+    checkpoint = _plain(mark) if mark is not None else None
+    if row is not None and (checkpoint is None or row.chain_seq > checkpoint["chain_seq"]):
+        return _plain(row)
+    if checkpoint is not None:
+        return {key: checkpoint[key] for key in ("chain", "chain_seq", "hash", "kind", "ts")}
+    return None
+
+
+async def heads(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    """Each chain's head (see `newest`), by chain: one index probe a chain, whatever its length."""
+    found: dict[str, dict[str, Any]] = {}
+    for chain in await chains(engine):
+        head = await newest(engine, chain)
+        if head is not None:
+            found[chain] = head
     return found
 
 

@@ -16,9 +16,10 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from . import bounds
 from . import tables as t
 from .audit import _plain
 
@@ -96,26 +97,38 @@ async def cut(
 
 
 async def pg_lock(engine: AsyncEngine) -> Any:
-    """On PostgreSQL, a connection holding the prune lock (None if another holds it); on
-    SQLite, where writes take turns anyway, nothing to hold (returns `True`)."""
+    """On PostgreSQL, a connection of its own holding the prune lock (None if another holds
+    it); on SQLite, where writes take turns anyway, nothing to hold (returns `True`).
+
+    Not one of the engine's connections: the gateway's are abandoned once checked out longer
+    than `store_timeout`, and a prune is longer. This one is idle outside a transaction
+    while it holds the (session) lock, and TCP keepalive ends it on a dead network, which
+    releases the lock."""
     if engine.dialect.name != "postgresql":
         return True
-    conn = await engine.connect()
+    import asyncpg
+
+    from .notify import connect_args
+
+    url = engine.url.render_as_string(hide_password=False)
+    conn = await asyncpg.connect(**connect_args(url), **bounds.connect_options(bounds.STORE_TIMEOUT))
+    bounds.harden(conn, bounds.STORE_TIMEOUT)
     try:
-        got = (await conn.execute(text(f"SELECT pg_try_advisory_lock({PRUNE_LOCK})"))).scalar()
+        got = await conn.fetchval(f"SELECT pg_try_advisory_lock({PRUNE_LOCK})")
     except BaseException:
-        await conn.close()
+        bounds.abandon(conn)
         raise
     if not got:
-        await conn.close()
+        await conn.close(timeout=bounds.STORE_TIMEOUT)
         return None
     return conn
 
 
 async def pg_unlock(holder: Any) -> None:
+    """Release the lock `pg_lock` took (closing its connection releases it too)."""
     if holder is True or holder is None:
         return
     try:
-        await holder.execute(text(f"SELECT pg_advisory_unlock({PRUNE_LOCK})"))
-    finally:
-        await holder.close()
+        await holder.close(timeout=bounds.STORE_TIMEOUT)
+    except Exception:  # the session ends either way, and the lock with it
+        bounds.abandon(holder)

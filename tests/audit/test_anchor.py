@@ -205,3 +205,16 @@ async def test_the_admin_api_gives_the_current_anchor(store_url: str, tmp_path: 
     anchor = response.json()
     assert anchor["format"] == "mcp-gateway audit anchor"
     assert [(c["chain"], c["seq"], c["state"]) for c in anchor["chains"]] == [("replica-old", 3, "ended")]
+
+
+async def test_verify_from_an_anchor_names_where_a_chain_cut_short_now_ends(engine: AsyncEngine) -> None:
+    rows = await rows_of(engine, "replica-a")
+    mark = Mark("replica-a", rows[-1]["chain_seq"], rows[-1]["hash"])
+    for row in rows[-3:]:
+        await _delete(engine, row["seq"])
+    report = await verify(engine, start_at={"replica-a": mark})
+    assert [str(p) for p in report.problems] == [
+        f"chain replica-a: ends at #{ROWS - 3} where the anchor has #{ROWS}: 3 row(s) were deleted from its end"
+    ]
+    head = next(h for h in report.heads if h.chain == "replica-a")
+    assert (head.last_seq, head.last_hash) == (rows[-4]["chain_seq"], rows[-4]["hash"])

@@ -228,3 +228,19 @@ async def test_a_second_prune_waits_its_turn_on_postgresql(engine: AsyncEngine) 
 def test_an_export_error_is_a_refusal() -> None:
     assert issubclass(ExportFailed, PruneRefused)
     assert time.time() > OLD
+
+
+async def test_the_prune_lock_outlasts_the_gateways_idle_transaction_bound(engine: AsyncEngine, store_url: str) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the lock is PostgreSQL's")
+    bounded = open_engine(store_url, timeout=0.5)  # as the gateway opens it: idle in transaction ends at 0.5 s
+    try:
+        holder = await retention.pg_lock(bounded)
+        try:
+            await anyio.sleep(1.5)
+            with pytest.raises(PruneRefused, match="another prune is running"):
+                await prune(engine, CUT, actor="test")
+        finally:
+            await retention.pg_unlock(holder)
+    finally:
+        await bounded.dispose()
