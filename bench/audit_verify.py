@@ -1,7 +1,7 @@
 """`audit verify` on a large log: a full walk against an incremental one from an anchor,
 and what a prune of a third of the log costs.
 
-    python bench/audit_verify.py [--rows 300000] [--store sqlite|postgres]
+    python bench/audit_verify.py [--rows 300000] [--store sqlite|postgres] [--baseline DIR]
 
 Fills a new store with ROWS hash-chained rows (4 chains, call-sized rows with arguments),
 then times, each as the CLI an operator runs: `audit verify` (every row), `audit anchor`,
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -80,17 +82,23 @@ async def fill(url: str, rows: int, start_ts: float = START, heads: dict[str, tu
     await store.aclose()
 
 
-def timed(config: Path, *args: str) -> tuple[float, str]:
+def timed(config: Path, *args: str, code: Path | None = None) -> tuple[float, float, str]:
+    """Wall and CPU seconds of `mcp-gateway audit ARGS` (with `code`: that checkout's package)."""
+    env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "mcp_gateway", "audit", *args, "--config", str(config)],
         capture_output=True,
         text=True,
+        env=env,
     )
     took = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"audit {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-    return took, result.stdout.splitlines()[0] if result.stdout else result.stderr.strip()
+    used = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    return took, used, result.stdout.splitlines()[0] if result.stdout else result.stderr.strip()
 
 
 async def _heads(url: str) -> dict[str, tuple[int, str]]:
@@ -107,6 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also time `audit verify` with the package in DIR (`git archive fb297db mcp_gateway | tar -x -C DIR`)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -129,6 +143,8 @@ def main() -> None:
         asyncio.run(fill(url, args.rows))
         print(f"filled {args.rows:,} rows in {CHAINS} chains in {time.perf_counter() - started:.1f}s ({args.store})")
         figures = {}
+        if args.baseline is not None:
+            figures[f"verify (full), package from {args.baseline}"] = timed(config, "verify", code=args.baseline)
         figures["verify (full)"] = timed(config, "verify")
         anchor = directory / "anchor.json"
         figures["anchor"] = timed(config, "anchor", "--out", str(anchor))
@@ -139,8 +155,9 @@ def main() -> None:
         export = directory / "pruned.jsonl"
         figures["prune oldest third --export"] = timed(config, "prune", "--before", str(cut), "--export", str(export))
         figures["verify (full, after the prune)"] = timed(config, "verify")
-        for name, (took, line) in figures.items():
-            print(f"{name:48s} {took:7.2f}s  {line}")
+        print(f"{'':48s} {'wall':>8s} {'CPU':>7s}")
+        for name, (took, used, line) in figures.items():
+            print(f"{name:48s} {took:7.2f}s {used:6.2f}s  {line}")
         if args.store == "postgres":
             asyncio.run(_drop(url))
 
