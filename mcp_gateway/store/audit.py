@@ -169,14 +169,6 @@ async def heads(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
     return found
 
 
-async def at(engine: AsyncEngine, chain: str, chain_seq: int) -> dict[str, Any] | None:
-    """The row at position `chain_seq` of `chain`, if it is (still) there."""
-    c = t.audit.c
-    async with engine.connect() as conn:
-        row = (await conn.execute(select(t.audit).where(c.chain == chain, c.chain_seq == chain_seq))).first()
-    return _plain(row) if row is not None else None
-
-
 # -- the writer's fast path ----------------------------------------------------------------
 #
 # Audit rows sit on the hot path: a call waits for its decision row's commit. SQLAlchemy's
