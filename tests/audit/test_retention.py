@@ -238,3 +238,19 @@ async def test_the_prune_lock_outlasts_the_gateways_idle_transaction_bound(engin
             await retention.pg_unlock(holder)
     finally:
         await bounded.dispose()
+
+
+def test_a_retention_that_is_not_a_duration_is_a_config_error_naming_the_forms() -> None:
+    from mcp_gateway.errors import ConfigError
+    from mcp_gateway.settings import load_settings
+
+    assert load_settings({"audit_retention": "30d"}).audit_retention_seconds == 30 * 86400
+    assert load_settings({}).audit_retention_seconds is None  # off by default
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"audit_retention": "30 days"}, lines={"audit_retention": 7})
+    [problem] = raised.value.problems
+    assert (problem.line, problem.message) == (
+        7,
+        "gateway.audit_retention: '30 days' is not a duration: a whole number and a unit, s, m, h, d or w "
+        "(90m, 12h, 30d)",
+    )
