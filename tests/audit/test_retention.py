@@ -254,3 +254,23 @@ def test_a_retention_that_is_not_a_duration_is_a_config_error_naming_the_forms()
         "gateway.audit_retention: '30 days' is not a duration: a whole number and a unit, s, m, h, d or w "
         "(90m, 12h, 30d)",
     )
+
+
+async def test_an_anchor_taken_before_a_prune_still_holds_where_it_can_be_checked(engine: AsyncEngine) -> None:
+    from mcp_gateway.audit.anchor import Mark
+    from mcp_gateway.store.audit import heads
+
+    before = {c: Mark(c, h["chain_seq"], h["hash"]) for c, h in (await heads(engine)).items()}
+    await prune(engine, CUT, actor="test")
+    report = await verify(engine, start_at=before)
+    assert report.ok, report.problems
+    # replica-c's anchored row (its head, #3) became its checkpoint: compared, and equal.
+    assert report.notes == []
+    early = {"replica-a": Mark("replica-a", 2, (await heads(engine))["replica-a"]["hash"])}
+    report = await verify(engine, expect=early)
+    assert report.ok and report.notes == ["chain replica-a: the anchored row #2 has since been pruned (checkpoint #7)"]
+    forged = {"replica-c": Mark("replica-c", 3, "e" * 64)}
+    report = await verify(engine, expect=forged)
+    assert [str(p) for p in report.problems] == [
+        "chain replica-c: its checkpoint at #3 does not hold the anchored hash"
+    ]
