@@ -28,6 +28,7 @@ from typing import IO, Any
 import anyio
 import anyio.lowlevel
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..store import audit as store
@@ -166,6 +167,10 @@ async def retain(
             continue
         except AuditUnavailable:
             log.warning("audit retention: not pruned this time: the prune could not be audited")
+            continue
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # What was done is consistent (each batch commits with its checkpoint); the rest waits.
+            log.warning("audit retention: the store failed during the prune (%s); again next time", exc)
             continue
         if export is not None and result.exported == 0:
             await anyio.Path(export).unlink(missing_ok=True)
