@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..audit import anchor as anchors
 from ..audit.export import CsvWriter, write_ndjson
 from ..audit.retention import ExportFailed, PruneRefused, prune
 from ..audit.verify import Report, verify
+from ..errors import ConfigError, Problem
+from ..sensitive import mask_urls
+from ..settings import Settings
 from ..store import audit as audit_store
+from ..store import current_revision
+from ..store.engine import HEAD
 from ..text import escape
 from ..when import DURATION_FORMS, FORMS, parse_before, parse_time
 from .common import add_config, load_all, run_with_store, store
@@ -217,6 +223,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise anchors.AnchorError(f"{path}: cannot write the anchor: {exc.strerror or exc}") from None
 
 
+async def _current(engine: AsyncEngine, settings: Settings) -> None:
+    """Checkpoints and end rows came with schema 0004: an older store is to be upgraded first."""
+    if await current_revision(engine) != HEAD:
+        where = mask_urls(str(settings.database_url))
+        raise ConfigError([Problem(where, None, "the store's schema is not current: run `mcp-gateway db upgrade`")])
+
+
 def _fail(message: str, code: int) -> int:
     print(f"error: {escape(message)}", file=sys.stderr)
     return code
@@ -232,6 +245,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     async def main() -> Report:
         async with store(settings, migrate=False) as engine:
+            await _current(engine, settings)
             return await verify(engine, expect=expect, start_at=start_at)
 
     report = run_with_store(settings, main)
@@ -264,6 +278,7 @@ def run_anchor(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, dict[str, Any]]:
         async with store(settings, migrate=False) as engine:
+            await _current(engine, settings)
             return await audit_store.heads(engine)
 
     heads = run_with_store(settings, main)
@@ -286,6 +301,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
     async def main() -> Any:
         async with store(settings, migrate=False) as engine:
+            await _current(engine, settings)
             return await prune(engine, args.before, export=args.export, actor=actor)
 
     try:

@@ -218,3 +218,20 @@ async def test_verify_from_an_anchor_names_where_a_chain_cut_short_now_ends(engi
     ]
     head = next(h for h in report.heads if h.chain == "replica-a")
     assert (head.last_seq, head.last_hash) == (rows[-4]["chain_seq"], rows[-4]["hash"])
+
+
+async def test_audit_commands_on_a_store_not_yet_upgraded_say_to_upgrade_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = open_engine(url)
+    await upgrade(engine)
+    async with engine.begin() as conn:  # as a store at 0003 is: no checkpoints yet
+        await conn.execute(sa.text("DROP TABLE audit_checkpoints"))
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0003'"))
+    await engine.dispose()
+    config = config_for(tmp_path, url)
+    for command in (["verify"], ["anchor"], ["prune", "--before", "30d"]):
+        result = cli(config, *command)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"error: {url}: the store's schema is not current: run `mcp-gateway db upgrade`"
+        ], result.stderr
