@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .audit.redact import ArgumentPolicy
+from .audit.retention import retain
 from .audit.writer import AuditWriter
 from .config import Config
 from .errors import ConfigError, Problem
@@ -173,6 +174,18 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             if not is_sqlite(settings.database_url):
                 listener = partial(listen, settings.database_url, snapshots.poke, settings.store_timeout)
                 tg.start_soon(supervised("state listener", listener))
+            keep = settings.audit_retention_seconds
+            if keep is not None:
+                pruner = partial(
+                    retain,
+                    engine,
+                    writer,
+                    governance.audit_admin,
+                    keep,
+                    settings.audit_prune_interval,
+                    settings.audit_retention_export,
+                )
+                tg.start_soon(supervised("audit retention", pruner))
             policies = None
             if settings.policies is not None:
                 policies = PolicyDirectory(settings.policies, engine, snapshots)
@@ -201,7 +214,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             finally:
                 if oauth is not None:
                     await oauth.verifier.aclose()
-                await writer.drain()
+                await writer.drain(end=True)
                 tg.cancel_scope.cancel()
     finally:
         await engine.dispose()

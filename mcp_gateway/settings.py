@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     """Secret-looking name patterns, compared without case, `_`, `-`, `.` (`mcp_gateway.sensitive`)."""
     audit_max_argument_bytes: int = Field(default=4096, gt=0)
     audit_queue_size: int = Field(default=10_000, gt=0)
+    audit_retention: str | None = None
+    """Keep this long (`30d`, `12h`, ...; a whole number and s, m, h, d or w): older rows are
+    pruned every `audit_prune_interval`, each chain keeping a checkpoint so it still
+    verifies. Off (nothing pruned) by default."""
+    audit_prune_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between prunes when `audit_retention` is set (the first one this long after start)."""
+    audit_retention_export: Path | None = None
+    """A directory: each periodic prune first writes the rows it prunes there, one JSON-lines
+    file a prune (`audit-<UTC time>-<chain>.jsonl`); if that fails, nothing is pruned."""
     replica_id: str | None = None
     """Names this process's audit chain; must be unique among running replicas. Default: unique per process."""
 
@@ -118,6 +127,21 @@ class Settings(BaseSettings):
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"{backend} is not supported: the store is SQLite (sqlite:///PATH) or PostgreSQL")
         return value
+
+    @field_validator("audit_retention")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .when import parse_duration
+
+            parse_duration(value)  # its ValueError names the forms
+        return value
+
+    @property
+    def audit_retention_seconds(self) -> float | None:
+        from .when import parse_duration
+
+        return parse_duration(self.audit_retention) if self.audit_retention is not None else None
 
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
@@ -176,7 +200,7 @@ def load_settings(
         raise ConfigError(problems) from None
 
 
-_PATH_SETTINGS = ("policies",)
+_PATH_SETTINGS = ("policies", "audit_retention_export")
 
 
 def settings_for(config: Config, **overrides: Any) -> Settings:
@@ -203,6 +227,11 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
         raise ConfigError(unresolved)
     if settings.database_url is None:
         settings.database_url = f"sqlite:///{(base / 'mcp-gateway.db').resolve()}"
+    export = settings.audit_retention_export
+    if export is not None and not export.is_dir():
+        line = config.gateway_lines.get("audit_retention_export")
+        where = str(config.path) if line is not None else "flags or environment"
+        raise ConfigError([Problem(where, line, f"audit_retention_export: {export} is not a directory")])
     if settings.policies is not None and not settings.policies.is_dir():
         from_file = section.get("policies") is not None and Path(section["policies"]) == settings.policies
         if from_file:

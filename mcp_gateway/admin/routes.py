@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str, Any, type[BaseModel] | None, tuple[str, ...]]] = [
         None,
         ("since", "until", "team", "principal", "server", "tool", "decision", "kind", "cursor", "limit"),
     ),
+    ("GET", "/audit/anchor", audit.anchor, None, ()),
     ("GET", "/teams", identity.list_teams, None, ()),
     ("POST", "/teams", identity.create_team, NewTeam, ()),
     ("GET", "/principals", identity.list_principals, None, ("team",)),

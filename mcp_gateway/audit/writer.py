@@ -104,15 +104,29 @@ class AuditWriter:
             self._seq, self._prev = head
         tg.start_soon(self._run)
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Stop taking rows and wait (up to `timeout`) for the queued ones to be written."""
+    async def drain(self, timeout: float = 5.0, *, end: bool = False) -> None:
+        """Stop taking rows and wait (up to `timeout`) for the queued ones to be written.
+
+        With `end`, the last row is an `end` row: the chain was closed by a clean stop, with
+        every row before it written, so `audit verify` can tell it from a chain cut short
+        (a crash, or rows deleted from its end), which stays `open`."""
         if not self._closed:
             self._closed = True
             with anyio.move_on_after(timeout, shield=True):
+                if end:
+                    await self._queue.put((self._end_row(), None))
                 await self._queue.put(None)
                 await self._stopped.wait()
         with anyio.CancelScope(shield=True):
             await self.store.aclose()
+
+    def _end_row(self) -> dict[str, Any]:
+        return {
+            "ts": time.time(),
+            "kind": "end",
+            "outcome": "ended",
+            "detail": f"stopped cleanly after {self.written + self._queue.qsize()} row(s) from this process",
+        }
 
     def append_nowait(self, row: dict[str, Any]) -> None:
         """Queue a row whose caller does not wait for it; raises `AuditUnavailable` if the queue is full."""

@@ -5,11 +5,12 @@
     keys create | list | revoke                 agent API keys
     admin-token create                          admin API tokens
     audit tail | export | verify                read and check the audit log
+    audit anchor | prune                        anchor its chains' heads; prune old rows
     policy validate | plan | apply | explain | test | schema
 
 Exit status (the README's "Exit codes" table): 0 success; 1 a check failed (`check`,
-`audit verify`, `policy test`, a deny from `policy explain`, an unknown key id); 2 a usage
-or configuration error (the message names the file, the line and what is wrong); 3 the
+`audit verify`, `policy test`, a deny from `policy explain`, an unknown key id) or `audit
+prune` refused; 2 a usage or configuration error (the message names the file, the line and what is wrong); 3 the
 store could not be reached or read, or `serve` could not start; 130 interrupted; 141
 standard output closed early (`| head`). Every failure is one `error:` line per problem,
 never a traceback.
