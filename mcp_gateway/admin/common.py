@@ -156,6 +156,12 @@ async def body(request: Request, model: type[M]) -> M:
         raise ApiError(400, "invalid_request", f"{where}: {first['msg']}") from None
 
 
+def operator_of(request: Request) -> Operator:
+    """The operator an admin route's decorator authenticated."""
+    operator: Operator = request.state.operator
+    return operator
+
+
 async def audited(request: Request, actor: str, action: str, detail: str) -> None:
     """Record an admin action before taking it: no audit, no action. The row names the
     actor and the role it acted with."""

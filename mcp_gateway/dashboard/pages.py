@@ -232,7 +232,7 @@ async def engage(request: Request) -> Response:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "form"
         return await _page(request, session, status=400, notice=f"{where}: {first['msg']}")
-    return await _done(request, session, engage_switch(gateway(request), session.operator.name, spec))
+    return await _done(request, session, engage_switch(gateway(request), session.operator, spec))
 
 
 async def release(request: Request) -> Response:
@@ -242,7 +242,7 @@ async def release(request: Request) -> Response:
     session, form = acting
     reason = form.get("reason", "").strip() or "released from the dashboard"
     switch_id = request.path_params["id"][:64]
-    return await _done(request, session, release_switch(gateway(request), session.operator.name, switch_id, reason))
+    return await _done(request, session, release_switch(gateway(request), session.operator, switch_id, reason))
 
 
 async def reload(request: Request) -> Response:
@@ -255,7 +255,8 @@ async def reload(request: Request) -> Response:
         return await _page(request, session, status=409, notice="This gateway has no policy directory.")
 
     async def reload_now() -> None:
-        await gw.governance.audit_admin(session.operator.name, "policy.reload", str(gw.settings.policies))
+        operator = session.operator
+        await gw.governance.audit_admin(operator.name, "policy.reload", str(gw.settings.policies), role=operator.role)
         outcome = await gw.reload_policies(session.operator.name)
         if outcome["error"]:
             raise ApiError(422, "invalid_policy", "The policy directory is invalid; the live policy stays.")
@@ -289,26 +290,39 @@ SECURITY_HEADERS = {
 }
 
 
-def _guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _guarded(
+    endpoint: Callable[[Request], Awaitable[Response]], role: Role | None
+) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
         response = await endpoint(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
+    guarded.session_role = role  # type: ignore[attr-defined]
     return guarded
 
 
+def session_role(endpoint: object) -> Role | None:
+    """The least role a dashboard route serves (None: the login form, open to all)."""
+    role = getattr(endpoint, "session_role", None)
+    return role if isinstance(role, Role) else None
+
+
 def dashboard_routes() -> list[BaseRoute]:
-    pages: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
-        ("/admin", index, "GET"),
-        ("/admin/login", login_form, "GET"),
-        ("/admin/login", login_submit, "POST"),
-        ("/admin/logout", logout, "POST"),
-        ("/admin/part/{name}", part, "GET"),
-        ("/admin/kill-switches", engage, "POST"),
-        ("/admin/kill-switches/{id}/release", release, "POST"),
-        ("/admin/policy/reload", reload, "POST"),
+    """Each page and action with the least role it serves (checked from the session: the page
+    and its parts by `session_of`, which any valid role passes; actions by `_acting`)."""
+    pages: list[tuple[str, Callable[[Request], Awaitable[Response]], str, Role | None]] = [
+        ("/admin", index, "GET", Role.viewer),
+        ("/admin/login", login_form, "GET", None),
+        ("/admin/login", login_submit, "POST", None),
+        ("/admin/logout", logout, "POST", Role.viewer),
+        ("/admin/part/{name}", part, "GET", Role.viewer),
+        ("/admin/kill-switches", engage, "POST", Role.operator),
+        ("/admin/kill-switches/{id}/release", release, "POST", Role.operator),
+        ("/admin/policy/reload", reload, "POST", Role.operator),
     ]
-    routes: list[BaseRoute] = [Route(path, _guarded(handler), methods=[method]) for path, handler, method in pages]
+    routes: list[BaseRoute] = [
+        Route(path, _guarded(handler, role), methods=[method]) for path, handler, method, role in pages
+    ]
     routes.append(Mount("/admin/static", StaticFiles(directory=HERE / "static"), name="dashboard-static"))
     return routes
