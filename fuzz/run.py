@@ -88,8 +88,11 @@ def rss_kib(pid: int) -> int:
 class Gateway:
     """`mcp-gateway serve` as a subprocess, with its log, store and recorders in `work`."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, trace: Path | None = None) -> None:
         self.work = work
+        self.trace = trace
+        """With a directory: the gateway runs under tracemalloc (`fuzz/traced.py`) and dumps
+        snapshots there on SIGUSR1 (`dump()`)."""
         self.port = free_port()
         self.admin_token = "fuzz-admin-" + secrets.token_urlsafe(16)
         self.logs = {"alpha": work / "alpha.log", "beta": work / "beta.log"}
@@ -132,12 +135,15 @@ class Gateway:
 
     async def start(self) -> None:
         env = {**os.environ, "MCP_GATEWAY_ADMIN_TOKEN": self.admin_token}
+        entry = ["-m", "mcp_gateway"]
+        if self.trace is not None:
+            entry = [str(ROOT / "fuzz" / "traced.py")]
+            env["FUZZ_TRACE_DIR"] = str(self.trace)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 (started once, before any input)
                 [
                     sys.executable,
-                    "-m",
-                    "mcp_gateway",
+                    *entry,
                     "serve",
                     "--config",
                     str(self.work / "gateway.yaml"),
@@ -158,6 +164,15 @@ class Gateway:
                 return
             await asyncio.sleep(0.2)
         raise SystemExit("gateway not ready after 60 s")
+
+    async def dump(self) -> None:
+        """Have the traced gateway write a tracemalloc snapshot (and its smaps) and wait for it."""
+        assert self.trace is not None and self.process is not None
+        done = len(list(self.trace.glob("snapshot-*.txt")))
+        self.process.send_signal(signal.SIGUSR1)
+        # Another process writes the file: polled, there is no event to wait on.
+        while len(list(self.trace.glob("snapshot-*.txt"))) <= done and self.process.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -233,7 +248,7 @@ class Harness:
         self.args = args
         self.work = Path(args.work).resolve()
         self.out = Path(args.out).resolve()
-        self.gateway = Gateway(self.work)
+        self.gateway = Gateway(self.work, Path(args.trace_memory).resolve() if args.trace_memory else None)
         self.statuses: collections.Counter[int] = collections.Counter()
         self.rpc_errors: collections.Counter[int] = collections.Counter()
         self.findings: list[dict[str, Any]] = []
@@ -483,6 +498,9 @@ class Harness:
         if self.gateway.process.poll() is not None:
             self.crashed = f"the gateway process exited in batch [{start}, {stop})"
         self.rss.append(rss_kib(self.gateway.process.pid))
+        last = stop >= self.args.inputs
+        if self.gateway.trace is not None and (number % self.args.trace_every == 0 or number == 1 or last):
+            await self.gateway.dump()  # after the RSS reading: a snapshot costs memory itself
         print(
             f"batch {number:3d} [{start}-{stop}) rss {self.rss[-1] // 1024} MiB, 500s {self.statuses[500]}, "
             f"tracebacks {tracebacks}, ungoverned {len(bad)}, alive {alive}",
@@ -634,6 +652,14 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "findings"), help="saved findings")
     parser.add_argument("--skip-known", action="store_true", help="do not send inputs that hit known breaks")
     parser.add_argument("--skip-notes", default="", help="do not send inputs whose note matches this regex (bisecting)")
+    parser.add_argument(
+        "--trace-memory",
+        default="",
+        help="run the gateway under tracemalloc and dump snapshots (and smaps) into this directory "
+        "after batch 1, every --trace-every batches and the last (compare them with fuzz/memdiff.py; "
+        "RSS figures of such a run include tracemalloc's own overhead)",
+    )
+    parser.add_argument("--trace-every", type=int, default=5)
     parser.add_argument("--keep-going", action="store_true", help="go on after the gateway's runtime crashed")
     args = parser.parse_args()
     return asyncio.run(Harness(args).run())
