@@ -29,7 +29,7 @@ from ..policy.model import Target
 from . import bridge
 from .catalog import Catalog, exposed_uri
 from .schemas import argument_problem
-from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session
+from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
 from .upstream import SERVER_INFO, Events, Upstream
 
@@ -199,10 +199,8 @@ class Router(Events):
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         session = call.session
         session.protocol_version = version
-        caps = params.get("capabilities")
-        session.client_capabilities = caps if isinstance(caps, dict) else {}
-        info = params.get("clientInfo")
-        session.client_info = info if isinstance(info, dict) else {}
+        session.client_capabilities = held_capabilities(params.get("capabilities"))
+        session.client_info = held_client_info(params.get("clientInfo"))
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": CAPABILITIES,
