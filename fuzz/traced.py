@@ -5,13 +5,15 @@ harness's `--trace-memory DIR` starts the gateway through this, to attribute RSS
 
 A debugging aid only (tracemalloc slows the process down several times): the product has
 no such hook. Snapshots are written as `DIR/snapshot-N.pickle` (compare with
-`fuzz/memdiff.py`), each with `DIR/snapshot-N.smaps` (the process's /proc/PID/smaps).
+`fuzz/memdiff.py`), each with `DIR/snapshot-N.smaps` (the process's /proc/PID/smaps) and
+`DIR/snapshot-N.txt`: traced bytes, their peak since the last snapshot, and the RSS before
+and after `malloc_trim(0)` (what glibc held free: fragmentation; the trim stays done).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
-import shutil
 import signal
 import sys
 import tracemalloc
@@ -26,12 +28,30 @@ _count = 0
 def _dump(signum: int, frame: FrameType | None) -> None:
     global _count
     OUT.mkdir(parents=True, exist_ok=True)
+    # smaps and RSS first: taking the snapshot costs memory of its own.
+    (OUT / f"snapshot-{_count}.smaps").write_bytes(Path(f"/proc/{os.getpid()}/smaps").read_bytes())
+    before = _rss()
     snapshot = tracemalloc.take_snapshot()
     snapshot.dump(str(OUT / f"snapshot-{_count}.pickle"))
-    shutil.copyfile(f"/proc/{os.getpid()}/smaps", OUT / f"snapshot-{_count}.smaps")
+    del snapshot
     traced, peak = tracemalloc.get_traced_memory()
-    (OUT / f"snapshot-{_count}.txt").write_text(f"traced {traced} peak {peak}\n")
+    tracemalloc.reset_peak()
+    # How much of the RSS is memory glibc holds free (fragmentation): what malloc_trim returns.
+    untrimmed = _rss()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trimmed = _rss()
+    (OUT / f"snapshot-{_count}.txt").write_text(
+        f"traced {traced} peak-since-last {peak} rss-before-snapshot-kib {before} "
+        f"rss-after-snapshot-kib {untrimmed} rss-after-malloc_trim-kib {trimmed}\n"
+    )
     _count += 1
+
+
+def _rss() -> int:
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 signal.signal(signal.SIGUSR1, _dump)
