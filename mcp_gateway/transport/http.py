@@ -317,6 +317,8 @@ class McpEndpoint:
         request_id = message["id"]
         rejection = self._modern_rejection(scope, headers, message)
         if rejection is not None:
+            # Refused before any decision, and nothing forwarded; on record if it names a target.
+            await self.router.refuse_rejected(who, message, rejection.message)
             error = ProtocolError(rejection.code, rejection.message, rejection.data)
             await sse.send_json(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), jsonrpc.error(request_id, error))
             return

@@ -94,6 +94,48 @@ async def test_a_probe_with_a_huge_unknown_name_is_audited_with_the_name_cut_sho
     assert row["decision"] == "deny" and row["tool"].startswith("nosuch__aaa") and len(row["tool"]) <= 256
 
 
+# -- requests the protocol's inbound checks refuse (2026-07-28) --------------------------------
+
+REJECTED = [
+    # (method, params in the body, the Mcp-Name header sent, the name the row holds)
+    ("tools/call", {"name": "x__echo", "arguments": {"text": "hi"}}, "x__other", "x__echo"),
+    ("prompts/get", {"name": "x__simple-prompt"}, "x__other", "x__simple-prompt"),
+    (
+        "resources/read",
+        {"uri": "x+test://static/resource/1"},
+        "x+test://static/resource/2",
+        "x+test://static/resource/1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "params", "header", "name"), REJECTED, ids=[m for m, *_ in REJECTED])
+async def test_a_request_the_inbound_checks_refuse_forwards_nothing_and_is_audited_as_a_denial(
+    gateway: Deployment, method: str, params: dict[str, Any], header: str, name: str
+) -> None:
+    """Headers that disagree with the body: the SDK's inbound checks refuse the request
+    before governance sees it. It reaches no upstream (no allowing decision, which every
+    forward has first), and, naming a target, it is on record like any other refusal."""
+    who, key = await gateway.key()
+    async with rpc(gateway, key, MODERN) as client:
+        headers = {**client.headers(method, params), "mcp-name": header}
+        response = await client.http.post("/mcp", content=client.body(method, params), headers=headers)
+        assert response.status_code == 400, response.text
+        error = error_of(response)
+    rows = await decisions(gateway, principal=who)
+    assert [(r["decision"], r["tool"], r["rule_id"]) for r in rows] == [("deny", name, None)]
+    assert rows[0]["reason"] == f"refused before a decision: {error['message']}"
+
+
+async def test_a_refused_request_naming_no_target_leaves_no_row(gateway: Deployment) -> None:
+    who, key = await gateway.key()
+    async with rpc(gateway, key, MODERN) as client:
+        headers = {**client.headers("tools/list", {}), "mcp-method": "prompts/list"}
+        response = await client.http.post("/mcp", content=client.body("tools/list", {}), headers=headers)
+        assert response.status_code == 400, response.text
+    assert await decisions(gateway, principal=who) == []
+
+
 # -- arguments are checked after the decision ---------------------------------------------------
 
 
