@@ -264,6 +264,7 @@ class Harness:
         self.sent = 0
         self.crashed = ""
         self.skipped: collections.Counter[str] = collections.Counter()
+        self.malloc_report = ""
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -509,6 +510,42 @@ class Harness:
             flush=True,
         )
 
+    async def malloc_probe(self) -> None:
+        """After the last batch (its RSS already read): how much of the RSS glibc holds free.
+        gdb attaches to the gateway and calls `malloc_stats()` (it writes to the gateway's
+        log) and then `malloc_trim(0)`; the RSS before and after the trim is printed."""
+        assert self.gateway.process is not None
+        pid = self.gateway.process.pid
+        offset = self.gateway.log.stat().st_size
+        before = rss_kib(pid)
+        command = [
+            "gdb",
+            "-p",
+            str(pid),
+            "-batch",
+            "-ex",
+            "call (void)malloc_stats()",
+            "-ex",
+            "call (int)malloc_trim(0)",
+        ]
+        probe = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await asyncio.wait_for(probe.wait(), 120)
+        after = rss_kib(pid)
+        stats, _ = self.read_new(self.gateway.log, offset)
+        total = stats.rpartition("Total (incl. mmap):")[2]
+        system = re.search(r"system bytes\s*=\s*(\d+)", total)
+        used = re.search(r"in use bytes\s*=\s*(\d+)", total)
+        arenas = stats.count("Arena ")
+        held = int(system.group(1)) // 2**20 if system else "?"
+        in_use = int(used.group(1)) // 2**20 if used else "?"
+        self.malloc_report = (
+            f"malloc probe: RSS {before // 1024} MiB; glibc ({arenas} arenas) holds {held} MiB, {in_use} MiB "
+            f"in use; after malloc_trim(0): RSS {after // 1024} MiB"
+        )
+        print(self.malloc_report, flush=True)
+
     def save_smaps(self, number: int) -> None:
         """Where the RSS is (main heap, glibc's per-thread arenas, files): cheap, untraced."""
         assert self.gateway.process is not None
@@ -545,6 +582,8 @@ class Harness:
                 index = stop
                 if self.crashed and not self.args.keep_going:
                     break
+            if self.args.malloc_probe and not self.crashed:
+                await self.malloc_probe()
         finally:
             elapsed = time.monotonic() - started
             self.gateway.stop()
@@ -573,6 +612,8 @@ class Harness:
             f"RSS: start {self.rss[0] // 1024 if self.rss else 0} MiB, after warm-up {warm // 1024} MiB, "
             f"end {end // 1024} MiB ({growth:+.1f}% since warm-up)"
         )
+        if self.malloc_report:
+            print(self.malloc_report)
         if self.findings or self.ungoverned or self.tracebacks:
             print(f"findings saved under {self.out}")
         failed = [self.crashed, self.statuses[500], self.tracebacks, self.ungoverned, self.liveness_failures]
@@ -670,6 +711,11 @@ def main() -> int:
         "RSS figures of such a run include tracemalloc's own overhead)",
     )
     parser.add_argument("--trace-every", type=int, default=5)
+    parser.add_argument(
+        "--malloc-probe",
+        action="store_true",
+        help="after the last batch, attach gdb to print glibc's malloc_stats and the RSS before/after malloc_trim(0)",
+    )
     parser.add_argument(
         "--smaps", default="", help="save the gateway's /proc/PID/smaps after each batch in this directory"
     )
