@@ -176,7 +176,12 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
                 tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
                 if settings.admin_api and settings.auth != "none" and not tokens and settings.oauth is None:
                     log.warning("admin API: %s", NO_TOKEN)
-                options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
+                options = HttpOptions(
+                    settings.max_body_bytes,
+                    settings.session_idle_timeout,
+                    settings.max_sessions,
+                    settings.session_handshake_timeout,
+                )
                 app.endpoint = McpEndpoint(
                     gateway.router,
                     authenticator(gateway, gateway.oauth if uses_oauth is not None else None),

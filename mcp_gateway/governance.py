@@ -205,14 +205,23 @@ class Governance:
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
     async def refuse_unknown(
-        self, principal: Principal, kind: Kind, name: Any, method: str, arguments: dict[str, Any] | None = None
+        self,
+        principal: Principal,
+        kind: Kind,
+        name: Any,
+        method: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Audit, as a denial, a request for a tool, prompt or resource the gateway does not
         serve (or that names none), so probing for names is as visible as using them. No rule
-        decided it (`rule_id` is null); the caller answers with the protocol's own error."""
+        decided it (`rule_id` is null); the caller answers with the protocol's own error.
+        `reason` says why instead of "no such ..." (a request refused before any decision)."""
         shown = name if isinstance(name, str) else None
         shown = _fit(shown, _MAX_NAME)
-        reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
+        if reason is None:
+            reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
         decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
         call_id = f"{_ids.getrandbits(64):016x}"
         row = self._decision_row(principal, Target("", kind, shown or ""), method, decision, call_id, arguments)

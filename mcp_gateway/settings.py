@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1024, gt=0)
     """Open HTTP connections; a connection beyond them gets 503 and is closed at once."""
     session_idle_timeout: float = Field(default=1800.0, gt=0)
+    session_handshake_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a handshake session may stay silent after `initialize` (every client sends
+    `notifications/initialized` at once); one that sends nothing is closed then, and counts
+    against `max_sessions_per_principal` until it is."""
     max_sessions: int = Field(default=10_000, gt=0)
     """Handshake sessions in all: a backstop behind the per-principal caps below."""
     max_sessions_per_principal: int = Field(default=256, gt=0)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import bounds
 from . import tables as t
+from .engine import SQLITE_CACHE_KIB
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ class SqliteAppender:
 
     def _open(self, busy_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")

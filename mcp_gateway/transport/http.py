@@ -60,6 +60,8 @@ class HttpOptions:
     max_body: int = 4 * 1024 * 1024
     session_idle_timeout: float = 1800.0
     max_sessions: int = 10_000
+    session_handshake_timeout: float = 10.0
+    """Seconds a new session may stay silent after `initialize` before it is closed."""
 
 
 @dataclass(eq=False)
@@ -68,6 +70,9 @@ class _HttpSession:
     last_seen: float
     stream_open: bool = False
     end_stream: Callable[[], None] | None = None
+    spoken: bool = False
+    """The client sent something on the session after `initialize` (`notifications/initialized`
+    comes at once from every client that means to use it)."""
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -261,6 +266,7 @@ class McpEndpoint:
             await sse.send_json(send, 404, jsonrpc.error(request_id, error))
             return None
         held.last_seen = time.monotonic()
+        held.spoken = True
         return held
 
     async def _serve(self, receive: Receive, send: Send, call: Call, wants_sse: bool) -> None:
@@ -311,6 +317,8 @@ class McpEndpoint:
         request_id = message["id"]
         rejection = self._modern_rejection(scope, headers, message)
         if rejection is not None:
+            # Refused before any decision, and nothing forwarded; on record if it names a target.
+            await self.router.refuse_rejected(who, message, rejection.message)
             error = ProtocolError(rejection.code, rejection.message, rejection.data)
             await sse.send_json(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), jsonrpc.error(request_id, error))
             return
@@ -464,12 +472,21 @@ class McpEndpoint:
             await self.router.close_session(held.session)
 
     async def _sweep_idle(self) -> None:
+        """Close sessions idle past `session_idle_timeout`, and those whose client sent
+        nothing after `initialize` past `session_handshake_timeout`: such a session holds a
+        place in its principal's quota and memory for nobody (an abandoned or scripted
+        handshake); until it is closed it counts like any other."""
+        options = self.options
         while True:
-            await anyio.sleep(min(60.0, self.options.session_idle_timeout / 2))
-            cutoff = time.monotonic() - self.options.session_idle_timeout
+            await anyio.sleep(min(60.0, options.session_idle_timeout / 2, options.session_handshake_timeout / 2))
+            now = time.monotonic()
             for session_id, held in list(self.sessions.items()):
-                if held.last_seen < cutoff and not held.stream_open and not held.session.calls:
-                    log.info("session %s: closed after %ss idle", session_id[:8], self.options.session_idle_timeout)
+                limit = options.session_idle_timeout if held.spoken else options.session_handshake_timeout
+                if held.last_seen < now - limit and not held.stream_open and not held.session.calls:
+                    if held.spoken:
+                        log.info("session %s: closed after %ss idle", session_id[:8], limit)
+                    else:
+                        log.info("session %s: closed, nothing sent in the %ss after initialize", session_id[:8], limit)
                     await self.close(session_id)
 
 

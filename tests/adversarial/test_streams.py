@@ -511,7 +511,13 @@ async def test_one_principal_filling_its_session_quota_does_not_lock_out_another
     monkeypatch.setenv(ADMIN_ENV, ADMIN)
     write_policies(tmp_path / "policies", POLICY)
     config = write_config(
-        tmp_path, {}, auth="keys", policies="policies", admin_token={"$env": ADMIN_ENV}, max_sessions=300
+        tmp_path,
+        {},
+        auth="keys",
+        policies="policies",
+        admin_token={"$env": ADMIN_ENV},
+        max_sessions=300,
+        session_handshake_timeout=600,  # the flood never speaks after initialize: kept while it lasts
     )
     async with serve(config) as (url, _), httpx2.AsyncClient(timeout=60) as http:
         flooder = await create_key(url, "broad", "flooder", ADMIN)
