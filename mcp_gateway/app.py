@@ -131,9 +131,12 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready (200) while the gateway can serve calls: its policy snapshot is fresh and its
+    """Ready (200) while the gateway can serve calls: its policy snapshot is fresh, its
     audit log takes rows (a call that cannot be audited is denied, so a gateway that cannot
-    write its audit would refuse everything). Else 503, so an orchestrator routes elsewhere.
+    write its audit would refuse everything), and each enabled upstream's first connection
+    attempt has ended, up or failed (before, its tools are missing from every listing;
+    after, an upstream that is down does not make the gateway unready). Else 503, so an
+    orchestrator routes elsewhere.
 
     The page is open to anyone (probes have no token, and it is exempt from the Host check
     so they can address the pod by IP), so the details (why it is not ready, snapshot
@@ -149,6 +152,9 @@ async def readyz(request: Request) -> JSONResponse:
         reasons.append(f"the policy snapshot is stale: {snapshots.last_error or 'not refreshed in time'}")
     if not writer.healthy:
         reasons.append(f"the audit log cannot be written: {writer.last_error}")
+    connecting = [u.name for u in gateway.upstreams.values() if not u.settled]
+    if connecting:
+        reasons.append(f"connecting to upstream(s) for the first time: {', '.join(connecting)}")
     body: dict[str, Any] = {"status": "not ready" if reasons else "ready"}
     if actor_for(request) is not None:
         body["reasons"] = reasons
