@@ -4,6 +4,7 @@
     db upgrade                                  migrate the store
     keys create | list | revoke                 agent API keys
     admin-token create                          admin API tokens
+    kill                                        engage a kill switch (through the admin API)
     audit tail | export | verify                read and check the audit log
     policy validate | plan | apply | explain | test | schema
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
-from . import admin, audit, policy, serve
+from . import admin, audit, kill, policy, serve
 from .common import StoreUnavailable, leaf
 
 EXIT_FAILED = 1
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP governance gateway.")
     root.add_argument("--version", action="version", version=f"mcp-gateway {__version__}")
     sub = root.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (serve, admin, audit, policy):
+    for module in (serve, admin, kill, audit, policy):
         module.register(sub)
     root.set_defaults(run=_group_help(root))
     _describe(root)
