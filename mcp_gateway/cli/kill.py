@@ -86,8 +86,10 @@ def run_kill(args: argparse.Namespace) -> int:
     request = urllib.request.Request(
         f"{base}/admin/api/kill-switches", data=json.dumps(_switch(args)).encode(), headers=headers, method="POST"
     )
+    # No proxy from the environment: the admin token goes to the gateway and nowhere else.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with opener.open(request, timeout=TIMEOUT) as response:
             row = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         print(f"error: {_message(exc)}", file=sys.stderr)
