@@ -65,9 +65,11 @@ async def test_an_upstream_that_fails_its_first_connection_leaves_the_gateway_re
 
 
 async def test_an_upstream_that_never_answers_holds_readiness_only_for_its_connect_timeout(tmp_path: Path) -> None:
-    upstream, _ = gated_upstream(tmp_path, connect_timeout=1)
-    async with serve(write_config(tmp_path, {"rec": upstream})) as (url, _):
-        assert (await readyz(url)).status_code == 503
+    upstream, _ = gated_upstream(tmp_path, connect_timeout=2)
+    async with serve(write_config(tmp_path, {"rec": upstream})) as (url, gw):
+        first = await readyz(url)
+        # Not ready at first, unless this machine took the whole connect_timeout to ask.
+        assert first.status_code == 503 or gw.upstreams["rec"].settled
         details = await until_ready(url)  # the gate never opens
     assert [u["state"] for u in details["upstreams"]] in (["connecting"], ["down"])
 
