@@ -141,24 +141,42 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready (200) while the policy snapshot is fresh, else 503. The page is open to anyone
-    (probes have no token, and it is exempt from the Host check so they can address the pod
-    by IP), so the details (snapshot version and age, each upstream's state, PID and last
-    error) go only to a caller the admin API would serve: an admin token, an operator's
-    access token, or a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
+    """Ready (200) while the gateway can serve calls: its policy snapshot is fresh, its
+    audit log takes rows (a call that cannot be audited is denied, so a gateway that cannot
+    write its audit would refuse everything), and each enabled upstream's first connection
+    attempt has ended, up or failed (before, its tools are missing from every listing;
+    after, an upstream that is down does not make the gateway unready). Else 503, so an
+    orchestrator routes elsewhere.
+
+    The page is open to anyone (probes have no token, and it is exempt from the Host check
+    so they can address the pod by IP), so the details (why it is not ready, snapshot
+    version and age, the audit's health, each upstream's state, PID and last error) go only
+    to a caller the admin API would serve: an admin token, an operator's access token, or
+    a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
     gateway: Gateway = request.app.state.gateway
     snapshots = gateway.snapshots
+    writer = gateway.governance.writer
     fresh = not snapshots.stale()
-    body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
+    reasons = []
+    if not fresh:
+        reasons.append(f"the policy snapshot is stale: {snapshots.last_error or 'not refreshed in time'}")
+    if not writer.healthy:
+        reasons.append(f"the audit log cannot be written: {writer.last_error}")
+    connecting = [u.name for u in gateway.upstreams.values() if not u.settled]
+    if connecting:
+        reasons.append(f"connecting to upstream(s) for the first time: {', '.join(connecting)}")
+    body: dict[str, Any] = {"status": "not ready" if reasons else "ready"}
     if await operators.authenticate(request) is not None:
+        body["reasons"] = reasons
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,
             "age_seconds": round(snapshots.age(), 3),
             "stale": not fresh,
         }
+        body["audit"] = {"writable": writer.healthy, "last_error": writer.last_error, "failures": writer.failures}
         body["upstreams"] = [u.status() for u in gateway.upstreams.values()]
-    return JSONResponse(body, status_code=200 if fresh else 503)
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 def create_app(config: Config, settings: Settings) -> GatewayApp:

@@ -196,6 +196,14 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 if settings.watch_policies:
                     tg.start_soon(supervised("policy watcher", policies.watch))
             oauth = ResourceServer(settings.oauth) if settings.oauth is not None else None
+            log.info(
+                "started: config %s, auth %s, store %s, policy version %d, %d upstream(s)",
+                config.path.resolve() if config.path is not None else "(none)",
+                settings.auth,
+                mask_urls(settings.database_url),
+                snapshots.current.policy.policy_version,
+                len(upstreams),
+            )
             try:
                 yield Gateway(
                     config,

@@ -29,6 +29,12 @@ class EngageSwitch(BaseModel):
     )
     reason: str = Field(min_length=1, max_length=2000)
     expires_in_seconds: float | None = Field(default=None, gt=0, le=MAX_EXPIRY, allow_inf_nan=False)
+    unconfigured: bool = Field(
+        default=False,
+        description="Engage it though `server` (or that server's `tool`) is not configured or not known "
+        "to this gateway: a name about to be added. Without it such a switch, which would stop "
+        "nothing, is refused with 422 naming what exists.",
+    )
 
     @model_validator(mode="after")
     def _target(self) -> EngageSwitch:

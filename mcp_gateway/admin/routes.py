@@ -86,6 +86,11 @@ def openapi() -> dict[str, Any]:
         if path == "/policy/reload":
             operation["responses"]["409"] = {"description": "No policy directory configured"}
             operation["responses"]["422"] = {"description": "The policy directory is invalid; the live policy stays"}
+        if method == "POST" and path == "/kill-switches":
+            operation["responses"]["422"] = {
+                "description": "The server or tool it names is not configured (the message names those that are); "
+                "send `unconfigured: true` to engage it anyway"
+            }
         parameters = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ("id",) if "{id}" in path
         ]

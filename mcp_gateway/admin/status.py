@@ -37,6 +37,7 @@ async def status(request: Request, actor: str) -> Response:
             "policy_reload": gw.policy_reload_status(),
             "audit": {
                 "chain": writer.chain,
+                "writable": writer.healthy,
                 "written": writer.written,
                 "failures": writer.failures,
                 "last_error": writer.last_error,

@@ -211,6 +211,17 @@ def _log_failure(future: asyncio.Future[None]) -> None:
         log.warning("audit: WAL checkpoint failed: %s", future.exception())
 
 
+def _discard(conn: sqlite3.Connection | None) -> None:
+    if conn is None:
+        return
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+    conn.close()
+
+
 class SqliteAppender:
     """Batches into SQLite on a connection of its own.
 
@@ -263,10 +274,34 @@ class SqliteAppender:
                 conn.execute("ROLLBACK")
             raise
 
+    def _probe(self, row: dict[str, Any]) -> None:
+        # Committed, not rolled back: a full disk fails only when the log is written.
+        if self._slow is None:
+            self._slow = self._open(busy_ms=5000)
+        conn = self._slow
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cursor = conn.execute(self._sql, _values([row])[0])
+            conn.execute("DELETE FROM audit WHERE seq = ?", (cursor.lastrowid,))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._slow = None
+            _discard(conn)
+            raise
+
+    async def probe(self, row: dict[str, Any]) -> None:
+        """Write `row` and take it out again in one committed transaction: can rows be appended?"""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._probe, row)
+
     def _insert_waiting(self, rows: Sequence[dict[str, Any]]) -> None:
         if self._slow is None:
             self._slow = self._open(busy_ms=5000)
-        self._insert(self._slow, rows)
+        try:
+            self._insert(self._slow, rows)
+        except sqlite3.Error:
+            conn, self._slow = self._slow, None
+            _discard(conn)
+            raise
 
     def _checkpoint(self) -> None:
         if self._slow is None:
@@ -291,6 +326,9 @@ class SqliteAppender:
             self._insert(self._fast, rows)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
+                # A connection SQLite opened read-only stays so: the next try opens anew.
+                conn, self._fast = self._fast, None
+                _discard(conn)
                 raise
             await loop.run_in_executor(self._thread, self._insert_waiting, rows)
         now = loop.time()
@@ -367,6 +405,17 @@ class PostgresAppender:
             await transaction.start()
             await conn.executemany(self._sql, _values(rows))
             await transaction.commit()
+
+        await self._bounded(insert)
+
+    async def probe(self, row: dict[str, Any]) -> None:
+        """Insert `row` in a transaction that is then rolled back: may this role append rows?"""
+
+        async def insert(conn: Any) -> None:
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.execute(self._sql, *_values([row])[0])
+            await transaction.rollback()
 
         await self._bounded(insert)
 
