@@ -34,7 +34,7 @@ from mcp.shared.inbound import (
 from starlette.types import Receive, Scope, Send
 
 from .. import jsonrpc
-from ..errors import INVALID_REQUEST, GatewayError, ProtocolError
+from ..errors import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending
@@ -49,6 +49,16 @@ log = logging.getLogger(__name__)
 
 Authenticate = Callable[[Scope], Awaitable[Principal | tuple[int, str, list[tuple[bytes, bytes]]]]]
 """Resolves a request to its principal, or to the HTTP refusal (status, reason, headers)."""
+
+
+def unsupported_version(requested: str) -> ProtocolError:
+    """The UnsupportedProtocolVersionError (2026-07-28) for a revision the gateway does not serve.
+
+    `supported` lists the revisions a request can name on its own (the per-request era); the
+    handshake revisions are still served, to clients that negotiate them with `initialize`.
+    """
+    data = {"supported": list(MODERN_VERSIONS), "requested": requested}
+    return ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported MCP-Protocol-Version: {requested}", data)
 
 
 class _Disconnected(Exception):
@@ -71,7 +81,9 @@ class _HttpSession:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    # A field value excludes the optional whitespace around it (RFC 9110 §5.5); httptools
+    # leaves it in, and SEP-2243 routing headers are compared as values.
+    return {k.decode("latin-1"): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
 
 
 @lru_cache(maxsize=64)
@@ -188,8 +200,7 @@ class McpEndpoint:
     ) -> None:
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_VERSIONS:
-            error = ProtocolError(INVALID_REQUEST, f"Unsupported MCP-Protocol-Version: {version}")
-            await sse.send_json(send, 400, jsonrpc.error(message.get("id"), error))
+            await sse.send_json(send, 400, jsonrpc.error(message.get("id"), unsupported_version(version)))
             return
         if message.get("method") == "initialize" and "id" in message:
             await self._initialize(receive, send, who, message, wants_sse)
