@@ -93,6 +93,14 @@ async def test_gateway_passes_the_official_conformance_suite_with_the_everything
 async def test_every_scenario_of_both_revisions_that_passes_directly_passes_through_the_gateway_with_the_same_checks(
     tmp_path: Path,
 ) -> None:
+    """Directly against the example server, and through two gateways in front of it (over
+    Streamable HTTP, and as a stdio child): same scenarios, same check counts.
+
+    The example server serves both eras and `protocol: auto` speaks 2026-07-28 to it, so a
+    2025-11-25 client's sampling and elicitation reach it as `input_required` results that the
+    gateway turns into requests on the client's stream. The gateways let go of POST streams
+    after 0.1 s (`sse_poll_after`), as the example server does in `test_reconnection`: the
+    suite resumes them with Last-Event-ID."""
     tool = the_tool()
     outputs: dict[tuple[str, str], str] = {}
 
@@ -100,28 +108,40 @@ async def test_every_scenario_of_both_revisions_that_passes_directly_passes_thro
         def blocking() -> str:
             return run_suite(tool, url, "--requirements", revision, version=NEWEST)
 
-        outputs[where, revision] = await anyio.to_thread.run_sync(blocking)
+        outputs[where, revision] = output = await anyio.to_thread.run_sync(blocking)
+        (tmp_path / f"{where.replace(' ', '-')}-{revision}.txt").write_text(output)
 
-    # Two upstream processes: the suite's list-change and subscription scenarios change server
-    # state, so the direct runs and the gateway's runs must not share one.
+    # Separate upstream processes: the suite's list-change and subscription scenarios change
+    # server state, so the direct runs and the gateways' runs must not share one.
     direct, behind = UpstreamProcess(), UpstreamProcess()
     await direct.start()
     await behind.start()
+    (tmp_path / "http").mkdir()
+    (tmp_path / "stdio").mkdir()
+    over_http = write_config(
+        tmp_path / "http", {"everything": http_upstream(behind.url, namespace="")}, sse_poll_after=0.1
+    )
+    over_stdio = write_config(tmp_path / "stdio", {"everything": stdio_upstream(namespace="")}, sse_poll_after=0.1)
     try:
-        config = write_config(tmp_path, {"everything": http_upstream(behind.url, namespace="")})
-        async with serve(config) as (url, gateway):
-            await wait_ready(gateway)
+        async with serve(over_http) as (http_url, http_gateway), serve(over_stdio) as (stdio_url, stdio_gateway):
+            await wait_ready(http_gateway)
+            await wait_ready(stdio_gateway)
+            for gateway in (http_gateway, stdio_gateway):
+                assert gateway.upstreams["everything"].modern, "protocol: auto speaks 2026-07-28 to a dual-mode server"
             async with anyio.create_task_group() as tg:
                 for revision in REVISIONS:
                     tg.start_soon(run, "direct", direct.url, revision)
-                    tg.start_soon(run, "through", url, revision)
+                    tg.start_soon(run, "through HTTP", http_url, revision)
+                tg.start_soon(run, "through stdio", stdio_url, "2025-11-25")
     finally:
         direct.kill()
         behind.kill()
 
     problems: list[str] = []
-    for revision in REVISIONS:
-        straight, proxied = summary(outputs["direct", revision]), summary(outputs["through", revision])
+    for (where, revision), output in sorted(outputs.items()):
+        if where == "direct":
+            continue
+        straight, proxied = summary(outputs["direct", revision]), summary(output)
         assert straight, f"no SUMMARY in the direct {revision} run:\n{outputs['direct', revision][-3000:]}"
         for scenario, (passed, failed) in sorted(straight.items()):
             if failed:
@@ -131,6 +151,6 @@ async def test_every_scenario_of_both_revisions_that_passes_directly_passes_thro
             if proxied.get(scenario) != (passed, 0):
                 problems.append(
                     f"{revision} {scenario}: directly {passed} passed, 0 failed; "
-                    f"through the gateway {proxied.get(scenario, 'not run')}"
+                    f"{where} {proxied.get(scenario, 'not run')}"
                 )
-    assert not problems, "\n".join(problems)
+    assert not problems, "\n".join([*sorted(set(problems)), f"(the suite's outputs are in {tmp_path})"])
