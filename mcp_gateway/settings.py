@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     sse_replay_events: int = Field(default=256, ge=0)
     """Events kept per handshake session for clients resuming a stream with Last-Event-ID
     (2025-11-25 SSE resumability); 0 turns resumability off."""
-    sse_replay_bytes: int = Field(default=256 * 1024, ge=0)
-    """Bytes of events kept per handshake session for Last-Event-ID."""
+    sse_replay_bytes: int = Field(default=64 * 1024, ge=0)
+    """Bytes of events kept per handshake session for Last-Event-ID (besides the newest event)."""
     sse_replay_seconds: float = Field(default=60.0, gt=0)
     """How long an event stays available for Last-Event-ID."""
     sse_retry_ms: int = Field(default=1000, ge=0)

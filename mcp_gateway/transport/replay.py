@@ -7,9 +7,10 @@ field, no data), so a client that loses the connection, or that the gateway let 
 the later events of the same stream, and, if the call behind a POST stream is still running,
 the rest of it as it comes.
 
-Bounds: per session at most `events` events and `bytes` bytes are kept, none older than
-`seconds`; the oldest go first. An id that was evicted, or that belongs to another session
-(ids carry a random per-session prefix), replays nothing.
+Bounds: per session at most `events` events and `bytes` bytes are kept (besides the newest
+event, whatever its size), none older than `seconds`; the oldest go first. An id that was
+evicted, or that belongs to another session (ids carry a random per-session prefix),
+replays nothing.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ GET_STREAM = "get"
 class ReplayLimits:
     events: int = 256
     """Events kept per session; 0 turns resumability off (no ids, no priming events)."""
-    bytes: int = 256 * 1024
-    """Bytes of events kept per session."""
+    bytes: int = 64 * 1024
+    """Bytes of events kept per session (the newest event is kept whatever its size)."""
     seconds: float = 60.0
     """How long an event stays available for replay."""
     retry_ms: int = 1000
@@ -130,5 +131,9 @@ class Replay:
         limits = self.limits
         cutoff = now - limits.seconds
         events = self._events
-        while events and (len(events) > limits.events or self._bytes > limits.bytes or events[0][3] < cutoff):
+        # The newest event stays whatever its size (a large answer can still be resumed);
+        # the time cap may drop everything.
+        while events and (
+            (len(events) > 1 and (len(events) > limits.events or self._bytes > limits.bytes)) or events[0][3] < cutoff
+        ):
             self._bytes -= len(events.popleft()[2])

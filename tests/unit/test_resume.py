@@ -117,6 +117,8 @@ async def test_a_session_keeps_at_most_its_event_and_byte_caps_and_an_evicted_id
     for _ in range(20):
         small.record(GET_STREAM, message(100))
     assert sum(len(chunk) for _, chunk in small.after(GET_STREAM, -1)) <= 1000
+    large = small.record(GET_STREAM, message(5000))
+    assert [chunk for _, chunk in small.after(GET_STREAM, -1)] == [large], "the newest event stays, whatever its size"
 
 
 async def test_events_older_than_the_time_cap_are_not_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
