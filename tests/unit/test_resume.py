@@ -10,11 +10,12 @@ from typing import Any
 import anyio
 import pytest
 
+from mcp_gateway.policy.model import KillSwitch
 from mcp_gateway.transport import replay as replay_module
 from mcp_gateway.transport.http import HttpOptions
 from mcp_gateway.transport.replay import GET_STREAM, Replay, ReplayLimits
 
-from .fakes import Peer, ScriptedServer, events_of, hotpath, in_session, initialize, rpc, streamed, text
+from .fakes import WAIT, Peer, ScriptedServer, events_of, hotpath, in_session, initialize, rpc, streamed, text
 
 pytestmark = pytest.mark.anyio
 
@@ -128,3 +129,23 @@ async def test_events_older_than_the_time_cap_are_not_replayed(monkeypatch: pyte
     old = events_of(replay.record(GET_STREAM, message(1)).decode())[0]["id"]
     now[0] += 61
     assert replay.locate(old) is None
+
+
+async def test_a_kill_switch_ends_a_call_whose_stream_was_let_go_and_the_resume_carries_the_refusal() -> None:
+    server, _ = gated_server()
+    options = HttpOptions(replay=ReplayLimits(poll_after=0.01))
+    async with hotpath({"files": server}, options=options) as gw:
+        session_id = await initialize(gw.client())
+        call = rpc("tools/call", {"name": "files__gated", "arguments": {}}, 6)
+        async with streamed(gw.endpoint, "POST", in_session(session_id), call) as response:
+            await response.until(lambda r: r.ended)  # let go: the call still runs
+            switch = KillSwitch("ks1", "tool", "files/gated", "incident", "ops", 0.0)
+            assert gw.governance.inflight.kill([switch]) == 1
+        resume = {**in_session(session_id), "last-event-id": last_id(response.text)}
+        async with streamed(gw.endpoint, "GET", resume) as resumed:
+            await resumed.until(lambda r: r.ended)
+        assert resumed.events()[-1]["error"]["data"]["kill_switch_id"] == "ks1"
+        with anyio.fail_after(WAIT):
+            while not [r for r in gw.audit.rows if r["kind"] != "decision"]:
+                await anyio.sleep(0.01)
+        assert [r["outcome"] for r in gw.audit.rows if r["kind"] != "decision"] == ["killed"]
