@@ -9,8 +9,8 @@ live in `examples/everything_scenarios.py`. Not covered: the tasks extension sce
 (`tasks-*`, an extension not scored for 2026-07-28); they come with the gateway's relaying
 of tasks. Two places where SDK 2.3.0 needed help: a tool's input schema is derived from its
 parameters, so the JSON Schema 2020-12 tool's listed schema is set on the registered tool
-(private `_tool_manager`); and the SDK compares `Mcp-Name` as received, so the HTTP server
-runs on h11, which strips the whitespace around header values that httptools keeps. It also serves as a
+(private `_tool_manager`); and the SDK compares `Mcp-Name` as received, so the HTTP app strips
+the whitespace around header values that uvicorn's httptools parser keeps. It also serves as a
 real subprocess upstream (stdio or Streamable HTTP) in the gateway's own tests.
 
     python examples/everything_server.py                      # stdio
@@ -507,9 +507,19 @@ def main(argv: list[str] | None = None) -> None:
     # `host` enables the SDK's DNS-rebinding protection for loopback addresses.
     # The event store lets a client resume a POST or GET stream with Last-Event-ID (SEP-1699).
     app = mcp.streamable_http_app(host=args.host, event_store=BoundedEventStore(), retry_interval=1000)
-    # h11 parses header values without the optional whitespace around them (RFC 9110 §5.5), as
-    # SEP-2243 header validation expects; httptools, uvicorn's default when installed, keeps it.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http="h11")
+    uvicorn.run(_without_header_whitespace(app), host=args.host, port=args.port, log_level="warning")
+
+
+def _without_header_whitespace(app: Any) -> Any:
+    """A field value excludes the whitespace around it (RFC 9110 §5.5), which SEP-2243 header
+    validation relies on; httptools, uvicorn's parser when installed, keeps it."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "headers": [(name, value.strip(b" \t")) for name, value in scope["headers"]]}
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 if __name__ == "__main__":
