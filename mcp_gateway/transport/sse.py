@@ -141,24 +141,21 @@ class _Stream:
         self.replay = replay
         self.key = replay.open_stream() if replay is not None else ""
 
-    async def _commit(self) -> None:
-        """Start the SSE response (under the lock)."""
+    async def _commit(self) -> bytes:
+        """Start the SSE response (under the lock); returns what the body opens with (the
+        priming event of a resumable stream), to go out with the first chunk."""
         self.committed = True
         if not self.detached:
             await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
-        if self.replay is not None:
-            priming = self.replay.record(self.key, None)
-            if not self.detached:
-                await self.send({"type": "http.response.body", "body": priming, "more_body": True})
+        return self.replay.record(self.key, None) if self.replay is not None else b""
 
     async def _write(self, chunk: bytes | Message) -> None:
         async with self.lock:
-            if not self.committed:
-                await self._commit()
+            opening = b"" if self.committed else await self._commit()
             if isinstance(chunk, dict):
                 chunk = self.replay.record(self.key, chunk) if self.replay is not None else frame(chunk)
             if not self.detached:
-                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await self.send({"type": "http.response.body", "body": opening + chunk, "more_body": True})
 
     async def emit(self, message: Message) -> None:
         if self.streaming:
@@ -174,10 +171,9 @@ class _Stream:
         async with self.lock:
             if self.detached:
                 return
-            if not self.committed:
-                await self._commit()
+            opening = b"" if self.committed else await self._commit()
             self.detached = True
-            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self.send({"type": "http.response.body", "body": opening, "more_body": False})
 
 
 async def answer(
@@ -295,12 +291,11 @@ async def answer(
 async def _finish_resumable(stream: _Stream, send: Send, replay: Replay, final: Message | None) -> None:
     """Write (and keep, for a client that resumes) the last event of a resumable stream."""
     async with stream.lock:
-        if final is not None and not stream.committed:
-            await stream._commit()
+        opening = await stream._commit() if final is not None and not stream.committed else b""
         chunk = replay.record(stream.key, final) if final is not None else b""
         if stream.detached:
             return
         if stream.committed:
-            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            await send({"type": "http.response.body", "body": opening + chunk, "more_body": False})
         else:  # cancelled with notifications/cancelled before anything was written
             await send_status(send, 204, headers=stream.headers)
