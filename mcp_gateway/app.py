@@ -31,6 +31,7 @@ from .oauth.resource import ResourceServer
 from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
+from .transport.replay import ReplayLimits
 from .transport.security import HostCheck
 
 log = logging.getLogger(__name__)
@@ -194,11 +195,19 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
                 tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
                 if settings.admin_api and settings.auth != "none" and not tokens and settings.oauth is None:
                     log.warning("admin API: %s", NO_TOKEN)
+                replay = ReplayLimits(
+                    settings.sse_replay_events,
+                    settings.sse_replay_bytes,
+                    settings.sse_replay_seconds,
+                    settings.sse_retry_ms,
+                    settings.sse_poll_after,
+                )
                 options = HttpOptions(
                     settings.max_body_bytes,
                     settings.session_idle_timeout,
                     settings.max_sessions,
                     settings.session_handshake_timeout,
+                    replay,
                 )
                 app.endpoint = McpEndpoint(
                     gateway.router,

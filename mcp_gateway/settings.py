@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     against `max_sessions_per_principal` until it is."""
     max_sessions: int = Field(default=10_000, gt=0)
     """Handshake sessions in all: a backstop behind the per-principal caps below."""
+    sse_replay_events: int = Field(default=256, ge=0)
+    """Events kept per handshake session for clients resuming a stream with Last-Event-ID
+    (2025-11-25 SSE resumability); 0 turns resumability off."""
+    sse_replay_bytes: int = Field(default=64 * 1024, ge=0)
+    """Bytes of events kept per handshake session for Last-Event-ID (besides the newest event)."""
+    sse_replay_seconds: float = Field(default=60.0, gt=0)
+    """How long an event stays available for Last-Event-ID."""
+    sse_retry_ms: int = Field(default=1000, ge=0)
+    """The `retry` field of a stream's priming event: how long a client waits to reconnect."""
+    sse_poll_after: float | None = Field(default=None, gt=0)
+    """Seconds after which the gateway ends a handshake POST stream whose call still runs; the
+    client resumes it with Last-Event-ID (SSE polling). Unset: streams stay open until the answer."""
     max_sessions_per_principal: int = Field(default=256, gt=0)
     """Handshake sessions one principal may hold; past it its `initialize` gets 429."""
     max_streams_per_principal: int = Field(default=64, gt=0)

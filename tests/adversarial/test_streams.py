@@ -114,7 +114,9 @@ def _modern_body(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def _answer(response: httpx2.Response) -> dict[str, Any]:
     """The JSON-RPC answer of a POST, whether sent as JSON or as an SSE stream."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        frames = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        frames = [
+            json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
+        ]
         return next(f for f in frames if "id" in f and "method" not in f)
     return response.json()  # type: ignore[no-any-return]
 
@@ -135,7 +137,7 @@ async def listen(
         async def next_frame() -> dict[str, Any] | None:
             with anyio.fail_after(20):
                 async for line in lines:
-                    if line.startswith("data:"):
+                    if line.startswith("data:") and line[5:].strip():  # not a priming event
                         return json.loads(line[5:])  # type: ignore[no-any-return]
             return None
 

@@ -456,7 +456,7 @@ class Streamed:
         return self
 
     def events(self) -> list[Message]:
-        return [json.loads(e["data"]) for e in events_of(self.text) if "data" in e]
+        return [json.loads(e["data"]) for e in events_of(self.text) if e.get("data")]  # a priming event has no data
 
 
 @asynccontextmanager
