@@ -201,6 +201,7 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
                     settings.sse_replay_seconds,
                     settings.sse_retry_ms,
                     settings.sse_poll_after,
+                    settings.sse_detached_calls,
                 )
                 options = HttpOptions(
                     settings.max_body_bytes,

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     sse_poll_after: float | None = Field(default=None, gt=0)
     """Seconds after which the gateway ends a handshake POST stream whose call still runs; the
     client resumes it with Last-Event-ID (SSE polling). Unset: streams stay open until the answer."""
+    sse_detached_calls: int = Field(default=16, ge=0)
+    """Calls one handshake session may have running with no client connection (hung up, or
+    let go by `sse_poll_after`); past it a hang-up cancels the call."""
     max_sessions_per_principal: int = Field(default=256, gt=0)
     """Handshake sessions one principal may hold; past it its `initialize` gets 429."""
     max_streams_per_principal: int = Field(default=64, gt=0)

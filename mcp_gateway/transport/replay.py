@@ -44,6 +44,11 @@ class ReplayLimits:
     poll_after: float | None = None
     """Seconds after which the gateway ends a POST stream whose call is still running (the
     client resumes it with Last-Event-ID); None keeps streams open until the answer."""
+    detached: int = 16
+    """Calls one session may have running with no client connection (the client hung up, or
+    the gateway let it go): past it a client hanging up cancels its call, as before
+    resumability, and the gateway lets go of no more streams. Without this bound a client
+    could start calls and hang up, with nothing holding it to what it started."""
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +66,7 @@ class Replay:
         self._events: deque[tuple[int, str, bytes, float]] = deque()
         self._bytes = 0
         self._running: set[str] = set()
+        self._detached = 0
         self._changed = anyio.Event()
 
     def open_stream(self) -> str:
@@ -68,6 +74,18 @@ class Replay:
         key = str(next(self._streams))
         self._running.add(key)
         return key
+
+    def detach(self) -> bool:
+        """Take one of the session's places for a call running with no client connection;
+        False when they are all taken (then the call is not left running unattended)."""
+        if self._detached >= self.limits.detached:
+            return False
+        self._detached += 1
+        return True
+
+    def reattach(self) -> None:
+        """Give back a place taken by `detach` (the detached call has ended)."""
+        self._detached = max(0, self._detached - 1)
 
     def finish(self, stream: str) -> None:
         self._running.discard(stream)

@@ -169,7 +169,7 @@ class _Stream:
         """End the response while the call goes on (SSE polling): the client resumes with
         Last-Event-ID and gets the rest."""
         async with self.lock:
-            if self.detached:
+            if self.detached or self.replay is None or not self.replay.detach():
                 return
             opening = b"" if self.committed else await self._commit()
             self.detached = True
@@ -217,7 +217,7 @@ async def answer(
                 await stream.keepalive()  # commits to SSE, so idle-timeout proxies keep it open
                 continue
             if message["type"] == "http.disconnect":
-                if resumable is not None:
+                if resumable is not None and (stream.detached or resumable.detach()):
                     stream.detached = True  # the call goes on; the client may resume it
                     return
                 peer_gone = True
@@ -265,11 +265,15 @@ async def answer(
     if letting_go is not None:
         await letting_go
     if peer_gone:
+        if resumable is not None:
+            resumable.finish(stream.key)
         return
     if resumable is not None:
         try:
             await _finish_resumable(stream, send, resumable, final)
         finally:
+            if stream.detached:
+                resumable.reattach()
             resumable.finish(stream.key)
         return
     async with stream.lock:

@@ -303,6 +303,9 @@ class MemoryAudit:
     async def append(self, rows: Sequence[dict[str, Any]]) -> None:
         self.rows.extend(rows)
 
+    async def probe(self, row: dict[str, Any]) -> None:
+        """Rows can always be appended here (the writer's health probe leaves nothing)."""
+
     async def aclose(self) -> None:
         pass
 

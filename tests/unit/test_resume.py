@@ -5,6 +5,7 @@ letting go of a long POST stream, isolation between sessions, and the per-sessio
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -149,3 +150,41 @@ async def test_a_kill_switch_ends_a_call_whose_stream_was_let_go_and_the_resume_
             while not [r for r in gw.audit.rows if r["kind"] != "decision"]:
                 await anyio.sleep(0.01)
         assert [r["outcome"] for r in gw.audit.rows if r["kind"] != "decision"] == ["killed"]
+
+
+async def test_a_session_leaves_at_most_its_detached_cap_of_calls_running_after_hang_ups() -> None:
+    """Hanging up does not cancel at handshake revisions, so what a session may leave running
+    unattended is bounded: past the cap a hang-up cancels its call, as before resumability."""
+    server, gate = gated_server()
+    options = HttpOptions(replay=ReplayLimits(detached=2))
+    async with hotpath({"files": server}, options=options) as gw, AsyncExitStack() as stack:
+        session_id = await initialize(gw.client())
+        for n in range(3):
+            call = rpc("tools/call", {"name": "files__gated", "arguments": {}}, 10 + n)
+            response = await stack.enter_async_context(streamed(gw.endpoint, "POST", in_session(session_id), call))
+            await response.until(lambda r: bool(r.events()))
+            response.hang_up.set()
+            if n < 2:
+                await anyio.sleep(0.2)  # a cancellation would reach the upstream by now
+                assert not server.cancelled, f"call {n + 1} is within the cap: it runs on"
+        with anyio.fail_after(WAIT):
+            while not server.cancelled:
+                await anyio.sleep(0.01)
+        assert len(server.cancelled) == 1, "only the call past the cap is cancelled"
+        gate.set()  # the two detached calls answer, into the session's replay
+
+
+async def test_ending_a_session_cancels_the_calls_its_client_left_running() -> None:
+    server, _ = gated_server()
+    async with hotpath({"files": server}) as gw, gw.client() as http:
+        session_id = await initialize(http)
+        call = rpc("tools/call", {"name": "files__gated", "arguments": {}}, 20)
+        async with streamed(gw.endpoint, "POST", in_session(session_id), call) as response:
+            await response.until(lambda r: bool(r.events()))
+            response.hang_up.set()
+            await anyio.sleep(0.2)
+            assert not server.cancelled, "a hang-up leaves the call running for a resume"
+            assert (await http.delete("/mcp", headers=in_session(session_id))).status_code == 200
+            with anyio.fail_after(WAIT):
+                while not server.cancelled:
+                    await anyio.sleep(0.01)
