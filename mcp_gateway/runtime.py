@@ -29,6 +29,7 @@ from .governance import Governance
 from .limits import Limits
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
+from .proxy import payload, rpc
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .sensitive import mask_urls
@@ -99,6 +100,8 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
 async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
     """Start everything; stop it all on exit."""
     assert settings.database_url is not None
+    payload.configure(settings.response_buffer_bytes, settings.max_response_bytes, settings.response_write_timeout)
+    rpc.configure(settings.notification_rate)
     engine = open_engine(settings.database_url, settings.store_timeout)
     try:
         await prepare_store(engine, settings)

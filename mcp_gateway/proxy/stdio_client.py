@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -32,6 +33,7 @@ from .. import jsonrpc
 from ..config import StdioUpstream, resolve
 from ..errors import GatewayError, ProtocolError, UpstreamError
 from ..jsonrpc import Message, RequestId
+from .rpc import YIELD_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,12 @@ class StdioTransport:
     async def _read_stdout(self, feed: Feed) -> None:
         assert self.process.stdout is not None
         buffered = BufferedByteReceiveStream(self.process.stdout)
+        read = 0
         while True:
+            read += 1
+            if read % YIELD_EVERY == 0:
+                # Lines already buffered would otherwise be fed without letting the loop run.
+                await anyio.lowlevel.checkpoint()
             try:
                 line = await buffered.receive_until(b"\n", MAX_LINE)
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError, anyio.BrokenResourceError):

@@ -21,6 +21,7 @@ from starlette.types import Receive, Send
 from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, GatewayError, ProtocolError
 from ..jsonrpc import Message, RequestId
+from ..proxy import payload
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,39 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+WRITE_CHUNK = 256 * 1024
+"""A large answer is written in pieces this size, each once the client has taken the one
+before (uvicorn's `send` waits for the socket to drain), so a client that reads slowly
+holds the answer in the gateway once, not again in the socket's buffer."""
+
+
+def _pieces(message: Message) -> list[bytes | memoryview]:
+    result = message.get("result")
+    if isinstance(result, payload.RawResult):
+        return payload.response_pieces(message.get("id"), result)
+    return [jsonrpc.dumps(message)]
+
+
+async def _write(send: Send, pieces: list[bytes | memoryview], *, end: bool) -> bool:
+    """Write `pieces` as body parts, a slice at a time; False when the client stopped
+    reading for longer than `payload.WRITE_TIMEOUT` (the response is left unfinished: the
+    server closes the connection)."""
+    try:
+        while pieces:
+            view = memoryview(pieces.pop(0))
+            for start in range(0, len(view), WRITE_CHUNK):
+                part = bytes(view[start : start + WRITE_CHUNK])
+                async with asyncio.timeout(payload.WRITE_TIMEOUT):
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+            view.release()
+        if end:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except TimeoutError:
+        log.warning("a client took none of its answer for %gs: its connection is dropped", payload.WRITE_TIMEOUT)
+        return False
+    return True
 
 
 def frame(message: Message) -> bytes:
@@ -167,6 +201,24 @@ async def answer(
     client disconnecting cancels the handler (2026-07-28's cancellation); so does
     `cancellation.cancel()`, after which no answer is written (the client asked for it).
     """
+    lease = payload.open_lease()
+    try:
+        await _answer(receive, send, request_id, handler, status_for, streaming, prefer_sse, headers, cancellation)
+    finally:
+        lease.release()  # written, or the client is gone: nothing of the answer is held any more
+
+
+async def _answer(
+    receive: Receive,
+    send: Send,
+    request_id: RequestId,
+    handler: Handler,
+    status_for: Mapping[int, int],
+    streaming: bool,
+    prefer_sse: bool,
+    headers: list[tuple[bytes, bytes]] | None,
+    cancellation: Cancellation | None,
+) -> None:
     stream = _Stream(send, headers or [], streaming)
     task = asyncio.current_task()
     assert task is not None
@@ -219,6 +271,12 @@ async def answer(
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 await send_status(send, 204, headers=headers)
+            return
+        pieces = _pieces(final)
+        if sum(len(piece) for piece in pieces) > WRITE_CHUNK:
+            status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
+            del final  # the encoded answer is all that is held from here
+            await _write_large(send, stream, pieces, status, prefer_sse and streaming, headers)
         elif stream.committed:
             await send({"type": "http.response.body", "body": frame(final), "more_body": False})
         elif prefer_sse and streaming:
@@ -227,3 +285,21 @@ async def answer(
         else:
             status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
             await send_json(send, status, final, headers)
+
+
+async def _write_large(
+    send: Send,
+    stream: _Stream,
+    pieces: list[bytes | memoryview],
+    status: int,
+    as_sse: bool,
+    headers: list[tuple[bytes, bytes]] | None,
+) -> None:
+    if stream.committed or as_sse:
+        if not stream.committed:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
+        await _write(send, [b"event: message\ndata: ", *pieces, b"\n\n"], end=True)
+        return
+    length = (b"content-length", str(sum(len(piece) for piece in pieces)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*JSON_HEADERS, length, *(headers or [])]})
+    await _write(send, pieces, end=True)
