@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
 ANSWER_MIB = 12
-CLIENTS = 8
+CLIENTS = 12
 BUDGET_MIB = 32  # room for two of the answers
 
 
