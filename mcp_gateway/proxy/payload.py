@@ -45,6 +45,7 @@ than a millisecond)."""
 TRIM_AFTER = 16 * 1024 * 1024
 """Bytes given back since the allocator was last asked to return free memory to the system."""
 TRIM_DELAY = 0.2
+SETTLE_DELAY = 2.0
 
 
 class ResponseRefused(UpstreamError):
@@ -63,18 +64,24 @@ class Budget:
         self.refused = 0
         self._freed = 0
         self._trim: asyncio.TimerHandle | None = None
+        self._settled = False
 
     def free(self, size: int) -> None:
         self.in_use -= size
         self._freed += size
         if self._trim is None and (self._freed >= TRIM_AFTER or (self.in_use <= 0 and self._freed >= SPLICE_AT)):
             # Later, once whoever held the answers' buffers has dropped them.
+            self._settled = False
             self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._give_back)
 
     def _give_back(self) -> None:
         self._trim = None
         self._freed = 0
         _trim()
+        if self.in_use <= 0 and not self._settled:
+            # Once more when things have settled: a connection's last buffers go with it.
+            self._settled = True
+            self._trim = asyncio.get_running_loop().call_later(SETTLE_DELAY, self._give_back)
 
 
 BUDGET = Budget(128 * 1024 * 1024, 64 * 1024 * 1024)
