@@ -46,86 +46,122 @@ class Event:
     offset: int = 0
 
 
-async def _lines(response: Response, lease: payload.Lease, upstream: str) -> AsyncIterator[payload.Scan]:
-    """The body's lines, each in a `Scan` (without its line break). A line's bytes are held
-    on `lease` while it is read and given back once the consumer asks for the next line
-    (a consumer that keeps one adopts its bytes)."""
-    line = payload.Scan()
-    try:
-        async for chunk in response.chunks():
-            start = 0
-            while (end := chunk.find(b"\n", start)) >= 0:
-                piece = chunk[start:end]
-                lease.grow(len(piece), upstream)
-                line.feed(piece)
-                size = len(line)
-                if line.buffer.endswith(b"\r"):
-                    del line.buffer[-1]
-                    line.hits = [hit for hit in line.hits if hit < len(line.buffer)]
-                yield line
-                lease.shrink(size)
-                line = payload.Scan()
-                start = end + 1
-            if start < len(chunk):
-                piece = chunk[start:]
-                if len(line) + len(piece) > MAX_EVENT:
-                    raise UpstreamError(f"an SSE line exceeded {MAX_EVENT} bytes")
-                lease.grow(len(piece), upstream)
-                line.feed(piece)
-    except BaseException:
-        line.buffer = bytearray()  # a refused line is not left to a traceback's frames
-        raise
-    if line.buffer:
-        size = len(line)
-        yield line
-        lease.shrink(size)
+class _Parser:
+    """SSE fields into events (the fields MCP uses: data, id, retry)."""
+
+    __slots__ = ("big", "data", "event_id", "offset", "retry", "size")
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.event_id = ""
+        self.retry: int | None = None
+        self.size = 0
+        self.big: payload.Scan | None = None
+        self.offset = 0
+
+    def event(self) -> Event:
+        event = Event(
+            b"\n".join(self.data) if self.big is None else b"", self.event_id, self.retry, self.big, self.offset
+        )
+        self.data, self.retry, self.size, self.big = [], None, 0, None
+        return event
+
+    def line(self, line: bytes | bytearray, lease: payload.Lease, scan: payload.Scan | None = None) -> Event | None:
+        """Take one line (without its line break); the event it ends, if any. `scan` holds a
+        line that came in several reads (its bytes are on `lease`)."""
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if line[:6] == b"event:":
+            return None  # MCP's events are all `message`
+        if not line:
+            if self.data:
+                return self.event()
+            if self.event_id or self.retry is not None:
+                event = Event(b"", self.event_id, self.retry)
+                self.retry = None
+                return event
+            return None
+        if line[:1] == b":":
+            return None
+        self.size += len(line)
+        if self.size > MAX_EVENT:
+            raise UpstreamError(f"an SSE event exceeded {MAX_EVENT} bytes")
+        colon = line.find(b":")
+        name = bytes(line if colon < 0 else line[:colon])
+        start = len(line) if colon < 0 else colon + 1
+        if start < len(line) and line[start] == 0x20:
+            start += 1
+        if name == b"data":
+            if scan is not None and len(line) >= payload.SPLICE_AT and not self.data:
+                # Kept as it came (its bytes stay on the lease until the event is fed).
+                self.big, self.offset = scan, start
+                lease.adopt(len(line))
+                self.data.append(b"")
+            elif self.big is not None:  # a second data line: the event is joined after all
+                self.data = [bytes(memoryview(self.big.buffer)[self.offset :]), bytes(line[start:])]
+                lease.shrink(len(self.big))
+                self.big = None
+            else:
+                self.data.append(bytes(line[start:]))
+        elif name == b"id":
+            value = line[start:].decode("utf-8", "replace")
+            if "\0" not in value:
+                self.event_id = value
+        elif name == b"retry" and line[start:].isdigit():
+            self.retry = int(line[start:])
+        return None
 
 
 async def events(response: Response, lease: payload.Lease, upstream: str = "") -> AsyncIterator[Event]:
-    """Server-sent events from a response body (the fields MCP uses: data, id, retry)."""
-    data: list[bytes] = []
-    event_id, retry, size = "", None, 0
-    big: payload.Scan | None = None
-    offset = 0
-    async for line in _lines(response, lease, upstream):
-        buffer = line.buffer
-        if not buffer:
-            if data:
-                yield Event(b"\n".join(data) if big is None else b"", event_id, retry, big, offset)
-            elif event_id or retry is not None:
-                yield Event(b"", event_id, retry)
-            data, retry, size, big = [], None, 0, None
-            continue
-        if buffer.startswith(b":"):
-            continue
-        size += len(buffer)
-        if size > MAX_EVENT:
-            raise UpstreamError(f"an SSE event exceeded {MAX_EVENT} bytes")
-        colon = buffer.find(b":")
-        name = bytes(buffer if colon < 0 else buffer[:colon])
-        start = len(buffer) if colon < 0 else colon + 1
-        if start < len(buffer) and buffer[start] == 0x20:
-            start += 1
-        if name == b"data":
-            if len(buffer) >= payload.SPLICE_AT and not data:
-                # Kept as it came (its bytes stay on the lease until the event is fed).
-                big, offset = line, start
-                lease.adopt(len(buffer))
-                data.append(b"")
-            elif big is not None:  # a second data line: the event is joined after all
-                data = [bytes(memoryview(big.buffer)[offset:]), bytes(buffer[start:])]
-                lease.shrink(len(big))
-                big = None
-            else:
-                data.append(bytes(buffer[start:]))
-        elif name == b"id":
-            value = buffer[start:].decode("utf-8", "replace")
-            if "\0" not in value:
-                event_id = value
-        elif name == b"retry" and buffer[start:].isdigit():
-            retry = int(buffer[start:])
-    if data:
-        yield Event(b"\n".join(data) if big is None else b"", event_id, retry, big, offset)
+    """Server-sent events from a response body. Whole lines in a read are split at C speed;
+    a line that spans reads is gathered in a `Scan` (scanned for splicing once large), its
+    bytes held on `lease` until the line is done with."""
+    parser = _Parser()
+    partial: payload.Scan | None = None
+    try:
+        async for chunk in response.chunks():
+            if partial is not None:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    if len(partial) + len(chunk) > MAX_EVENT:
+                        raise UpstreamError(f"an SSE line exceeded {MAX_EVENT} bytes")
+                    lease.grow(len(chunk), upstream)
+                    partial.feed(chunk)
+                    continue
+                lease.grow(end, upstream)
+                partial.feed(memoryview(chunk)[:end])
+                line, held, partial = partial, len(partial), None
+                if line.buffer.endswith(b"\r"):
+                    del line.buffer[-1]
+                    line.hits = [hit for hit in line.hits if hit < len(line.buffer)]
+                event = parser.line(line.buffer, lease, line)
+                del line
+                lease.shrink(held)
+                if event is not None:
+                    yield event
+                chunk = chunk[end + 1 :]
+            lines = chunk.split(b"\n")
+            rest = lines.pop()
+            for whole in lines:
+                event = parser.line(whole, lease)
+                if event is not None:
+                    yield event
+            if rest:
+                partial = payload.Scan()
+                lease.grow(len(rest), upstream)
+                partial.feed(rest)
+    except BaseException:
+        if partial is not None:
+            partial.buffer = bytearray()  # a refused line is not left to a traceback's frames
+        raise
+    if partial is not None:
+        held = len(partial)
+        event = parser.line(partial.buffer, lease, partial)
+        lease.shrink(held)
+        if event is not None:
+            yield event
+    if parser.data:
+        yield parser.event()
 
 
 def _event_data(event: Event) -> bytes | memoryview:

@@ -96,6 +96,12 @@ def configure(response_buffer_bytes: int, max_response_bytes: int, write_timeout
     BUDGET.limit = response_buffer_bytes
     BUDGET.per_response = max_response_bytes
     WRITE_TIMEOUT = write_timeout
+    if _libc is not None:
+        # glibc raises its mmap threshold after freeing a large block (up to 32 MiB), so the
+        # next answers' buffers land in the heap, which it cannot give back while anything
+        # small sits above them (measured: +40 MB kept after 16 answers of 50 MiB). A fixed
+        # threshold keeps large buffers in their own mappings, returned when freed.
+        _libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class Lease:
@@ -165,7 +171,7 @@ def current() -> Lease | None:
 
 # -- splicing -------------------------------------------------------------------------------
 
-_WATCH = re.compile(rb'"(?:isError"|resultType"|resource)|[\r\n]')
+_WATCH = (b'"isError"', b'"resultType"', b'"resource', b"\n", b"\r")
 _OVERLAP = 11  # the longest watched token, less one
 _HEAD = re.compile(rb'\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(-?\d{1,18})\s*,\s*"result"\s*:\s*(?=\{)')
 _TAIL = re.compile(rb'((?:\s*,\s*"(?:isError|resultType)"\s*:\s*(?:true|false|"[A-Za-z_]{1,40}"))*)\s*\}\s*\}\s*\Z')
@@ -194,11 +200,15 @@ class Scan:
             self._scan()
 
     def _scan(self) -> None:
-        start = max(self.scanned - _OVERLAP, 0)
-        for match in _WATCH.finditer(self.buffer, start):
-            if match.end() > self.scanned and len(self.hits) <= self.MAX_HITS:
-                self.hits.append(match.start())
-        self.scanned = len(self.buffer)
+        buffer, scanned, hits = self.buffer, self.scanned, self.hits
+        start = max(scanned - _OVERLAP, 0)
+        for token in _WATCH:  # bytes.find: memchr speed, where a regex crawls (~40 MB/s)
+            at = buffer.find(token, start)
+            while at >= 0 and len(hits) <= self.MAX_HITS:
+                if at + len(token) > scanned:  # not found by the look before
+                    hits.append(at)
+                at = buffer.find(token, at + 1)
+        self.scanned = len(buffer)
 
 
 class RawResult(dict[str, Any]):
@@ -259,6 +269,10 @@ try:
         _libc.malloc_trim  # noqa: B018  (glibc only)
 except (OSError, AttributeError):
     _libc = None
+
+
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
 
 
 def _trim() -> None:

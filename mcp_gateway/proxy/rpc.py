@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -260,7 +261,7 @@ class RpcConnection:
 
     def _admit(self) -> bool:
         """Whether a progress or log notification fits the connection's rate."""
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         self._tokens = min(NOTIFICATION_RATE, self._tokens + (now - self._refilled) * NOTIFICATION_RATE)
         self._refilled = now
         if self._tokens >= 1:

@@ -4,6 +4,7 @@ refused with a JSON-RPC error and audited, and what it held is given back."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import anyio
@@ -16,9 +17,9 @@ from .faults import SlowReader, audit_rows, call_body, call_headers, fault_upstr
 pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
-ANSWER_MIB = 12
+ANSWER_MIB = 24
 CLIENTS = 12
-BUDGET_MIB = 32  # room for two of the answers
+BUDGET_MIB = 32  # room for one of the answers
 
 
 async def _idle_rss(gateway: GatewayProcess) -> int:
@@ -44,22 +45,25 @@ async def test_slow_readers_of_large_answers_hold_no_more_than_the_buffer_budget
         )
         gateway = GatewayProcess(config)
         await gateway.start()
-        try:
+        with ExitStack() as stack:
+            stack.callback(gateway.stop)
             assert gateway.process is not None
             idle = await _idle_rss(gateway)
             with anyio.fail_after(30):  # completions are queued: the warm-up's are on record
                 while (before := len(audit_rows(tmp_path / "mcp-gateway.db"))) < 3:
                     await anyio.sleep(0.1)
             readers = [SlowReader(gateway.port) for _ in range(CLIENTS)]
+            stack.callback(lambda: [reader.close() for reader in readers])
             for i, reader in enumerate(readers):
                 await reader.send(100 + i, "a__big", {"mib": ANSWER_MIB})
             with anyio.fail_after(120):  # every call has ended upstream and is on record
                 while len(audit_rows(tmp_path / "mcp-gateway.db")) < before + CLIENTS:
                     await anyio.sleep(0.2)
             held = rss_bytes(gateway.process.pid) - idle
-            # Unbounded, each unread answer costs its size or more (issue 12: 70 MB per 50 MiB);
-            # bounded, the budget and what the allocator has yet to give back of refused ones.
-            assert held < 2 * BUDGET_MIB * MIB, f"{held / MIB:.0f} MiB held for {CLIENTS} unread answers"
+            # Unbounded, each unread answer costs its size or more (issue 12: 70 MB per 50 MiB,
+            # here 288 MiB in all); bounded, the budget and what the allocator has yet to give
+            # back of the refused ones.
+            assert held < 4 * BUDGET_MIB * MIB, f"{held / MIB:.0f} MiB held for {CLIENTS} unread answers"
 
             answers = []
             with anyio.fail_after(120):
@@ -88,5 +92,4 @@ async def test_slow_readers_of_large_answers_hold_no_more_than_the_buffer_budget
                 await anyio.sleep(0.2)
             else:
                 raise AssertionError(f"{(after - idle) / MIB:.0f} MiB over idle ({idle / MIB:.0f} MiB) kept after")
-        finally:
-            gateway.stop()
+
