@@ -90,6 +90,12 @@ async def main() -> None:
     parser.add_argument("--notifications", type=int, default=200_000)
     parser.add_argument("--mib", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--buffer-mib",
+        type=int,
+        default=256,
+        help="response_buffer_bytes: room for the four answers at once (0: not set, for a gateway without it)",
+    )
     args = parser.parse_args()
     upstreams = [await fault_upstream() for _ in range(3)]
     directory = Path(tempfile.mkdtemp(prefix="isolation-"))
@@ -99,6 +105,7 @@ async def main() -> None:
             name: {"url": f"http://127.0.0.1:{u.port}/mcp"}
             for name, u in zip(("ok", "flood", "big"), upstreams, strict=True)
         },
+        **({"response_buffer_bytes": args.buffer_mib * 2**20} if args.buffer_mib else {}),
     )
     key = await create_key(config)
     gateway = Gateway(config)

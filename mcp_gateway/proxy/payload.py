@@ -28,7 +28,6 @@ import asyncio
 import contextvars
 import ctypes
 import ctypes.util
-import gc
 import logging
 import re
 from typing import Any
@@ -42,7 +41,7 @@ RESPONSE_REFUSED = -32053
 SPLICE_AT = 256 * 1024
 """Answers at least this large are spliced when they can be (below it, parsing costs less
 than a millisecond)."""
-TRIM_AFTER = 16 * 1024 * 1024
+TRIM_AFTER = 64 * 1024 * 1024
 """Bytes given back since the allocator was last asked to return free memory to the system."""
 TRIM_DELAY = 0.2
 SETTLE_DELAY = 2.0
@@ -278,6 +277,5 @@ MMAP_THRESHOLD = 128 * 1024
 def _trim() -> None:
     """Ask glibc to return free memory to the system: after large answers the heap keeps
     their pages (measured: ~300 MB kept after 16 answers of 50 MiB, without this)."""
-    gc.collect()  # a refused answer's buffer can sit in a cycle (an exception's traceback)
     if _libc is not None:
         _libc.malloc_trim(0)

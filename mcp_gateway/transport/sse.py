@@ -61,6 +61,9 @@ async def _write(send: Send, pieces: list[bytes | memoryview], *, end: bool) -> 
                 part = bytes(view[start : start + WRITE_CHUNK])
                 async with asyncio.timeout(payload.WRITE_TIMEOUT):
                     await send({"type": "http.response.body", "body": part, "more_body": True})
+                    # The server's writes go out at the end of a loop turn: let them, so the
+                    # socket can push back before the next slice (and other work can run).
+                    await asyncio.sleep(0)
             view.release()
         if end:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
