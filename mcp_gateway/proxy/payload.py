@@ -71,7 +71,10 @@ class Budget:
         if self._trim is None and (self._freed >= TRIM_AFTER or (self.in_use <= 0 and self._freed >= SPLICE_AT)):
             # Later, once whoever held the answers' buffers has dropped them.
             self._settled = False
-            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._give_back)
+            try:
+                self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._give_back)
+            except RuntimeError:  # no loop (a command, not the server): nothing to wait for
+                _trim()
 
     def _give_back(self) -> None:
         self._trim = None
