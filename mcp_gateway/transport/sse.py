@@ -73,23 +73,27 @@ async def _write(send: Send, pieces: list[bytes | memoryview], *, end: bool) -> 
     return True
 
 
+_FRAME = b"event: message\ndata: "
+
+
 def frame(message: Message) -> bytes:
-    return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
+    return _FRAME + jsonrpc.dumps(message) + b"\n\n"
 
 
 async def send_json(
     send: Send,
     status: int,
-    body: Message | None,
+    body: Message | bytes | None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    payload = jsonrpc.dumps(body) if body is not None else b""
-    length = (b"content-length", str(len(payload)).encode())
+    """`body` is a message, or one already encoded."""
+    encoded = body if isinstance(body, bytes) else jsonrpc.dumps(body) if body is not None else b""
+    length = (b"content-length", str(len(encoded)).encode())
     all_headers = [*JSON_HEADERS, length] if body is not None else [length]
     if headers:
         all_headers += headers
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": encoded})
 
 
 async def send_status(
@@ -275,19 +279,20 @@ async def _answer(
             else:
                 await send_status(send, 204, headers=headers)
             return
+        status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
         pieces = _pieces(final)
-        if sum(len(piece) for piece in pieces) > WRITE_CHUNK:
-            status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
-            del final  # the encoded answer is all that is held from here
+        del final  # the encoded answer is all that is held from here
+        if len(pieces) > 1 or len(pieces[0]) > WRITE_CHUNK:
             await _write_large(send, stream, pieces, status, prefer_sse and streaming, headers)
-        elif stream.committed:
-            await send({"type": "http.response.body", "body": frame(final), "more_body": False})
+            return
+        body = bytes(pieces[0])
+        if stream.committed:
+            await send({"type": "http.response.body", "body": _FRAME + body + b"\n\n", "more_body": False})
         elif prefer_sse and streaming:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
-            await send({"type": "http.response.body", "body": frame(final)})
+            await send({"type": "http.response.body", "body": _FRAME + body + b"\n\n"})
         else:
-            status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
-            await send_json(send, status, final, headers)
+            await send_json(send, status, body, headers)
 
 
 async def _write_large(
@@ -301,7 +306,7 @@ async def _write_large(
     if stream.committed or as_sse:
         if not stream.committed:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
-        await _write(send, [b"event: message\ndata: ", *pieces, b"\n\n"], end=True)
+        await _write(send, [_FRAME, *pieces, b"\n\n"], end=True)
         return
     length = (b"content-length", str(sum(len(piece) for piece in pieces)).encode())
     await send({"type": "http.response.start", "status": status, "headers": [*JSON_HEADERS, length, *(headers or [])]})
