@@ -92,4 +92,3 @@ async def test_slow_readers_of_large_answers_hold_no_more_than_the_buffer_budget
                 await anyio.sleep(0.2)
             else:
                 raise AssertionError(f"{(after - idle) / MIB:.0f} MiB over idle ({idle / MIB:.0f} MiB) kept after")
-
