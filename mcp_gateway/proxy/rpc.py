@@ -40,6 +40,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..jsonrpc import Message, RequestId
+from . import payload
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class _Pending:
     deadline: float
     progress_token: Any = None
     expired: bool = False
+    size: int = 0
+    """Bytes of the answer, when the transport counted them (stdio: its line)."""
 
 
 NotificationHandler = Callable[[Message], Awaitable[None]]
@@ -171,6 +174,10 @@ class RpcConnection:
             # The deadline covers the send too: over HTTP the exchange runs inside it.
             await self.transport.send(jsonrpc.request(request_id, method, params), headers)
             response = await pending.future
+            if pending.size >= payload.SPLICE_AT and (lease := payload.current()) is not None:
+                # Already read (a stdio line), but held until its client has it: counted the
+                # same as an HTTP answer, and refused past the same limits.
+                lease.grow(pending.size, self.name)
         except asyncio.CancelledError:
             # The upstream is told in a task of its own: this one is being cancelled.
             if pending.expired and task.uncancel() <= cancelling:  # the deadline, and nothing else, cancelled it
@@ -286,12 +293,14 @@ class RpcConnection:
             method = message["method"]
             await self._dispatch(method, pending.sink.notify(jsonrpc.notification(method, params)))
 
-    async def feed(self, message: Message, related: RequestId | None = None) -> None:
-        """Route one message from the upstream. `related` is the request whose stream carried it."""
+    async def feed(self, message: Message, related: RequestId | None = None, size: int = 0) -> None:
+        """Route one message from the upstream. `related` is the request whose stream carried
+        it; `size` its bytes, when the transport counted them."""
         if "method" not in message:
             request_id = message.get("id")
             pending = self._pending.get(request_id)  # type: ignore[arg-type]
             if pending is not None and not pending.future.done():
+                pending.size = size
                 held = self._held.pop(request_id, None) if self._held else None
                 if held is not None:  # the last progress the rate held back goes before the answer
                     await self._progress_to(pending, request_id, held)

@@ -41,7 +41,8 @@ INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC
 MAX_LINE = 64 * 1024 * 1024
 GRACE = 2.0
 
-Feed = Callable[[Message, RequestId | None], Awaitable[None]]
+Feed = Callable[[Message, RequestId | None, int], Awaitable[None]]
+"""Takes a message, the request whose stream carried it (none here) and its size in bytes."""
 
 
 def child_environment(config: StdioUpstream) -> dict[str, str]:
@@ -121,7 +122,7 @@ class StdioTransport:
                 log.warning("%s: ignoring a stdout line that is not JSON-RPC (%s): %.200r", self.name, exc, line)
                 continue
             try:
-                await feed(message, None)
+                await feed(message, None, len(line))
             except GatewayError as exc:
                 log.warning("%s: could not route a message: %s", self.name, exc)
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from mcp_gateway.proxy import payload
+from mcp_gateway.proxy.rpc import RpcConnection
 
 BIG = "x" * (payload.SPLICE_AT + 10)
 
@@ -73,3 +76,50 @@ def test_a_lease_refuses_past_either_limit_and_gives_back_what_it_held() -> None
     second.release()
     first.release()
     assert budget.in_use == 0 and budget.refused == 2
+
+
+class _Wire:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.sent.append(message)
+
+    def abandon(self, request_id: Any) -> bool:
+        return False
+
+
+@pytest.mark.anyio
+async def test_a_stdio_answer_is_held_on_its_callers_lease_and_refused_past_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(payload.BUDGET, "limit", 2 * payload.SPLICE_AT)
+
+    async def ignore(message: dict[str, Any]) -> None:
+        return None
+
+    conn, wire = RpcConnection("up", ignore), _Wire()
+    outcomes: list[Any] = []
+    leases: list[payload.Lease] = []
+
+    async def call() -> None:
+        leases.append(payload.open_lease())
+        try:
+            outcomes.append(await conn.request("tools/call", {"name": "t"}))
+        except payload.ResponseRefused as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        conn.bind(wire, tg)
+        tg.start_soon(call)
+        tg.start_soon(call)
+        while len(wire.sent) < 2:
+            await anyio.lowlevel.checkpoint()
+        size = payload.SPLICE_AT + 1  # two of them do not fit
+        for request in wire.sent:
+            await conn.feed({"jsonrpc": "2.0", "id": request["id"], "result": {"content": []}}, None, size)
+    assert outcomes[0] == {"content": []} and isinstance(outcomes[1], payload.ResponseRefused)
+    assert payload.BUDGET.in_use == size  # held until the first caller's answer is written
+    for lease in leases:
+        lease.release()
+    assert payload.BUDGET.in_use == 0
