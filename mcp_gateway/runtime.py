@@ -32,6 +32,7 @@ from .oauth.assertion import IdentitySigner
 from .oauth.resource import ResourceServer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
+from .proxy import http11, http_client, payload, rpc
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .sensitive import mask_urls
@@ -120,6 +121,11 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
 async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
     """Start everything; stop it all on exit."""
     assert settings.database_url is not None
+    payload.configure(settings.response_buffer_bytes, settings.max_response_bytes, settings.response_write_timeout)
+    # The HTTP client's own caps (a whole body, one SSE event) never cut below the setting.
+    http11.MAX_BODY = max(http11.MAX_BODY, settings.max_response_bytes)
+    http_client.MAX_EVENT = max(http_client.MAX_EVENT, settings.max_response_bytes)
+    rpc.configure(settings.notification_rate)
     engine = open_engine(settings.database_url, settings.store_timeout)
     try:
         await prepare_store(engine, settings)

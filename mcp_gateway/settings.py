@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     max_parked_calls_per_principal: int = Field(default=32, gt=0)
     """Calls one principal may have waiting for its input at once (a 2026-07-28 client in front
     of a handshake-era upstream); beyond it, a call that would wait is refused."""
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    """Largest upstream answer (or event of an answer's stream) the gateway holds; a larger
+    one is refused with a JSON-RPC error (-32053) and audited `upstream_error`."""
+    response_buffer_bytes: int = Field(default=128 * 1024 * 1024, ge=64 * 1024)
+    """Upstream answer bytes the gateway holds at once, for all clients; an answer that
+    would go past it is refused like one over `max_response_bytes`."""
+    response_write_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a client may take none of a large answer before its connection is dropped."""
+    notification_rate: float = Field(default=1000.0, gt=0)
+    """Notifications per second one upstream connection may send on to clients (with a
+    burst of as many); past it progress is coalesced per call and log messages are dropped,
+    counted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     database_url: str | None = None

@@ -27,7 +27,7 @@ from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
 from ..oauth.assertion import IdentitySigner
 from ..policy.model import Kind, Target
-from . import bridge
+from . import bridge, payload
 from .catalog import Catalog, exposed_uri
 from .schemas import argument_problem
 from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
@@ -354,19 +354,24 @@ class Router(Events):
             if bridge.Parking.owns(params):
                 return await self.parking.resume(call, ticket)
             return await self.parking.start(call, ticket, lambda sink: send(sink, params))
+        lease = payload.current()
+        if lease is not None and method == "tools/call":
+            lease.splice = True  # its answer goes straight to this client's writer: a large one may stay raw
         sink = bridge.CallSink(call)
         if call.modern:
             if "requestState" in params:
                 params = self.seal.unseal(params, ticket)
             result = await send(sink, params)
-            if bridge.is_input_required(result) and "requestState" in result:
-                result["requestState"] = self.seal.wrap(result["requestState"], ticket)
+            if bridge.is_input_required(result):
+                result = payload.materialize(result)
+                if "requestState" in result:
+                    result["requestState"] = self.seal.wrap(result["requestState"], ticket)
             return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
             if not bridge.is_input_required(result):
                 return result
-            params = {**params, **await bridge.fulfil(call, result)}
+            params = {**params, **await bridge.fulfil(call, payload.materialize(result))}
         raise ProtocolError(INVALID_PARAMS, f"upstream {upstream.name!r} kept asking for input; giving up")
 
     async def _call_tool(self, call: Call) -> dict[str, Any]:

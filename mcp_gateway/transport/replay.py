@@ -91,14 +91,16 @@ class Replay:
         self._running.discard(stream)
         self._wake()
 
-    def record(self, stream: str, message: Message | None) -> bytes:
-        """Keep `message` (None: the priming event) as the stream's next event; returns its frame."""
+    def record(self, stream: str, message: Message | bytes | None) -> bytes:
+        """Keep `message` (already encoded, or None: the priming event) as the stream's next
+        event; returns its frame."""
         seq = next(self._seq)
         event_id = f"{self._prefix}{seq}".encode()
         if message is None:
             chunk = b"id: " + event_id + b"\nretry: " + str(self.limits.retry_ms).encode() + b"\ndata: \n\n"
         else:
-            chunk = b"id: " + event_id + b"\nevent: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
+            encoded = message if isinstance(message, bytes) else jsonrpc.dumps(message)
+            chunk = b"id: " + event_id + b"\nevent: message\ndata: " + encoded + b"\n\n"
         now = time.monotonic()
         self._events.append((seq, stream, chunk, now))
         self._bytes += len(chunk)

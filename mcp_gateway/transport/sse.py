@@ -21,6 +21,7 @@ from starlette.types import Receive, Send
 from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, GatewayError, ProtocolError
 from ..jsonrpc import Message, RequestId
+from ..proxy import payload
 from .replay import Replay
 
 log = logging.getLogger(__name__)
@@ -37,23 +38,63 @@ SSE_HEADERS = [
 ]
 
 
+WRITE_CHUNK = 256 * 1024
+"""A large answer is written in pieces this size, each once the client has taken the one
+before (uvicorn's `send` waits for the socket to drain), so a client that reads slowly
+holds the answer in the gateway once, not again in the socket's buffer."""
+
+
+def _pieces(message: Message) -> list[bytes | memoryview]:
+    result = message.get("result")
+    if isinstance(result, payload.RawResult):
+        return payload.response_pieces(message.get("id"), result)
+    return [jsonrpc.dumps(message)]
+
+
+async def _write(send: Send, pieces: list[bytes | memoryview], *, end: bool) -> bool:
+    """Write `pieces` as body parts, a slice at a time; False when the client stopped
+    reading for longer than `payload.WRITE_TIMEOUT` (the response is left unfinished: the
+    server closes the connection)."""
+    try:
+        while pieces:
+            view = memoryview(pieces.pop(0))
+            for start in range(0, len(view), WRITE_CHUNK):
+                part = bytes(view[start : start + WRITE_CHUNK])
+                async with asyncio.timeout(payload.WRITE_TIMEOUT):
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                    # The server's writes go out at the end of a loop turn: let them, so the
+                    # socket can push back before the next slice (and other work can run).
+                    await asyncio.sleep(0)
+            view.release()
+        if end:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except TimeoutError:
+        log.warning("a client took none of its answer for %gs: its connection is dropped", payload.WRITE_TIMEOUT)
+        return False
+    return True
+
+
+_FRAME = b"event: message\ndata: "
+
+
 def frame(message: Message) -> bytes:
-    return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
+    return _FRAME + jsonrpc.dumps(message) + b"\n\n"
 
 
 async def send_json(
     send: Send,
     status: int,
-    body: Message | None,
+    body: Message | bytes | None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    payload = jsonrpc.dumps(body) if body is not None else b""
-    length = (b"content-length", str(len(payload)).encode())
+    """`body` is a message, or one already encoded."""
+    encoded = body if isinstance(body, bytes) else jsonrpc.dumps(body) if body is not None else b""
+    length = (b"content-length", str(len(encoded)).encode())
     all_headers = [*JSON_HEADERS, length] if body is not None else [length]
     if headers:
         all_headers += headers
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": encoded})
 
 
 async def send_status(
@@ -201,6 +242,27 @@ async def answer(
     client disconnecting cancels the handler (2026-07-28's cancellation); so does
     `cancellation.cancel()`, after which no answer is written (the client asked for it).
     """
+    lease = payload.open_lease()
+    try:
+        await _answer(
+            receive, send, request_id, handler, status_for, streaming, prefer_sse, headers, cancellation, replay
+        )
+    finally:
+        lease.release()  # written, or the client is gone: nothing of the answer is held any more
+
+
+async def _answer(
+    receive: Receive,
+    send: Send,
+    request_id: RequestId,
+    handler: Handler,
+    status_for: Mapping[int, int],
+    streaming: bool,
+    prefer_sse: bool,
+    headers: list[tuple[bytes, bytes]] | None,
+    cancellation: Cancellation | None,
+    replay: Replay | None,
+) -> None:
     resumable = replay if streaming else None
     stream = _Stream(send, headers or [], streaming, resumable)
     task = asyncio.current_task()
@@ -282,24 +344,56 @@ async def answer(
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 await send_status(send, 204, headers=headers)
-        elif stream.committed:
-            await send({"type": "http.response.body", "body": frame(final), "more_body": False})
+            return
+        status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
+        pieces = _pieces(final)
+        del final  # the encoded answer is all that is held from here
+        if len(pieces) > 1 or len(pieces[0]) > WRITE_CHUNK:
+            await _write_large(send, stream, pieces, status, prefer_sse and streaming, headers)
+            return
+        body = bytes(pieces[0])
+        if stream.committed:
+            await send({"type": "http.response.body", "body": _FRAME + body + b"\n\n", "more_body": False})
         elif prefer_sse and streaming:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
-            await send({"type": "http.response.body", "body": frame(final)})
+            await send({"type": "http.response.body", "body": _FRAME + body + b"\n\n"})
         else:
-            status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
-            await send_json(send, status, final, headers)
+            await send_json(send, status, body, headers)
+
+
+async def _write_large(
+    send: Send,
+    stream: _Stream,
+    pieces: list[bytes | memoryview],
+    status: int,
+    as_sse: bool,
+    headers: list[tuple[bytes, bytes]] | None,
+) -> None:
+    if stream.committed or as_sse:
+        if not stream.committed:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + (headers or [])})
+        await _write(send, [_FRAME, *pieces, b"\n\n"], end=True)
+        return
+    length = (b"content-length", str(sum(len(piece) for piece in pieces)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*JSON_HEADERS, length, *(headers or [])]})
+    await _write(send, pieces, end=True)
 
 
 async def _finish_resumable(stream: _Stream, send: Send, replay: Replay, final: Message | None) -> None:
-    """Write (and keep, for a client that resumes) the last event of a resumable stream."""
+    """Write (and keep, for a client that resumes) the last event of a resumable stream. An
+    answer larger than the session's replay bytes is written but not kept (holding it for
+    a resume would undo the bound on what answers hold): a client that missed it asks again."""
     async with stream.lock:
         opening = await stream._commit() if final is not None and not stream.committed else b""
-        chunk = replay.record(stream.key, final) if final is not None else b""
+        pieces = _pieces(final) if final is not None else []
+        del final
+        large = sum(len(piece) for piece in pieces) > replay.limits.bytes
+        chunk = replay.record(stream.key, b"".join(pieces)) if pieces and not large else b""
         if stream.detached:
             return
-        if stream.committed:
+        if large:
+            await _write(send, [opening, _FRAME, *pieces, b"\n\n"], end=True)
+        elif stream.committed:
             await send({"type": "http.response.body", "body": opening + chunk, "more_body": False})
         else:  # cancelled with notifications/cancelled before anything was written
             await send_status(send, 204, headers=stream.headers)
