@@ -13,6 +13,7 @@ import pytest
 from mcp_gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError
 from mcp_gateway.jsonrpc import Message
 from mcp_gateway.proxy.http_client import Event, events
+from mcp_gateway.proxy.payload import Lease
 from mcp_gateway.transport import sse
 
 from .fakes import WAIT, events_of
@@ -258,36 +259,36 @@ class Body:
 
 
 async def read(*chunks: bytes) -> list[Event]:
-    return [event async for event in events(Body(*chunks))]  # type: ignore[arg-type]
+    return [event async for event in events(Body(*chunks), Lease())]  # type: ignore[arg-type]
 
 
 async def test_data_lines_of_one_event_are_joined_and_comments_and_unknown_fields_are_skipped() -> None:
-    assert await read(b": hello\nevent: message\ndata: a\ndata: b\nweird: x\n\n") == [Event("a\nb")]
+    assert await read(b": hello\nevent: message\ndata: a\ndata: b\nweird: x\n\n") == [Event(b"a\nb")]
 
 
 async def test_crlf_line_endings_read_like_lf_even_split_between_chunks() -> None:
-    assert await read(b"id: 1\r", b"\ndata: x\r\n\r", b"\n") == [Event("x", "1")]
+    assert await read(b"id: 1\r", b"\ndata: x\r\n\r", b"\n") == [Event(b"x", "1")]
 
 
 async def test_a_bare_cr_ends_a_line_as_the_sse_format_says() -> None:
-    assert await read(b"id: 1\rdata: a\rdata: b\r\r") == [Event("a\nb", "1")]
+    assert await read(b"id: 1\rdata: a\rdata: b\r\r") == [Event(b"a\nb", "1")]
 
 
 async def test_the_last_event_id_carries_over_and_retry_applies_to_its_own_event() -> None:
-    assert await read(b"id: 5\nretry: 1000\ndata: a\n\ndata: b\n\n") == [Event("a", "5", 1000), Event("b", "5")]
+    assert await read(b"id: 5\nretry: 1000\ndata: a\n\ndata: b\n\n") == [Event(b"a", "5", 1000), Event(b"b", "5")]
 
 
 async def test_an_event_with_an_id_or_retry_and_no_data_is_still_reported() -> None:
-    assert await read(b"id: 9\nretry: 50\n\n") == [Event("", "9", 50)]
+    assert await read(b"id: 9\nretry: 50\n\n") == [Event(b"", "9", 50)]
 
 
 async def test_an_invalid_retry_or_an_id_with_nul_is_ignored() -> None:
-    assert await read(b"id: 1\n\nid: a\x00b\nretry: soon\ndata: x\n\n") == [Event("", "1"), Event("x", "1")]
+    assert await read(b"id: 1\n\nid: a\x00b\nretry: soon\ndata: x\n\n") == [Event(b"", "1"), Event(b"x", "1")]
 
 
 async def test_a_last_event_without_its_blank_line_is_still_delivered_at_the_end_of_the_body() -> None:
-    assert await read(b"data: tail") == [Event("tail")]
+    assert await read(b"data: tail") == [Event(b"tail")]
 
 
 async def test_only_the_first_space_after_the_colon_is_dropped() -> None:
-    assert await read(b"data:no-space\ndata:  two\n\n") == [Event("no-space\n two")]
+    assert await read(b"data:no-space\ndata:  two\n\n") == [Event(b"no-space\n two")]

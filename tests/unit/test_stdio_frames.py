@@ -57,7 +57,7 @@ async def read_all(chunks: list[bytes], returncode: int | None = None) -> tuple[
     transport = StdioTransport("up", process)  # type: ignore[arg-type]
     fed: list[Message] = []
 
-    async def feed(message: Message, related: RequestId | None) -> None:
+    async def feed(message: Message, related: RequestId | None, size: int = 0) -> None:
         fed.append(message)
 
     for chunk in chunks:
