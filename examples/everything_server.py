@@ -481,6 +481,11 @@ def _init_options(
 _lowlevel.create_initialization_options = _init_options  # type: ignore[method-assign]
 
 
+from tasks_tools import install as _install_tasks  # noqa: E402 (the tasks extension: its own module)
+
+_install_tasks(mcp)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the everything MCP server (conformance upstream).")
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
