@@ -204,14 +204,23 @@ class Governance:
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
     async def refuse_unknown(
-        self, principal: Principal, kind: Kind, name: Any, method: str, arguments: dict[str, Any] | None = None
+        self,
+        principal: Principal,
+        kind: Kind,
+        name: Any,
+        method: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        noun: str | None = None,
     ) -> None:
         """Audit, as a denial, a request for a tool, prompt or resource the gateway does not
-        serve (or that names none), so probing for names is as visible as using them. No rule
+        serve (or that names none; `noun` names what was missing when it is no target kind, e.g.
+        a task), so probing for names is as visible as using them. No rule
         decided it (`rule_id` is null); the caller answers with the protocol's own error."""
         shown = name if isinstance(name, str) else None
         shown = _fit(shown, _MAX_NAME)
-        reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
+        noun = noun or kind
+        reason = f"no such {noun}" if shown is not None else f"the request names no {noun}"
         decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
         call_id = f"{_ids.getrandbits(64):016x}"
         row = self._decision_row(principal, Target("", kind, shown or ""), method, decision, call_id, arguments)
@@ -247,6 +256,8 @@ class Governance:
             result = await forward(ticket)
             if result.get("resultType") == "input_required":
                 outcome = "input_required"  # this leg ended; the call goes on when the client answers
+            elif result.get("resultType") == "task":
+                outcome = ""  # runs on upstream: the task registry records how it ends
             else:
                 outcome = "tool_error" if result.get("isError") is True else "ok"
             return result

@@ -29,10 +29,11 @@ from ..oauth.assertion import IdentitySigner
 from ..policy.model import Target
 from . import bridge
 from .catalog import Catalog, exposed_uri
+from .relay_tasks import TASK_METHODS, TaskRegistry, declares_tasks, is_task
 from .schemas import argument_problem
 from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
-from .upstream import SERVER_INFO, Events, Upstream
+from .upstream import SERVER_INFO, TASKS_EXTENSION, Events, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ _LIST_CHANGED = {
     "templates": "notifications/resources/list_changed",
 }
 _HANDSHAKE_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
-_MODERN_ONLY = frozenset({"server/discover"})
+_MODERN_ONLY = frozenset({"server/discover"}) | TASK_METHODS
+MISSING_CAPABILITY = -32021
 _TARGET_KIND: dict[str, Any] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "templates": "resource"}
 _LISTEN_FLAG = {
     "notifications/tools/list_changed": "toolsListChanged",
@@ -117,6 +119,8 @@ class Router(Events):
         instructions: str | None = None,
         max_parked_per_principal: int = bridge.MAX_PARKED_PER_PRINCIPAL,
         seal_key: bytes | None = None,
+        max_tasks_per_principal: int = 32,
+        task_record_ttl: float = 3600.0,
     ) -> None:
         self.upstreams = upstreams
         self.governance = governance
@@ -125,6 +129,7 @@ class Router(Events):
         self.listeners: set[Listener] = set()
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
+        self.tasks = TaskRegistry(governance, tg, max_tasks_per_principal, task_record_ttl)
         self.limits = Limits()
         self.identity: IdentitySigner | None = None
         """Signs the caller's identity for upstreams with an `identity_header`."""
@@ -147,6 +152,9 @@ class Router(Events):
             "resources/unsubscribe": self._unsubscribe,
             "completion/complete": self._complete,
             "logging/setLevel": self._set_level,
+            "tasks/get": self._task_request,
+            "tasks/update": self._task_request,
+            "tasks/cancel": self._task_request,
         }
 
     # -- entry points ------------------------------------------------------------------
@@ -218,6 +226,8 @@ class Router(Events):
 
     async def _discover(self, call: Call) -> dict[str, Any]:
         capabilities = {k: v for k, v in CAPABILITIES.items() if k != "logging"}
+        # Tasks are relayed to 2026-07-28 clients only (the extension's revision).
+        capabilities["extensions"] = {TASKS_EXTENSION: {}}
         result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": capabilities}
         instructions = self.instructions()
         if instructions:
@@ -314,6 +324,9 @@ class Router(Events):
         """Send a request upstream on behalf of `call`, bridging what the upstream asks of the client."""
         log_level = call.log_level if call.modern else (call.session.log_level or "debug")
         caps = call.client_capabilities
+        if not call.modern and "extensions" in caps:
+            # A handshake-era client cannot receive a 2026-07-28 task: it never asks for one.
+            caps = {k: v for k, v in caps.items() if k != "extensions"}
 
         identity = self._identity_header(upstream, call.principal)
 
@@ -333,6 +346,8 @@ class Router(Events):
             result = await send(sink, params)
             if bridge.is_input_required(result) and "requestState" in result:
                 result["requestState"] = self.seal.wrap(result["requestState"], ticket)
+            if method == "tools/call" and is_task(result):
+                return self.tasks.register(upstream, ticket, result)
             return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
@@ -356,12 +371,15 @@ class Router(Events):
         decided = arguments if isinstance(arguments, dict) else None
         params = {**call.params, "name": entry.original}
 
+        reserved = False
+
         def check() -> None:
+            nonlocal reserved
             # Checked only once decided and audited: a probe with bad arguments is on record.
-            if "task" in call.params:
-                # A task runs on upstream after its call has answered: out of reach of kill
-                # switches and revocation until tasks are governed. Refused, not stripped: the
-                # client asked for something else than a plain call.
+            if "task" in call.params and not call.modern:
+                # 2025-11-25 task augmentation (the client asks for a task) is not relayed:
+                # tasks are relayed as the 2026-07-28 extension, where the server decides.
+                # Refused, not stripped: the client asked for something else than a plain call.
                 raise Answered(
                     "refused",
                     "task-augmented call",
@@ -379,9 +397,43 @@ class Router(Events):
                 text = f"Invalid arguments for {name}: {problem}"
                 result = {"content": [{"type": "text", "text": text}], "isError": True}
                 raise Answered("tool_error", f"invalid arguments: {problem}", result=result)
+            if call.modern and declares_tasks(call.client_capabilities):
+                # The upstream may answer with a task: a place for it is held before it goes.
+                try:
+                    self.tasks.reserve(call.principal)
+                except LimitReached as exc:
+                    raise Answered("refused", exc.message, error=exc) from None
+                reserved = True
 
-        result = await self._governed(call, entry.upstream, target, "tools/call", params, decided or {}, check)
+        try:
+            result = await self._governed(call, entry.upstream, target, "tools/call", params, decided or {}, check)
+        finally:
+            if reserved:
+                self.tasks.release(call.principal)
         return _map_content_uris(entry.upstream, result)
+
+    async def _task_request(self, call: Call) -> dict[str, Any]:
+        """`tasks/get`, `tasks/update`, `tasks/cancel`: only the principal that created the
+        task reaches it; for anyone else it does not exist. Decided and audited against the
+        task's tool, like the call that created it, then forwarded under the upstream's id."""
+        if not declares_tasks(call.client_capabilities):
+            raise ProtocolError(
+                MISSING_CAPABILITY,
+                f"{call.method} needs the {TASKS_EXTENSION} extension declared in the client capabilities",
+                {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+            )
+        task_id = call.params.get("taskId")
+        task = self.tasks.owned(call.principal, task_id)
+        if task is None:
+            await self.governance.refuse_unknown(call.principal, "tool", task_id, call.method, noun="task")
+            shown = task_id[:64] if isinstance(task_id, str) else task_id
+            raise ProtocolError(INVALID_PARAMS, f"Unknown task: {shown}")
+        params = {**call.params, "taskId": task.upstream_id}
+        result = await self._governed(call, task.upstream, task.target, call.method, params)
+        if call.method != "tasks/get":
+            task.changed.set()  # its watcher looks at once: a cancel or an answer moves it on
+            return {k: v for k, v in result.items() if k != "taskId"}
+        return self.tasks.observed(task, result)
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
         name = call.params.get("name")
