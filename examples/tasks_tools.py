@@ -14,6 +14,7 @@ Tools:
 - `greet(name)`: sync only.
 - `slow_compute(seconds, label)`: task-supporting; sleeps, then answers. When cancelled it
   writes `cancelled slow_compute` to stderr and to `EVERYTHING_CANCEL_LOG` (if set), like `slow`.
+  (Every task started appends `started <tool>` to `EVERYTHING_TASK_LOG`, if set.)
 - `failing_job`: task required; a tool error after a moment (`completed`, `isError`).
 - `protocol_error_job`: task-supporting; fails with a protocol error (`failed`).
 - `confirm_delete(filename)`, `multi_input`: tasks that wait on one, then two, elicitations.
@@ -207,6 +208,9 @@ def _start(tool: str, body: Body, args: dict[str, Any]) -> dict[str, Any]:
     if sum(1 for t in _tasks.values() if t.ended_at is None) >= MAX_TASKS:
         raise MCPError(code=INVALID_PARAMS, message=f"too many tasks (at most {MAX_TASKS})")
     task = _Task(secrets.token_urlsafe(12), tool)
+    if path := os.environ.get("EVERYTHING_TASK_LOG"):
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"started {tool}\n")
     _tasks[task.id] = task  # durable before the answer: a tasks/get right after it resolves
     task.runner = asyncio.get_running_loop().create_task(_run(task, body, args))
     created = task.detailed()

@@ -1,0 +1,183 @@
+"""Tasks (the 2026-07-28 tasks extension) through the gateway, with the everything server as a
+real stdio upstream: a task's creation is decided and audited like a call, a kill switch
+cancels the running task upstream and audits it `killed`, only its creator can reach it, and
+the registry is bounded per principal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS
+from mcp_gateway.proxy.upstream import CLIENT_CAPABILITIES, CLIENT_INFO, PROTOCOL_VERSION, TASKS_EXTENSION
+
+from ..support import admin_client, create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
+
+pytestmark = pytest.mark.anyio
+
+MODERN = "2026-07-28"
+POLICY = {
+    "teams": {
+        "ops": {"rules": [{"id": "ops-all", "allow": {"servers": ["*"]}}]},
+        "narrow": {"rules": [{"id": "narrow-echo", "allow": {"servers": ["x"], "tools": ["echo"]}}]},
+    }
+}
+
+
+class ModernClient:
+    """A 2026-07-28 client declaring the tasks extension, on raw HTTP (each request stands alone)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        self.url = url
+        self._id = 0
+
+    async def request(self, method: str, params: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        """The JSON-RPC response (its `result` or its `error`)."""
+        self._id += 1
+        meta = {
+            PROTOCOL_VERSION: MODERN,
+            CLIENT_CAPABILITIES: {"extensions": {TASKS_EXTENSION: {}}},
+            CLIENT_INFO: {"name": "tasks-test", "version": "1"},
+        }
+        body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": {**params, "_meta": meta}}
+        headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method, "Accept": "application/json"}
+        if name is not None:
+            headers["Mcp-Name"] = name
+        response = await self.http.post(self.url, json=body, headers=headers)
+        message = response.json()
+        assert isinstance(message, dict), response.text
+        return message
+
+    async def start(self, seconds: float = 60, label: str = "t") -> dict[str, Any]:
+        arguments = {"seconds": seconds, "label": label}
+        return await self.request("tools/call", {"name": "x__slow_compute", "arguments": arguments}, "x__slow_compute")
+
+    async def task(self, method: str, task_id: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"taskId": task_id}
+        if method == "tasks/update":
+            params["inputResponses"] = {}
+        return await self.request(method, params, task_id)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, store_url: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    cancel_log, task_log = tmp_path / "cancelled.log", tmp_path / "tasks.log"
+    cancel_log.touch()
+    task_log.touch()
+    write_policies(tmp_path / "policies", POLICY)
+    env = {"EVERYTHING_CANCEL_LOG": str(cancel_log), "EVERYTHING_TASK_LOG": str(task_log)}
+    config = write_config(
+        tmp_path, {"x": stdio_upstream(env=env)}, auth="keys", policies="policies", database_url=store_url
+    )
+    overrides = getattr(request, "param", {})
+    async with serve(config, **overrides) as (url, gw):
+        await wait_ready(gw)
+        yield url, gw, cancel_log, task_log
+
+
+async def _completions(url: str, tool: str) -> list[dict[str, Any]]:
+    async with admin_client(url) as admin:
+        response = await admin.get("/audit", params={"kind": "completion", "tool": tool, "limit": 100})
+        return list(response.json()["items"])
+
+
+async def test_a_tool_kill_switch_cancels_a_running_task_upstream_and_the_audit_records_it_killed(
+    gateway: Any,
+) -> None:
+    url, gw, cancel_log, _ = gateway
+    client = ModernClient(url, await create_key(url, "ops", "bot"))
+    try:
+        created = (await client.start())["result"]
+        assert created["resultType"] == "task"
+        task_id = created["taskId"]
+        assert (await client.task("tasks/get", task_id))["result"]["status"] == "working"
+        async with admin_client(url) as admin:
+            engaged = await admin.post(
+                "/kill-switches",
+                json={"scope": "tool", "server": "x", "tool": "slow_compute", "reason": "runaway job"},
+            )
+            assert engaged.status_code == 201, engaged.text
+        switch = engaged.json()
+        with anyio.fail_after(20):  # the upstream saw its task cancelled
+            while "cancelled slow_compute" not in cancel_log.read_text():
+                await anyio.sleep(0.05)
+        with anyio.fail_after(20):
+            while not any(r["method"] == "tools/call" for r in await _completions(url, "slow_compute")):
+                await anyio.sleep(0.05)
+        rows = [r for r in await _completions(url, "slow_compute") if r["method"] == "tools/call"]
+        assert [(r["outcome"], r["detail"]) for r in rows] == [("killed", switch["id"])]
+        assert len(gw.governance.inflight) == 0
+        # Its owner now gets the kill error for the stopped tool's task, nothing from upstream.
+        after = await client.task("tasks/get", task_id)
+        assert after["error"]["code"] == GATEWAY_DENIED
+        assert after["error"]["data"]["kill_switch_id"] == switch["id"]
+    finally:
+        await client.aclose()
+
+
+async def test_another_principal_cannot_get_update_or_cancel_a_task_and_its_attempts_are_audited(
+    gateway: Any,
+) -> None:
+    url, _, cancel_log, _ = gateway
+    owner = ModernClient(url, await create_key(url, "ops", "owner"))
+    other = ModernClient(url, await create_key(url, "ops", "other"))
+    try:
+        task_id = (await owner.start())["result"]["taskId"]
+        for method in ("tasks/get", "tasks/update", "tasks/cancel"):
+            refused = await other.task(method, task_id)
+            assert refused["error"]["code"] == INVALID_PARAMS, refused
+            assert "Unknown task" in refused["error"]["message"]
+        # Untouched: still running, its owner reaches it, the upstream never cancelled it.
+        assert (await owner.task("tasks/get", task_id))["result"]["status"] == "working"
+        assert "cancelled" not in cancel_log.read_text()
+        async with admin_client(url) as admin:
+            rows = (await admin.get("/audit", params={"kind": "decision", "limit": 100})).json()["items"]
+        denied = [(r["principal_id"], r["method"]) for r in rows if r["reason"] == "no such task"]
+        assert sorted(denied) == [("ops/other", m) for m in ("tasks/cancel", "tasks/get", "tasks/update")]
+        ack = (await owner.task("tasks/cancel", task_id))["result"]
+        assert ack["resultType"] == "complete" and "taskId" not in ack
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
+async def test_a_denied_task_creation_is_audited_and_never_reaches_the_upstream(gateway: Any) -> None:
+    url, _, _, task_log = gateway
+    client = ModernClient(url, await create_key(url, "narrow", "bot"))
+    try:
+        denied = await client.start(seconds=1)
+        assert denied["error"]["code"] == GATEWAY_DENIED, denied
+    finally:
+        await client.aclose()
+    async with admin_client(url) as admin:
+        rows = (await admin.get("/audit", params={"kind": "decision", "tool": "slow_compute"})).json()["items"]
+    assert [(r["principal_id"], r["decision"]) for r in rows] == [("narrow/bot", "deny")]
+    assert task_log.read_text() == ""  # nothing was started upstream
+
+
+@pytest.mark.parametrize("gateway", [{"max_tasks_per_principal": 2}], indirect=True)
+async def test_the_registry_refuses_a_task_beyond_max_tasks_per_principal_with_a_clear_error(gateway: Any) -> None:
+    url, _, _, task_log = gateway
+    bot = ModernClient(url, await create_key(url, "ops", "bot"))
+    other = ModernClient(url, await create_key(url, "ops", "other"))
+    try:
+        for label in ("one", "two"):
+            assert (await bot.start(label=label))["result"]["resultType"] == "task"
+        refused = await bot.start(label="three")
+        assert refused["error"]["code"] == GATEWAY_DENIED, refused
+        assert "max_tasks_per_principal" in refused["error"]["message"]
+        assert refused["error"]["data"]["limit"] == "max_tasks_per_principal"
+        assert task_log.read_text().count("started slow_compute") == 2  # the third never went upstream
+        # One principal exhausts only itself.
+        assert (await other.start(label="theirs"))["result"]["resultType"] == "task"
+    finally:
+        await bot.aclose()
+        await other.aclose()
