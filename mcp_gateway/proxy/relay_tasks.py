@@ -17,6 +17,12 @@ such a task governed for its whole life:
   switch (tool, server, team, principal, global) or a revocation cancels the watcher, which
   sends `tasks/cancel` upstream and audits the task `killed`. The watcher also polls the
   upstream now and then, so a task nobody asks about still has its end audited.
+- **Both eras.** A 2026-07-28 client declares the extension and the upstream decides; a
+  handshake-era (2025-11-25) client asks for a task with `params.task` and gets the 2025-11-25
+  surface, translated by the gateway over the same upstream task: `CreateTaskResult.task`,
+  `tasks/get`, `tasks/result` (waits, relaying what the task asks of the client),
+  `tasks/list` (the caller's own tasks only), `tasks/cancel`, and
+  `notifications/tasks/status` sent to the session that created the task and to no other.
 - **Bounded.** At most `max_tasks_per_principal` records per principal (a finished record
   gives its place to a new task; running ones refuse it), and a finished task's record is
   dropped `task_record_ttl` seconds after it ended.
@@ -34,17 +40,24 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import jsonrpc
 from ..errors import GatewayError
 from ..governance import Governance, Ticket
 from ..identity import Principal
 from ..killswitch import revocation
 from ..limits import LimitReached
 from ..policy.model import KillSwitch, Target
+from .session import Session
 from .upstream import TASKS_EXTENSION, Upstream
 
 log = logging.getLogger(__name__)
 
 TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+HANDSHAKE_TASK_METHODS = frozenset({"tasks/result", "tasks/list"})
+"""The 2025-11-25 methods the extension removed: served to handshake-era clients only."""
+RELATED_TASK = "io.modelcontextprotocol/related-task"
+HANDSHAKE_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+"""`capabilities.tasks` at initialize (2025-11-25)."""
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MIN_POLL = 0.25
 MAX_POLL = 5.0
@@ -76,6 +89,37 @@ class RelayedTask:
     ended_at: float | None = None
     killed_by: KillSwitch | None = None
     changed: anyio.Event = field(default_factory=anyio.Event)
+    session: Session | None = None
+    """The handshake session that created it, for its status notifications (none at 2026-07-28)."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    """What the upstream last said of it (times, ttl, poll interval, message)."""
+
+    def handshake(self) -> dict[str, Any]:
+        """The task as 2025-11-25 shapes it (`Task`)."""
+        d = self.detail
+        task: dict[str, Any] = {
+            "taskId": self.id,
+            "status": self.status,
+            "createdAt": d.get("createdAt", ""),
+            "lastUpdatedAt": d.get("lastUpdatedAt", d.get("createdAt", "")),
+            "ttl": d.get("ttlMs"),
+        }
+        if isinstance(d.get("pollIntervalMs"), int):
+            task["pollInterval"] = d["pollIntervalMs"]
+        if self.killed_by is not None:
+            task["statusMessage"] = f"stopped by the gateway: kill switch {self.killed_by.id}"
+        elif isinstance(d.get("statusMessage"), str):
+            task["statusMessage"] = d["statusMessage"]
+        return task
+
+    def learn(self, result: dict[str, Any]) -> bool:
+        """Take in an upstream answer about the task; True when its status changed."""
+        self.detail.update({k: result[k] for k in _DETAIL_KEYS if k in result})
+        status = result.get("status")
+        if not isinstance(status, str) or status == self.status or not self.running:
+            return False
+        self.status = status
+        return True
 
     @property
     def running(self) -> bool:
@@ -115,8 +159,11 @@ class TaskRegistry:
         else:
             self._pending.pop(principal.id, None)
 
-    def register(self, upstream: Upstream, ticket: Ticket, result: dict[str, Any]) -> dict[str, Any]:
-        """Take over a task the upstream created for `ticket`'s call; the result the client sees."""
+    def register(
+        self, upstream: Upstream, ticket: Ticket, result: dict[str, Any], session: Session | None = None
+    ) -> RelayedTask:
+        """Take over a task the upstream created for `ticket`'s call (`session`: the handshake
+        session to tell of its status changes)."""
         principal = ticket.principal
         held = self._held(principal.id)
         if len(held) >= self.max_per_principal:
@@ -135,12 +182,16 @@ class TaskRegistry:
             target=ticket.target,
             ticket=ticket,
             poll=min(max(poll, MIN_POLL), MAX_POLL),
+            session=session,
         )
-        status = result.get("status")
-        task.status = status if isinstance(status, str) else "working"
+        task.learn(result)
         self._tasks[task.id] = task
         self._tg.start_soon(self._watch, task)
-        return {**result, "taskId": task.id}
+        return task
+
+    def listed(self, principal: Principal) -> list[RelayedTask]:
+        """`principal`'s own tasks, oldest first."""
+        return sorted(self._held(principal.id), key=lambda t: t.detail.get("createdAt", ""))
 
     def owned(self, principal: Principal, task_id: Any) -> RelayedTask | None:
         """The task `task_id` if `principal` created it (anyone else: None, as for no task)."""
@@ -151,11 +202,8 @@ class TaskRegistry:
 
     def observed(self, task: RelayedTask, result: dict[str, Any]) -> dict[str, Any]:
         """A `tasks/get` answer from upstream, as the client sees it (and what it says about the task)."""
-        status = result.get("status")
-        if isinstance(status, str) and task.running:
-            task.status = status
-            if status in TERMINAL:
-                task.changed.set()  # the watcher records the end now
+        if task.learn(result) and task.status in TERMINAL:
+            task.changed.set()  # the watcher records the end now
         if "taskId" in result:
             result = {**result, "taskId": task.id}
         return result
@@ -183,6 +231,8 @@ class TaskRegistry:
             outcome, detail = "killed", switch.id
             await self._cancel_upstream(task)
             task.status = "cancelled"
+            with anyio.CancelScope(shield=True):
+                await self._tell(task)
         finally:
             inflight.discard(flight)
             task.ended_at = time.monotonic()
@@ -206,9 +256,9 @@ class TaskRegistry:
                     return "upstream_error", exc.message
                 continue
             failures = 0
+            if task.learn(result):
+                await self._tell(task)
             status = result.get("status")
-            if isinstance(status, str):
-                task.status = status
             if status == "completed":
                 inner = result.get("result")
                 return ("tool_error" if isinstance(inner, dict) and inner.get("isError") is True else "ok"), None
@@ -228,10 +278,23 @@ class TaskRegistry:
             except GatewayError as exc:
                 log.warning("%s: cancelling task %s failed: %s", task.upstream.name, task.upstream_id, exc.message)
 
+    async def _tell(self, task: RelayedTask) -> None:
+        """A status change, to the handshake session that created the task (and no other)."""
+        if task.session is None:
+            return
+        message = jsonrpc.notification("notifications/tasks/status", task.handshake())
+        try:
+            with anyio.move_on_after(1):
+                await task.session.send(message)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, GatewayError, OSError) as exc:
+            log.debug("dropped a task status notification: %s", exc)
+
     def _drop(self, task: RelayedTask) -> None:
         if self._tasks.get(task.id) is task:
             del self._tasks[task.id]
 
+
+_DETAIL_KEYS = ("createdAt", "lastUpdatedAt", "ttlMs", "pollIntervalMs", "statusMessage")
 
 TASKS_CAPS: dict[str, Any] = {"extensions": {TASKS_EXTENSION: {}}}
 """What the gateway declares upstream when it polls or cancels a task itself."""

@@ -19,7 +19,16 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .. import __version__, jsonrpc
-from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, Denied, GatewayError, ProtocolError
+from ..errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    RESOURCE_NOT_FOUND,
+    Denied,
+    GatewayError,
+    ProtocolError,
+    RpcError,
+)
 from ..governance import Answered, Governance, Ticket
 from ..identity import Principal
 from ..jsonrpc import Message
@@ -29,7 +38,17 @@ from ..oauth.assertion import IdentitySigner
 from ..policy.model import Target
 from . import bridge
 from .catalog import Catalog, exposed_uri
-from .relay_tasks import TASK_METHODS, TaskRegistry, declares_tasks, is_task
+from .relay_tasks import (
+    HANDSHAKE_CAPABILITY,
+    HANDSHAKE_TASK_METHODS,
+    RELATED_TASK,
+    TASKS_CAPS,
+    TERMINAL,
+    RelayedTask,
+    TaskRegistry,
+    declares_tasks,
+    is_task,
+)
 from .schemas import argument_problem
 from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
@@ -52,8 +71,11 @@ _LIST_CHANGED = {
     "resources": "notifications/resources/list_changed",
     "templates": "notifications/resources/list_changed",
 }
-_HANDSHAKE_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
-_MODERN_ONLY = frozenset({"server/discover"}) | TASK_METHODS
+_HANDSHAKE_ONLY = (
+    frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+    | HANDSHAKE_TASK_METHODS
+)
+_MODERN_ONLY = frozenset({"server/discover", "tasks/update"})
 MISSING_CAPABILITY = -32021
 _TARGET_KIND: dict[str, Any] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "templates": "resource"}
 _LISTEN_FLAG = {
@@ -155,6 +177,8 @@ class Router(Events):
             "tasks/get": self._task_request,
             "tasks/update": self._task_request,
             "tasks/cancel": self._task_request,
+            "tasks/result": self._task_request,
+            "tasks/list": self._list_tasks,
         }
 
     # -- entry points ------------------------------------------------------------------
@@ -216,7 +240,7 @@ class Router(Events):
         session.client_info = info if isinstance(info, dict) else {}
         result: dict[str, Any] = {
             "protocolVersion": version,
-            "capabilities": CAPABILITIES,
+            "capabilities": {**CAPABILITIES, "tasks": HANDSHAKE_CAPABILITY},
             "serverInfo": SERVER_IDENTITY,
         }
         instructions = self.instructions()
@@ -324,9 +348,13 @@ class Router(Events):
         """Send a request upstream on behalf of `call`, bridging what the upstream asks of the client."""
         log_level = call.log_level if call.modern else (call.session.log_level or "debug")
         caps = call.client_capabilities
-        if not call.modern and "extensions" in caps:
-            # A handshake-era client cannot receive a 2026-07-28 task: it never asks for one.
+        if not call.modern:
+            # A handshake-era client gets a task only when it asks for one (`params.task`); the
+            # gateway then asks the upstream as a 2026-07-28 client would, and translates.
             caps = {k: v for k, v in caps.items() if k != "extensions"}
+            if method == "tools/call" and "task" in params:
+                caps = {**caps, **TASKS_CAPS}
+                params = {k: v for k, v in params.items() if k != "task"}
 
         identity = self._identity_header(upstream, call.principal)
 
@@ -347,10 +375,13 @@ class Router(Events):
             if bridge.is_input_required(result) and "requestState" in result:
                 result["requestState"] = self.seal.wrap(result["requestState"], ticket)
             if method == "tools/call" and is_task(result):
-                return self.tasks.register(upstream, ticket, result)
+                return {**result, "taskId": self.tasks.register(upstream, ticket, result).id}
             return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
+            if method == "tools/call" and is_task(result):
+                session = None if call.session.ephemeral else call.session
+                return {"task": self.tasks.register(upstream, ticket, result, session).handshake()}
             if not bridge.is_input_required(result):
                 return result
             params = {**params, **await bridge.fulfil(call, result)}
@@ -376,14 +407,16 @@ class Router(Events):
         def check() -> None:
             nonlocal reserved
             # Checked only once decided and audited: a probe with bad arguments is on record.
-            if "task" in call.params and not call.modern:
-                # 2025-11-25 task augmentation (the client asks for a task) is not relayed:
-                # tasks are relayed as the 2026-07-28 extension, where the server decides.
+            asks_task = "task" in call.params and not call.modern
+            if asks_task and not entry.upstream.modern:
+                # Tasks are relayed over the 2026-07-28 extension only (governed end to end).
                 # Refused, not stripped: the client asked for something else than a plain call.
                 raise Answered(
                     "refused",
                     "task-augmented call",
-                    error=ProtocolError(INVALID_PARAMS, "task-augmented tools/call is not supported by this gateway"),
+                    error=ProtocolError(
+                        INVALID_PARAMS, f"task-augmented tools/call is not relayed to upstream {entry.upstream.name!r}"
+                    ),
                 )
             if arguments is not None and not isinstance(arguments, dict):
                 raise Answered(
@@ -397,7 +430,7 @@ class Router(Events):
                 text = f"Invalid arguments for {name}: {problem}"
                 result = {"content": [{"type": "text", "text": text}], "isError": True}
                 raise Answered("tool_error", f"invalid arguments: {problem}", result=result)
-            if call.modern and declares_tasks(call.client_capabilities):
+            if asks_task or (call.modern and declares_tasks(call.client_capabilities)):
                 # The upstream may answer with a task: a place for it is held before it goes.
                 try:
                     self.tasks.reserve(call.principal)
@@ -413,10 +446,11 @@ class Router(Events):
         return _map_content_uris(entry.upstream, result)
 
     async def _task_request(self, call: Call) -> dict[str, Any]:
-        """`tasks/get`, `tasks/update`, `tasks/cancel`: only the principal that created the
-        task reaches it; for anyone else it does not exist. Decided and audited against the
-        task's tool, like the call that created it, then forwarded under the upstream's id."""
-        if not declares_tasks(call.client_capabilities):
+        """`tasks/get`, `tasks/update`, `tasks/cancel` (and `tasks/result` at 2025-11-25): only
+        the principal that created the task reaches it; for anyone else it does not exist.
+        Decided and audited against the task's tool, like the call that created it, then
+        forwarded under the upstream's id."""
+        if call.modern and not declares_tasks(call.client_capabilities):
             raise ProtocolError(
                 MISSING_CAPABILITY,
                 f"{call.method} needs the {TASKS_EXTENSION} extension declared in the client capabilities",
@@ -429,11 +463,65 @@ class Router(Events):
             shown = task_id[:64] if isinstance(task_id, str) else task_id
             raise ProtocolError(INVALID_PARAMS, f"Unknown task: {shown}")
         params = {**call.params, "taskId": task.upstream_id}
+        if not call.modern:
+            return await self._handshake_task_request(call, task, params)
         result = await self._governed(call, task.upstream, task.target, call.method, params)
         if call.method != "tasks/get":
             task.changed.set()  # its watcher looks at once: a cancel or an answer moves it on
             return {k: v for k, v in result.items() if k != "taskId"}
         return self.tasks.observed(task, result)
+
+    async def _handshake_task_request(self, call: Call, task: RelayedTask, params: dict[str, Any]) -> dict[str, Any]:
+        """The 2025-11-25 task methods, over the upstream's 2026-07-28 task."""
+        params = {k: v for k, v in params.items() if k != "_meta"}
+        if call.method == "tasks/result":
+            return await self.governance.call(
+                call.principal, task.target, call.method, None, lambda ticket: self._task_result(call, task)
+            )
+        if call.method == "tasks/cancel" and task.status in TERMINAL:
+            await self.governance.refuse_unknown(call.principal, "tool", task.id, call.method, noun="running task")
+            raise ProtocolError(INVALID_PARAMS, f"Task {task.id} is already {task.status}")
+
+        async def forward(ticket: Ticket) -> dict[str, Any]:
+            result = await task.upstream.call(call.method, params, client_caps=TASKS_CAPS)
+            if call.method == "tasks/cancel":
+                result = await task.upstream.call("tasks/get", params, client_caps=TASKS_CAPS)
+                task.changed.set()
+            self.tasks.observed(task, result)
+            return task.handshake()
+
+        return await self.governance.call(call.principal, task.target, call.method, None, forward)
+
+    async def _task_result(self, call: Call, task: RelayedTask) -> dict[str, Any]:
+        """`tasks/result` (2025-11-25): wait for the end, relaying what the task asks of the
+        client meanwhile; the tool's result, or its error."""
+        upstream, params = task.upstream, {"taskId": task.upstream_id}
+        while True:
+            detail = self.tasks.observed(task, await upstream.call("tasks/get", params, client_caps=TASKS_CAPS))
+            status = detail.get("status")
+            if status == "completed" and isinstance(detail.get("result"), dict):
+                result: dict[str, Any] = detail["result"]
+                meta = result.get("_meta")
+                meta = meta if isinstance(meta, dict) else {}
+                return {**result, "_meta": {**meta, RELATED_TASK: {"taskId": task.id}}}
+            if status == "failed":
+                error = detail.get("error")
+                raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": "task failed"})
+            if status == "cancelled":
+                raise ProtocolError(INVALID_PARAMS, f"Task {task.id} was cancelled")
+            if status == "input_required" and call.ask is not None:
+                answers = await bridge.fulfil(call, {"inputRequests": detail.get("inputRequests")})
+                await upstream.call(
+                    "tasks/update", {**params, "inputResponses": answers["inputResponses"]}, client_caps=TASKS_CAPS
+                )
+                continue
+            with anyio.move_on_after(task.poll):
+                await task.changed.wait()
+
+    async def _list_tasks(self, call: Call) -> dict[str, Any]:
+        """`tasks/list` (2025-11-25): the caller's own tasks, those whose tool it may still reach."""
+        mine = self.tasks.listed(call.principal)
+        return {"tasks": [t.handshake() for t in mine if self.governance.visible(t.principal, t.target)]}
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
         name = call.params.get("name")
