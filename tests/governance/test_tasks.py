@@ -13,8 +13,10 @@ import httpx2
 import pytest
 
 from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS
+from mcp_gateway.proxy.relay_tasks import RELATED_TASK
 from mcp_gateway.proxy.upstream import CLIENT_CAPABILITIES, CLIENT_INFO, PROTOCOL_VERSION, TASKS_EXTENSION
 
+from ..adversarial.common import Deployment, error_of, rpc
 from ..support import admin_client, create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
 
 pytestmark = pytest.mark.anyio
@@ -181,3 +183,23 @@ async def test_the_registry_refuses_a_task_beyond_max_tasks_per_principal_with_a
     finally:
         await bot.aclose()
         await other.aclose()
+
+
+async def test_a_handshake_client_reads_only_its_own_tasks_through_the_2025_11_25_methods(gateway: Any) -> None:
+    url, _, _, _ = gateway
+    deployment = Deployment(url, url.rsplit("/mcp", 1)[0])
+    owner_key, other_key = await create_key(url, "ops", "owner"), await create_key(url, "ops", "other")
+    async with rpc(deployment, owner_key, "legacy") as owner, rpc(deployment, other_key, "legacy") as other:
+        call = {"name": "x__slow_compute", "arguments": {"seconds": 0.5, "label": "v1"}, "task": {"ttl": 60000}}
+        created = (await owner.request("tools/call", call)).json()["result"]
+        task_id = created["task"]["taskId"]
+        assert created["task"]["status"] == "working" and "resultType" not in created
+        listed = (await other.request("tasks/list", {})).json()["result"]["tasks"]
+        assert listed == []  # another principal's list holds none of it
+        for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            assert error_of(await other.request(method, {"taskId": task_id}))["code"] == INVALID_PARAMS
+        assert [t["taskId"] for t in (await owner.request("tasks/list", {})).json()["result"]["tasks"]] == [task_id]
+        result = (await owner.request("tasks/result", {"taskId": task_id})).json()["result"]
+        assert result["content"][0]["text"] == "computed v1 after 0.5s"
+        assert result["_meta"][RELATED_TASK] == {"taskId": task_id}
+        assert (await owner.request("tasks/get", {"taskId": task_id})).json()["result"]["status"] == "completed"
