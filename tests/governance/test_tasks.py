@@ -203,3 +203,22 @@ async def test_a_handshake_client_reads_only_its_own_tasks_through_the_2025_11_2
         assert result["content"][0]["text"] == "computed v1 after 0.5s"
         assert result["_meta"][RELATED_TASK] == {"taskId": task_id}
         assert (await owner.request("tasks/get", {"taskId": task_id})).json()["result"]["status"] == "completed"
+
+
+async def test_revoking_the_key_that_created_a_task_cancels_it_upstream_and_audits_it_killed(gateway: Any) -> None:
+    url, _, cancel_log, _ = gateway
+    async with admin_client(url) as admin:
+        made = await admin.post("/keys", json={"team": "ops", "name": "leaky"})
+        assert made.status_code == 201, made.text
+        client = ModernClient(url, made.json()["key"])
+        try:
+            assert (await client.start())["result"]["resultType"] == "task"
+            assert (await admin.delete(f"/keys/{made.json()['id']}")).status_code == 200
+            with anyio.fail_after(20):
+                while "cancelled slow_compute" not in cancel_log.read_text():
+                    await anyio.sleep(0.05)
+                while not (rows := [r for r in await _completions(url, "slow_compute") if r["method"] == "tools/call"]):
+                    await anyio.sleep(0.05)
+        finally:
+            await client.aclose()
+    assert [(r["outcome"], r["detail"]) for r in rows] == [("killed", f"revoked:{made.json()['id']}")]
