@@ -5,6 +5,7 @@ the registry is bounded per principal."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,44 @@ async def test_revoking_the_key_that_created_a_task_cancels_it_upstream_and_audi
         finally:
             await client.aclose()
     assert [(r["outcome"], r["detail"]) for r in rows] == [("killed", f"revoked:{made.json()['id']}")]
+
+
+async def _statuses_until_done(
+    client: Any, ids: dict[str, str], who: str, seen: list[dict[str, Any]], ready: anyio.Event
+) -> None:
+    """Read the session's GET stream until its task (`ids[who]`, known once created) is
+    reported completed; keep every task status seen."""
+    headers = {**client.headers(), "accept": "text/event-stream"}
+    async with client.http.stream("GET", "/mcp", headers=headers) as stream:
+        assert stream.status_code == 200
+        ready.set()
+        async for line in stream.aiter_lines():
+            if not line.startswith("data:") or not line[5:].strip():
+                continue
+            message = json.loads(line[5:])
+            if message.get("method") == "notifications/tasks/status":
+                seen.append(message["params"])
+                if message["params"]["taskId"] == ids.get(who) and message["params"]["status"] == "completed":
+                    return
+
+
+async def test_task_status_notifications_go_to_the_creating_session_only(gateway: Any) -> None:
+    url, _, _, _ = gateway
+    deployment = Deployment(url, url.rsplit("/mcp", 1)[0])
+    keys = await create_key(url, "ops", "owner"), await create_key(url, "ops", "other")
+    async with rpc(deployment, keys[0], "legacy") as owner, rpc(deployment, keys[1], "legacy") as other:
+        seen: dict[str, list[dict[str, Any]]] = {"owner": [], "other": []}
+        ids: dict[str, str] = {}
+        clients = {"owner": (owner, 0.3), "other": (other, 1.5)}
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for who, (client, _) in clients.items():
+                    ready = anyio.Event()
+                    tg.start_soon(_statuses_until_done, client, ids, who, seen[who], ready)
+                    await ready.wait()
+                for who, (client, seconds) in clients.items():
+                    call = {"name": "x__slow_compute", "arguments": {"seconds": seconds}, "task": {"ttl": 60000}}
+                    ids[who] = (await client.request("tools/call", call)).json()["result"]["task"]["taskId"]
+    # Each session heard of its own task, and of no other (the owner's ended first).
+    for who in clients:
+        assert seen[who] and {n["taskId"] for n in seen[who]} == {ids[who]}, seen
