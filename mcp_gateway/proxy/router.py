@@ -20,14 +20,12 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .. import __version__, jsonrpc
 from ..errors import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     RESOURCE_NOT_FOUND,
     Denied,
     GatewayError,
     ProtocolError,
-    RpcError,
 )
 from ..governance import Answered, Governance, Ticket
 from ..identity import Principal
@@ -41,10 +39,7 @@ from .catalog import Catalog, exposed_uri
 from .relay_tasks import (
     HANDSHAKE_CAPABILITY,
     HANDSHAKE_TASK_METHODS,
-    RELATED_TASK,
     TASKS_CAPS,
-    TERMINAL,
-    RelayedTask,
     TaskRegistry,
     declares_tasks,
     is_task,
@@ -52,6 +47,7 @@ from .relay_tasks import (
 from .schemas import argument_problem
 from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
+from .task_methods import TaskMethods
 from .upstream import SERVER_INFO, TASKS_EXTENSION, Events, Upstream
 
 log = logging.getLogger(__name__)
@@ -76,7 +72,6 @@ _HANDSHAKE_ONLY = (
     | HANDSHAKE_TASK_METHODS
 )
 _MODERN_ONLY = frozenset({"server/discover", "tasks/update"})
-MISSING_CAPABILITY = -32021
 _TARGET_KIND: dict[str, Any] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "templates": "resource"}
 _LISTEN_FLAG = {
     "notifications/tools/list_changed": "toolsListChanged",
@@ -152,6 +147,7 @@ class Router(Events):
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
         self.tasks = TaskRegistry(governance, tg, max_tasks_per_principal, task_record_ttl)
+        task_methods = TaskMethods(self.tasks, governance, self._governed)
         self.limits = Limits()
         self.identity: IdentitySigner | None = None
         """Signs the caller's identity for upstreams with an `identity_header`."""
@@ -174,11 +170,11 @@ class Router(Events):
             "resources/unsubscribe": self._unsubscribe,
             "completion/complete": self._complete,
             "logging/setLevel": self._set_level,
-            "tasks/get": self._task_request,
-            "tasks/update": self._task_request,
-            "tasks/cancel": self._task_request,
-            "tasks/result": self._task_request,
-            "tasks/list": self._list_tasks,
+            "tasks/get": task_methods.request,
+            "tasks/update": task_methods.request,
+            "tasks/cancel": task_methods.request,
+            "tasks/result": task_methods.request,
+            "tasks/list": task_methods.list,
         }
 
     # -- entry points ------------------------------------------------------------------
@@ -446,84 +442,6 @@ class Router(Events):
             if reserved:
                 self.tasks.release(call.principal)
         return _map_content_uris(entry.upstream, result)
-
-    async def _task_request(self, call: Call) -> dict[str, Any]:
-        """`tasks/get`, `tasks/update`, `tasks/cancel` (and `tasks/result` at 2025-11-25): only
-        the principal that created the task reaches it; for anyone else it does not exist.
-        Decided and audited against the task's tool, like the call that created it, then
-        forwarded under the upstream's id."""
-        if call.modern and not declares_tasks(call.client_capabilities):
-            raise ProtocolError(
-                MISSING_CAPABILITY,
-                f"{call.method} needs the {TASKS_EXTENSION} extension declared in the client capabilities",
-                {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
-            )
-        task_id = call.params.get("taskId")
-        task = self.tasks.owned(call.principal, task_id)
-        if task is None:
-            await self.governance.refuse_unknown(call.principal, "tool", task_id, call.method, noun="task")
-            shown = task_id[:64] if isinstance(task_id, str) else task_id
-            raise ProtocolError(INVALID_PARAMS, f"Unknown task: {shown}")
-        params = {**call.params, "taskId": task.upstream_id}
-        if not call.modern:
-            return await self._handshake_task_request(call, task, params)
-        result = await self._governed(call, task.upstream, task.target, call.method, params)
-        if call.method != "tasks/get":
-            task.changed.set()  # its watcher looks at once: a cancel or an answer moves it on
-            return {k: v for k, v in result.items() if k != "taskId"}
-        return self.tasks.observed(task, result)
-
-    async def _handshake_task_request(self, call: Call, task: RelayedTask, params: dict[str, Any]) -> dict[str, Any]:
-        """The 2025-11-25 task methods, over the upstream's 2026-07-28 task."""
-        params = {k: v for k, v in params.items() if k != "_meta"}
-        if call.method == "tasks/result":
-            return await self.governance.call(
-                call.principal, task.target, call.method, None, lambda ticket: self._task_result(call, task)
-            )
-        if call.method == "tasks/cancel" and task.status in TERMINAL:
-            await self.governance.refuse_unknown(call.principal, "tool", task.id, call.method, noun="running task")
-            raise ProtocolError(INVALID_PARAMS, f"Task {task.id} is already {task.status}")
-
-        async def forward(ticket: Ticket) -> dict[str, Any]:
-            result = await task.upstream.call(call.method, params, client_caps=TASKS_CAPS)
-            if call.method == "tasks/cancel":
-                result = await task.upstream.call("tasks/get", params, client_caps=TASKS_CAPS)
-                task.changed.set()
-            self.tasks.observed(task, result)
-            return task.handshake()
-
-        return await self.governance.call(call.principal, task.target, call.method, None, forward)
-
-    async def _task_result(self, call: Call, task: RelayedTask) -> dict[str, Any]:
-        """`tasks/result` (2025-11-25): wait for the end, relaying what the task asks of the
-        client meanwhile; the tool's result, or its error."""
-        upstream, params = task.upstream, {"taskId": task.upstream_id}
-        while True:
-            detail = self.tasks.observed(task, await upstream.call("tasks/get", params, client_caps=TASKS_CAPS))
-            status = detail.get("status")
-            if status == "completed" and isinstance(detail.get("result"), dict):
-                result: dict[str, Any] = detail["result"]
-                meta = result.get("_meta")
-                meta = meta if isinstance(meta, dict) else {}
-                return {**result, "_meta": {**meta, RELATED_TASK: {"taskId": task.id}}}
-            if status == "failed":
-                error = detail.get("error")
-                raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": "task failed"})
-            if status == "cancelled":
-                raise ProtocolError(INVALID_PARAMS, f"Task {task.id} was cancelled")
-            if status == "input_required" and call.ask is not None:
-                answers = await bridge.fulfil(call, {"inputRequests": detail.get("inputRequests")})
-                await upstream.call(
-                    "tasks/update", {**params, "inputResponses": answers["inputResponses"]}, client_caps=TASKS_CAPS
-                )
-                continue
-            with anyio.move_on_after(task.poll):
-                await task.changed.wait()
-
-    async def _list_tasks(self, call: Call) -> dict[str, Any]:
-        """`tasks/list` (2025-11-25): the caller's own tasks, those whose tool it may still reach."""
-        mine = self.tasks.listed(call.principal)
-        return {"tasks": [t.handshake() for t in mine if self.governance.visible(t.principal, t.target)]}
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
         name = call.params.get("name")
