@@ -264,3 +264,21 @@ async def test_task_status_notifications_go_to_the_creating_session_only(gateway
     # Each session heard of its own task, and of no other (the owner's ended first).
     for who in clients:
         assert seen[who] and {n["taskId"] for n in seen[who]} == {ids[who]}, seen
+
+
+@pytest.mark.parametrize("gateway", [{"task_record_ttl": 0.2}], indirect=True)
+async def test_a_finished_tasks_record_is_dropped_after_task_record_ttl(gateway: Any) -> None:
+    url, gw, _, _ = gateway
+    client = ModernClient(url, await create_key(url, "ops", "bot"))
+    try:
+        task_id = (await client.start(seconds=0.1))["result"]["taskId"]
+        assert len(gw.router.tasks) == 1
+        with anyio.fail_after(20):
+            while len(gw.router.tasks):
+                await anyio.sleep(0.05)
+        gone = await client.task("tasks/get", task_id)
+        assert gone["error"]["code"] == INVALID_PARAMS and "Unknown task" in gone["error"]["message"]
+        rows = [r for r in await _completions(url, "slow_compute") if r["method"] == "tools/call"]
+        assert [r["outcome"] for r in rows] == ["ok"]  # its end was audited before it went
+    finally:
+        await client.aclose()
