@@ -185,6 +185,7 @@ class TaskRegistry:
             session=session,
         )
         task.learn(result)
+        ticket.detached = True
         self._tasks[task.id] = task
         self._tg.start_soon(self._watch, task)
         return task

@@ -377,9 +377,7 @@ class Router(Events):
             result = await send(sink, params)
             if method == "tools/call" and is_task(result):
                 session = None if call.session.ephemeral else call.session
-                task = self.tasks.register(upstream, ticket, result, session)
-                # `resultType` tells the governance that the call runs on (`_finish` drops it).
-                return {"resultType": "task", "task": task.handshake()}
+                return {"task": self.tasks.register(upstream, ticket, result, session).handshake()}
             if not bridge.is_input_required(result):
                 return result
             params = {**params, **await bridge.fulfil(call, result)}
