@@ -12,7 +12,8 @@ gone in this revision of the extension (method not found).
 
 Tools:
 - `greet(name)`: sync only.
-- `slow_compute(seconds, label)`: task-supporting; sleeps, then answers. When cancelled it
+- `slow_compute(seconds, label, link)`: task-supporting; sleeps, then answers (with a
+  resource link to `link`, if given). When cancelled it
   writes `cancelled slow_compute` to stderr and to `EVERYTHING_CANCEL_LOG` (if set), like `slow`.
   (Every task started appends `started <tool>` to `EVERYTHING_TASK_LOG`, if set.)
 - `failing_job`: task required; a tool error after a moment (`completed`, `isError`).
@@ -140,7 +141,10 @@ async def _slow_compute(task: _Task, args: dict[str, Any]) -> dict[str, Any]:
             with open(path, "a", encoding="utf-8") as log:  # noqa: ASYNC230 (a cancelled task writes at once)
                 log.write("cancelled slow_compute\n")
         raise
-    return _text(f"computed {args.get('label', '')} after {seconds:g}s")
+    result = _text(f"computed {args.get('label', '')} after {seconds:g}s")
+    if link := args.get("link"):
+        result["content"].append({"type": "resource_link", "uri": link, "name": "output"})
+    return result
 
 
 async def _failing_job(task: _Task, args: dict[str, Any]) -> dict[str, Any]:
@@ -331,8 +335,9 @@ def greet(name: str) -> str:
     return f"Hello, {name}!"
 
 
-async def slow_compute(seconds: float = 1, label: str = "") -> str:
-    """Sleep `seconds`, then answer (runs as a task for clients with the tasks extension)."""
+async def slow_compute(seconds: float = 1, label: str = "", link: str = "") -> str:
+    """Sleep `seconds`, then answer (runs as a task for clients with the tasks extension); as
+    a task, its result links to the resource `link` when given."""
     result = await _slow_compute(_Task("", "slow_compute"), {"seconds": seconds, "label": label})
     return str(result["content"][0]["text"])
 

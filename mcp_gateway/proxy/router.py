@@ -147,7 +147,7 @@ class Router(Events):
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
         self.tasks = TaskRegistry(governance, tg, max_tasks_per_principal, task_record_ttl)
-        task_methods = TaskMethods(self.tasks, governance, self._governed)
+        task_methods = TaskMethods(self.tasks, governance, self._governed, _map_content_uris)
         self.limits = Limits()
         self.identity: IdentitySigner | None = None
         """Signs the caller's identity for upstreams with an `identity_header`."""

@@ -22,15 +22,20 @@ MISSING_CAPABILITY = -32021
 
 Governed = Callable[[Call, Upstream, Target, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """The router's decide-audit-forward path for a request to an upstream."""
+MapResult = Callable[[Upstream, dict[str, Any]], dict[str, Any]]
+"""The router's rewrite of a tool result's resource URIs to the gateway's names."""
 
 
 class TaskMethods:
     """Serves the task methods for the router."""
 
-    def __init__(self, registry: TaskRegistry, governance: Governance, governed: Governed) -> None:
+    def __init__(
+        self, registry: TaskRegistry, governance: Governance, governed: Governed, map_result: MapResult
+    ) -> None:
         self.registry = registry
         self.governance = governance
         self._governed = governed
+        self._map_result = map_result
 
     async def request(self, call: Call) -> dict[str, Any]:
         """`tasks/get`, `tasks/update`, `tasks/cancel` (and `tasks/result` at 2025-11-25): only
@@ -56,7 +61,10 @@ class TaskMethods:
         if call.method != "tasks/get":
             task.changed.set()  # its watcher looks at once: a cancel or an answer moves it on
             return {k: v for k, v in result.items() if k != "taskId"}
-        return self.registry.observed(task, result)
+        result = self.registry.observed(task, result)
+        if isinstance(result.get("result"), dict):  # the tool's result, inlined once it ended
+            result["result"] = self._map_result(task.upstream, result["result"])
+        return result
 
     async def _handshake(self, call: Call, task: RelayedTask, params: dict[str, Any]) -> dict[str, Any]:
         """The 2025-11-25 task methods, over the upstream's 2026-07-28 task."""
@@ -87,7 +95,7 @@ class TaskMethods:
             detail = self.registry.observed(task, await upstream.call("tasks/get", params, client_caps=TASKS_CAPS))
             status = detail.get("status")
             if status == "completed" and isinstance(detail.get("result"), dict):
-                result: dict[str, Any] = detail["result"]
+                result = self._map_result(upstream, detail["result"])
                 meta = result.get("_meta")
                 meta = meta if isinstance(meta, dict) else {}
                 return {**result, "_meta": {**meta, RELATED_TASK: {"taskId": task.id}}}

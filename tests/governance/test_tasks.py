@@ -282,3 +282,21 @@ async def test_a_finished_tasks_record_is_dropped_after_task_record_ttl(gateway:
         assert [r["outcome"] for r in rows] == ["ok"]  # its end was audited before it went
     finally:
         await client.aclose()
+
+
+async def test_a_finished_tasks_result_names_resources_as_the_gateway_exposes_them(gateway: Any) -> None:
+    url, _, _, _ = gateway
+    client = ModernClient(url, await create_key(url, "ops", "bot"))
+    try:
+        arguments = {"seconds": 0.1, "label": "l", "link": "test://static-text"}
+        created = await client.request(
+            "tools/call", {"name": "x__slow_compute", "arguments": arguments}, "x__slow_compute"
+        )
+        task_id = created["result"]["taskId"]
+        with anyio.fail_after(20):
+            while (got := (await client.task("tasks/get", task_id))["result"])["status"] != "completed":
+                await anyio.sleep(0.05)
+    finally:
+        await client.aclose()
+    links = [b["uri"] for b in got["result"]["content"] if b["type"] == "resource_link"]
+    assert links == ["x+test://static-text"]  # readable back through the gateway under that name
