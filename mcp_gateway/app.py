@@ -19,8 +19,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import auth
-from .admin import admin_routes
-from .admin.common import NO_TOKEN, actor_for, oidc_operator
+from .admin import admin_routes, operators
+from .admin.common import NO_TOKEN
 from .config import Config
 from .dashboard import dashboard_routes
 from .errors import ConfigError, Problem
@@ -31,6 +31,7 @@ from .oauth.resource import ResourceServer
 from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
+from .transport.replay import ReplayLimits
 from .transport.security import HostCheck
 
 log = logging.getLogger(__name__)
@@ -141,24 +142,42 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready (200) while the policy snapshot is fresh, else 503. The page is open to anyone
-    (probes have no token, and it is exempt from the Host check so they can address the pod
-    by IP), so the details (snapshot version and age, each upstream's state, PID and last
-    error) go only to a caller the admin API would serve: an admin token, an operator's
-    access token, or a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
+    """Ready (200) while the gateway can serve calls: its policy snapshot is fresh, its
+    audit log takes rows (a call that cannot be audited is denied, so a gateway that cannot
+    write its audit would refuse everything), and each enabled upstream's first connection
+    attempt has ended, up or failed (before, its tools are missing from every listing;
+    after, an upstream that is down does not make the gateway unready). Else 503, so an
+    orchestrator routes elsewhere.
+
+    The page is open to anyone (probes have no token, and it is exempt from the Host check
+    so they can address the pod by IP), so the details (why it is not ready, snapshot
+    version and age, the audit's health, each upstream's state, PID and last error) go only
+    to a caller the admin API would serve: an admin token, an operator's access token, or
+    a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
     gateway: Gateway = request.app.state.gateway
     snapshots = gateway.snapshots
+    writer = gateway.governance.writer
     fresh = not snapshots.stale()
-    body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if actor_for(request) is not None or await oidc_operator(request) is not None:
+    reasons = []
+    if not fresh:
+        reasons.append(f"the policy snapshot is stale: {snapshots.last_error or 'not refreshed in time'}")
+    if not writer.healthy:
+        reasons.append(f"the audit log cannot be written: {writer.last_error}")
+    connecting = [u.name for u in gateway.upstreams.values() if not u.settled]
+    if connecting:
+        reasons.append(f"connecting to upstream(s) for the first time: {', '.join(connecting)}")
+    body: dict[str, Any] = {"status": "not ready" if reasons else "ready"}
+    if await operators.authenticate(request) is not None:
+        body["reasons"] = reasons
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,
             "age_seconds": round(snapshots.age(), 3),
             "stale": not fresh,
         }
+        body["audit"] = {"writable": writer.healthy, "last_error": writer.last_error, "failures": writer.failures}
         body["upstreams"] = [u.status() for u in gateway.upstreams.values()]
-    return JSONResponse(body, status_code=200 if fresh else 503)
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 def create_app(config: Config, settings: Settings) -> GatewayApp:
@@ -176,7 +195,21 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
                 tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
                 if settings.admin_api and settings.auth != "none" and not tokens and settings.oauth is None:
                     log.warning("admin API: %s", NO_TOKEN)
-                options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
+                replay = ReplayLimits(
+                    settings.sse_replay_events,
+                    settings.sse_replay_bytes,
+                    settings.sse_replay_seconds,
+                    settings.sse_retry_ms,
+                    settings.sse_poll_after,
+                    settings.sse_detached_calls,
+                )
+                options = HttpOptions(
+                    settings.max_body_bytes,
+                    settings.session_idle_timeout,
+                    settings.max_sessions,
+                    settings.session_handshake_timeout,
+                    replay,
+                )
                 app.endpoint = McpEndpoint(
                     gateway.router,
                     authenticator(gateway, gateway.oauth if uses_oauth is not None else None),

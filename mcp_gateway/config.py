@@ -116,9 +116,12 @@ class _Upstream(BaseModel):
     timeout: float = Field(default=300.0, gt=0)
     """Seconds a single request may take before the gateway answers with a timeout error."""
     connect_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to connect, negotiate the protocol and read the catalog; `/readyz` waits at
+    most this long for the first attempt."""
     health_interval: float = Field(default=5.0, gt=0)
-    """HTTP upstreams: seconds between liveness checks (ping, or server/discover at 2026-07-28)."""
+    """Seconds between liveness checks (ping, or server/discover at 2026-07-28), both kinds."""
     health_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a liveness check has to be answered before the connection is given up."""
     protocol: Literal["auto", "handshake", "modern"] = "auto"
     """Which protocol era the gateway speaks upstream. `auto` tries 2026-07-28 first."""
     enabled: bool = True

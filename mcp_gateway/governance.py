@@ -31,6 +31,7 @@ from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .policy.engine import decide
 from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
+from .roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -213,16 +214,16 @@ class Governance:
         method: str,
         arguments: dict[str, Any] | None = None,
         *,
-        noun: str | None = None,
+        reason: str | None = None,
     ) -> None:
         """Audit, as a denial, a request for a tool, prompt or resource the gateway does not
-        serve (or that names none; `noun` names what was missing when it is no target kind, e.g.
-        a task), so probing for names is as visible as using them. No rule
-        decided it (`rule_id` is null); the caller answers with the protocol's own error."""
+        serve (or that names none), so probing for names is as visible as using them. No rule
+        decided it (`rule_id` is null); the caller answers with the protocol's own error.
+        `reason` says why instead of "no such ..." (a request refused before any decision)."""
         shown = name if isinstance(name, str) else None
         shown = _fit(shown, _MAX_NAME)
-        noun = noun or kind
-        reason = f"no such {noun}" if shown is not None else f"the request names no {noun}"
+        if reason is None:
+            reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
         decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
         call_id = f"{_ids.getrandbits(64):016x}"
         row = self._decision_row(principal, Target("", kind, shown or ""), method, decision, call_id, arguments)
@@ -335,8 +336,11 @@ class Governance:
         except AuditUnavailable:
             log.error("audit: completion of call %s (%s) was not recorded", ticket.call_id, outcome)
 
-    async def audit_admin(self, actor: str, action: str, detail: str, *, outcome: str = "ok") -> None:
-        """Record an administrative action; raises `AuditUnavailable` if it cannot be written."""
+    async def audit_admin(
+        self, actor: str, action: str, detail: str, *, outcome: str = "ok", role: Role | None = None
+    ) -> None:
+        """Record an administrative action; raises `AuditUnavailable` if it cannot be written.
+        `role`: the admin API role the actor acted with (in `reason`: `role operator`)."""
         row = {
             "ts": time.time(),
             "kind": "admin",
@@ -347,6 +351,8 @@ class Governance:
             "outcome": outcome,
             "detail": detail,
         }
+        if role is not None:
+            row["reason"] = f"role {role}"
         await self.writer.append(row)
 
     async def audit_refused_identity(self, subject: str, issuer: str, reason: str) -> None:
@@ -366,6 +372,27 @@ class Governance:
             await self.writer.append(row)
         except AuditUnavailable:
             log.warning("audit unavailable: refused identity %r (%s) not audited: %s", subject, issuer, reason)
+
+    async def audit_admin_refusal(self, actor: str, role: Role, detail: str) -> None:
+        """Record that an admin request was refused for too small a role, so an operator
+        reaching beyond their role is visible. The caller waits for the commit, as an agent
+        waits for its decision's row (so one caller cannot flood the audit queue); a row
+        that cannot be written is logged (the request is refused either way)."""
+        row = {
+            "ts": time.time(),
+            "kind": "admin",
+            "principal_id": actor,
+            "method": "forbidden",
+            "decision": "deny",
+            "reason": f"role {role}",
+            "policy_version": self.snapshots.current.policy.policy_version,
+            "outcome": "forbidden",
+            "detail": detail,
+        }
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable as exc:
+            log.warning("admin refusal of %s not audited: %s", actor, exc)
 
     def _watch_expiries(self, snapshot: Snapshot) -> None:
         """When a switch expires, what clients may see changes: tell them then."""

@@ -28,7 +28,10 @@ def dumps(message: Message) -> bytes:
     return orjson.dumps(message)
 
 
-def loads(data: bytes | str) -> Any:
+Data = bytes | bytearray | memoryview | str
+
+
+def loads(data: Data) -> Any:
     """Decode JSON; raises `ProtocolError(PARSE_ERROR)` on anything that is not JSON."""
     try:
         return orjson.loads(data)
@@ -54,14 +57,16 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _may_nest_deeper(data: bytes | str, limit: int) -> bool:
+def _may_nest_deeper(data: Data, limit: int) -> bool:
     # Fewer brackets than the limit cannot nest deeper than it: most messages skip the walk.
     if isinstance(data, str):
         return data.count("{") + data.count("[") > limit
+    if isinstance(data, memoryview):
+        data = data.obj if isinstance(data.obj, bytes | bytearray) and len(data) == len(data.obj) else bytes(data)
     return data.count(b"{") + data.count(b"[") > limit
 
 
-def parse_incoming(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Message:
+def parse_incoming(data: Data, *, max_depth: int = MAX_DEPTH) -> Message:
     """Decode one JSON-RPC message from a peer and check its envelope.
 
     Batches are refused (MCP dropped them); so is anything that is not a request,

@@ -89,8 +89,17 @@ def setup(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SafeFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
-    # One line per upstream HTTP request would drown everything else.
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    for name, quiet in QUIET.items():
+        logging.getLogger(name).setLevel(quiet)
+
+
+QUIET = {
+    "httpx2": logging.WARNING,  # one line per upstream HTTP request would drown everything else
+    "alembic": logging.WARNING,  # ten INFO lines at every start (plugins, "Context impl"), a line per migration
+    "aiosqlite": logging.WARNING,  # a DEBUG line per query and per result
+}
+"""Libraries whose routine lines stay out of the gateway's log, whatever its level; their
+warnings and errors still show."""
 
 
 def protect(*names: str) -> None:

@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .audit.redact import ArgumentPolicy
+from .audit.retention import retain
 from .audit.writer import AuditWriter
 from .config import Config
 from .errors import ConfigError, Problem
@@ -31,6 +32,7 @@ from .oauth.assertion import IdentitySigner
 from .oauth.resource import ResourceServer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
+from .proxy import http11, http_client, payload, rpc
 from .proxy.router import Router
 from .proxy.upstream import Events, Upstream
 from .sensitive import mask_urls
@@ -119,6 +121,11 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
 async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
     """Start everything; stop it all on exit."""
     assert settings.database_url is not None
+    payload.configure(settings.response_buffer_bytes, settings.max_response_bytes, settings.response_write_timeout)
+    # The HTTP client's own caps (a whole body, one SSE event) never cut below the setting.
+    http11.MAX_BODY = max(http11.MAX_BODY, settings.max_response_bytes)
+    http_client.MAX_EVENT = max(http_client.MAX_EVENT, settings.max_response_bytes)
+    rpc.configure(settings.notification_rate)
     engine = open_engine(settings.database_url, settings.store_timeout)
     try:
         await prepare_store(engine, settings)
@@ -175,6 +182,18 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             if not is_sqlite(settings.database_url):
                 listener = partial(listen, settings.database_url, snapshots.poke, settings.store_timeout)
                 tg.start_soon(supervised("state listener", listener))
+            keep = settings.audit_retention_seconds
+            if keep is not None:
+                pruner = partial(
+                    retain,
+                    engine,
+                    writer,
+                    governance.audit_admin,
+                    keep,
+                    settings.audit_prune_interval,
+                    settings.audit_retention_export,
+                )
+                tg.start_soon(supervised("audit retention", pruner))
             policies = None
             if settings.policies is not None:
                 policies = PolicyDirectory(settings.policies, engine, snapshots)
@@ -185,6 +204,14 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 if settings.watch_policies:
                     tg.start_soon(supervised("policy watcher", policies.watch))
             oauth = ResourceServer(settings.oauth) if settings.oauth is not None else None
+            log.info(
+                "started: config %s, auth %s, store %s, policy version %d, %d upstream(s)",
+                config.path.resolve() if config.path is not None else "(none)",
+                settings.auth,
+                mask_urls(settings.database_url),
+                snapshots.current.policy.policy_version,
+                len(upstreams),
+            )
             try:
                 yield Gateway(
                     config,
@@ -203,7 +230,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             finally:
                 if oauth is not None:
                     await oauth.verifier.aclose()
-                await writer.drain()
+                await writer.drain(end=True)
                 tg.cancel_scope.cancel()
     finally:
         await engine.dispose()

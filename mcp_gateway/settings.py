@@ -45,8 +45,27 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1024, gt=0)
     """Open HTTP connections; a connection beyond them gets 503 and is closed at once."""
     session_idle_timeout: float = Field(default=1800.0, gt=0)
+    session_handshake_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a handshake session may stay silent after `initialize` (every client sends
+    `notifications/initialized` at once); one that sends nothing is closed then, and counts
+    against `max_sessions_per_principal` until it is."""
     max_sessions: int = Field(default=10_000, gt=0)
     """Handshake sessions in all: a backstop behind the per-principal caps below."""
+    sse_replay_events: int = Field(default=256, ge=0)
+    """Events kept per handshake session for clients resuming a stream with Last-Event-ID
+    (2025-11-25 SSE resumability); 0 turns resumability off."""
+    sse_replay_bytes: int = Field(default=64 * 1024, ge=0)
+    """Bytes of events kept per handshake session for Last-Event-ID (besides the newest event)."""
+    sse_replay_seconds: float = Field(default=60.0, gt=0)
+    """How long an event stays available for Last-Event-ID."""
+    sse_retry_ms: int = Field(default=1000, ge=0)
+    """The `retry` field of a stream's priming event: how long a client waits to reconnect."""
+    sse_poll_after: float | None = Field(default=None, gt=0)
+    """Seconds after which the gateway ends a handshake POST stream whose call still runs; the
+    client resumes it with Last-Event-ID (SSE polling). Unset: streams stay open until the answer."""
+    sse_detached_calls: int = Field(default=16, ge=0)
+    """Calls one handshake session may have running with no client connection (hung up, or
+    let go by `sse_poll_after`); past it a hang-up cancels the call."""
     max_sessions_per_principal: int = Field(default=256, gt=0)
     """Handshake sessions one principal may hold; past it its `initialize` gets 429."""
     max_streams_per_principal: int = Field(default=64, gt=0)
@@ -61,6 +80,18 @@ class Settings(BaseSettings):
     beyond it, a call that may become a task is refused. Also the records kept per principal."""
     task_record_ttl: float = Field(default=3600.0, gt=0)
     """Seconds a finished task's record is kept (its owner may still read it); then dropped."""
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    """Largest upstream answer (or event of an answer's stream) the gateway holds; a larger
+    one is refused with a JSON-RPC error (-32053) and audited `upstream_error`."""
+    response_buffer_bytes: int = Field(default=128 * 1024 * 1024, ge=64 * 1024)
+    """Upstream answer bytes the gateway holds at once, for all clients; an answer that
+    would go past it is refused like one over `max_response_bytes`."""
+    response_write_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a client may take none of a large answer before its connection is dropped."""
+    notification_rate: float = Field(default=1000.0, gt=0)
+    """Notifications per second one upstream connection may send on to clients (with a
+    burst of as many); past it progress is coalesced per call and log messages are dropped,
+    counted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     database_url: str | None = None
@@ -98,6 +129,15 @@ class Settings(BaseSettings):
     """Secret-looking name patterns, compared without case, `_`, `-`, `.` (`mcp_gateway.sensitive`)."""
     audit_max_argument_bytes: int = Field(default=4096, gt=0)
     audit_queue_size: int = Field(default=10_000, gt=0)
+    audit_retention: str | None = None
+    """Keep this long (`30d`, `12h`, ...; a whole number and s, m, h, d or w): older rows are
+    pruned every `audit_prune_interval`, each chain keeping a checkpoint so it still
+    verifies. Off (nothing pruned) by default."""
+    audit_prune_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between prunes when `audit_retention` is set (the first one this long after start)."""
+    audit_retention_export: Path | None = None
+    """A directory: each periodic prune first writes the rows it prunes there, one JSON-lines
+    file a prune (`audit-<UTC time>-<chain>.jsonl`); if that fails, nothing is pruned."""
     replica_id: str | None = None
     """Names this process's audit chain; must be unique among running replicas. Default: unique per process."""
 
@@ -123,6 +163,21 @@ class Settings(BaseSettings):
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"{backend} is not supported: the store is SQLite (sqlite:///PATH) or PostgreSQL")
         return value
+
+    @field_validator("audit_retention")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .when import parse_duration
+
+            parse_duration(value)  # its ValueError names the forms
+        return value
+
+    @property
+    def audit_retention_seconds(self) -> float | None:
+        from .when import parse_duration
+
+        return parse_duration(self.audit_retention) if self.audit_retention is not None else None
 
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
@@ -181,7 +236,7 @@ def load_settings(
         raise ConfigError(problems) from None
 
 
-_PATH_SETTINGS = ("policies",)
+_PATH_SETTINGS = ("policies", "audit_retention_export")
 
 
 def settings_for(config: Config, **overrides: Any) -> Settings:
@@ -208,6 +263,11 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
         raise ConfigError(unresolved)
     if settings.database_url is None:
         settings.database_url = f"sqlite:///{(base / 'mcp-gateway.db').resolve()}"
+    export = settings.audit_retention_export
+    if export is not None and not export.is_dir():
+        line = config.gateway_lines.get("audit_retention_export")
+        where = str(config.path) if line is not None else "flags or environment"
+        raise ConfigError([Problem(where, line, f"audit_retention_export: {export} is not a directory")])
     if settings.policies is not None and not settings.policies.is_dir():
         from_file = section.get("policies") is not None and Path(section["policies"]) == settings.policies
         if from_file:

@@ -1,6 +1,8 @@
 """Dashboard sessions: an admin token exchanged for a cookie.
 
-The cookie holds the token itself, encrypted and authenticated (Fernet, with a key derived
+The token may be an admin token or, with `oauth:` configured, an operator's access token
+from the identity provider (its role from the role claim; the session ends when it
+expires). The cookie holds the token itself, encrypted and authenticated (Fernet, with a key derived
 from the replicas' shared secret, so any replica can read it), with the time it was issued
 and a CSRF token. Nothing is kept server-side, and the token is checked again on every
 request exactly as the REST API checks a bearer token: revoking the token, or lowering its
@@ -26,7 +28,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..admin.common import LOCAL_ADMIN, Operator, gateway, local_caller, operator_for_token
+from ..admin.common import gateway
+from ..admin.operators import LOCAL, Operator, by_token, local_caller
+from ..roles import Role
 from ..runtime import Gateway
 
 COOKIE = "mcp_gateway_session"
@@ -56,7 +60,7 @@ def seal(gw: Gateway, token: str | None) -> tuple[str, str]:
     return _fernet(gw).encrypt_at_time(payload, int(time.time())).decode(), csrf
 
 
-def session_of(request: Request) -> Session | None:
+async def session_of(request: Request) -> Session | None:
     """The request's valid session, or None (absent, tampered with, expired, or its token no
     longer valid)."""
     raw = request.cookies.get(COOKIE)
@@ -70,8 +74,10 @@ def session_of(request: Request) -> Session | None:
         return None
     if not isinstance(csrf, str) or not (token is None or isinstance(token, str)):
         return None
-    local = token is None and local_caller(request)
-    operator = LOCAL_ADMIN if local else operator_for_token(gw, token) if token is not None else None
+    if token is None:
+        operator = Operator(LOCAL, Role.admin) if local_caller(request) else None
+    else:
+        operator = await by_token(gw, token)
     return Session(operator, csrf, token) if operator is not None else None
 
 

@@ -23,8 +23,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..admin.common import ApiError, Operator, gateway, local_caller, operator_for_token
+from ..admin.common import ApiError, gateway
 from ..admin.models import EngageSwitch
+from ..admin.operators import LOCAL, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
 from ..audit.writer import AuditUnavailable
 from ..roles import Role
@@ -119,14 +120,14 @@ def _to_login() -> Response:
 
 
 async def index(request: Request) -> Response:
-    session = login.session_of(request)
+    session = await login.session_of(request)
     if session is None:
         if not local_caller(request):
             return _to_login()
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
         value, csrf = login.seal(gateway(request), None)
-        session = Session(Operator("local-admin", Role.admin), csrf, None)
+        session = Session(Operator(LOCAL, Role.admin), csrf, None)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
@@ -134,7 +135,7 @@ async def index(request: Request) -> Response:
 
 
 async def part(request: Request) -> Response:
-    session = login.session_of(request)
+    session = await login.session_of(request)
     name = request.path_params["name"]
     if session is None:
         return HTMLResponse("", status_code=401)
@@ -150,7 +151,7 @@ async def part(request: Request) -> Response:
 
 
 async def login_form(request: Request) -> Response:
-    if login.session_of(request) is not None:
+    if await login.session_of(request) is not None:
         return RedirectResponse("/admin", status_code=303)
     return _render("login.html", error=None)
 
@@ -167,7 +168,7 @@ async def login_submit(request: Request) -> Response:
     form = await _form(request)
     token = (form or {}).get("token", "").strip()
     gw = gateway(request)
-    operator = operator_for_token(gw, token) if token else None
+    operator = await by_token(gw, token) if token else None
     if operator is None:
         peer = request.client.host if request.client else "?"
         log.warning("dashboard: a login from %s was refused (not a valid admin token)", peer)
@@ -180,19 +181,16 @@ async def login_submit(request: Request) -> Response:
 
 async def _acting(request: Request, needed: Role, what: str) -> tuple[Session, dict[str, str]] | Response:
     """The session and form of an action, or the page that refuses it."""
-    session = login.session_of(request)
+    session = await login.session_of(request)
     if session is None:
         return _to_login()
     form = await _form(request)
     if form is None or not login.csrf_ok(session, form.get("csrf")):
         return _render("refused.html", 403, message="The form was stale or did not come from this dashboard.")
     if not session.operator.role.allows(needed):
-        log.warning(
-            "dashboard: %s (role %s) was refused %s: it needs the %s role",
-            session.operator.name,
-            session.operator.role.value,
-            what,
-            needed.value,
+        operator = session.operator
+        await gateway(request).governance.audit_admin_refusal(
+            operator.name, operator.role, f"dashboard: {what} needs {needed}"
         )
         return _render(
             "refused.html",
@@ -234,7 +232,7 @@ async def engage(request: Request) -> Response:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "form"
         return await _page(request, session, status=400, notice=f"{where}: {first['msg']}")
-    return await _done(request, session, engage_switch(gateway(request), session.operator.name, spec))
+    return await _done(request, session, engage_switch(gateway(request), session.operator, spec))
 
 
 async def release(request: Request) -> Response:
@@ -244,7 +242,7 @@ async def release(request: Request) -> Response:
     session, form = acting
     reason = form.get("reason", "").strip() or "released from the dashboard"
     switch_id = request.path_params["id"][:64]
-    return await _done(request, session, release_switch(gateway(request), session.operator.name, switch_id, reason))
+    return await _done(request, session, release_switch(gateway(request), session.operator, switch_id, reason))
 
 
 async def reload(request: Request) -> Response:
@@ -257,7 +255,8 @@ async def reload(request: Request) -> Response:
         return await _page(request, session, status=409, notice="This gateway has no policy directory.")
 
     async def reload_now() -> None:
-        await gw.governance.audit_admin(session.operator.name, "policy.reload", str(gw.settings.policies))
+        operator = session.operator
+        await gw.governance.audit_admin(operator.name, "policy.reload", str(gw.settings.policies), role=operator.role)
         outcome = await gw.reload_policies(session.operator.name)
         if outcome["error"]:
             raise ApiError(422, "invalid_policy", "The policy directory is invalid; the live policy stays.")
@@ -266,7 +265,7 @@ async def reload(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    session = login.session_of(request)
+    session = await login.session_of(request)
     form = await _form(request)
     if session is not None and (form is None or not login.csrf_ok(session, form.get("csrf"))):
         return _render("refused.html", 403, message="The form was stale or did not come from this dashboard.")
@@ -291,26 +290,39 @@ SECURITY_HEADERS = {
 }
 
 
-def _guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _guarded(
+    endpoint: Callable[[Request], Awaitable[Response]], role: Role | None
+) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
         response = await endpoint(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
+    guarded.session_role = role  # type: ignore[attr-defined]
     return guarded
 
 
+def session_role(endpoint: object) -> Role | None:
+    """The least role a dashboard route serves (None: the login form, open to all)."""
+    role = getattr(endpoint, "session_role", None)
+    return role if isinstance(role, Role) else None
+
+
 def dashboard_routes() -> list[BaseRoute]:
-    pages: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
-        ("/admin", index, "GET"),
-        ("/admin/login", login_form, "GET"),
-        ("/admin/login", login_submit, "POST"),
-        ("/admin/logout", logout, "POST"),
-        ("/admin/part/{name}", part, "GET"),
-        ("/admin/kill-switches", engage, "POST"),
-        ("/admin/kill-switches/{id}/release", release, "POST"),
-        ("/admin/policy/reload", reload, "POST"),
+    """Each page and action with the least role it serves (checked from the session: the page
+    and its parts by `session_of`, which any valid role passes; actions by `_acting`)."""
+    pages: list[tuple[str, Callable[[Request], Awaitable[Response]], str, Role | None]] = [
+        ("/admin", index, "GET", Role.viewer),
+        ("/admin/login", login_form, "GET", None),
+        ("/admin/login", login_submit, "POST", None),
+        ("/admin/logout", logout, "POST", Role.viewer),
+        ("/admin/part/{name}", part, "GET", Role.viewer),
+        ("/admin/kill-switches", engage, "POST", Role.operator),
+        ("/admin/kill-switches/{id}/release", release, "POST", Role.operator),
+        ("/admin/policy/reload", reload, "POST", Role.operator),
     ]
-    routes: list[BaseRoute] = [Route(path, _guarded(handler), methods=[method]) for path, handler, method in pages]
+    routes: list[BaseRoute] = [
+        Route(path, _guarded(handler, role), methods=[method]) for path, handler, method, role in pages
+    ]
     routes.append(Mount("/admin/static", StaticFiles(directory=HERE / "static"), name="dashboard-static"))
     return routes

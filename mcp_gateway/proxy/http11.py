@@ -21,6 +21,10 @@ import httptools
 from ..sensitive import mask_urls
 
 MAX_BODY = 64 * 1024 * 1024
+READ_AHEAD = 1024 * 1024
+"""Body bytes received and not yet taken by the reader past which the connection stops
+reading (the upstream is held back by TCP) until the reader catches up: a reader slower
+than its upstream costs this, not the whole body."""
 IDLE_SECONDS = 4.0
 """Connections idle longer are not reused: servers close idle ones (uvicorn after 5 s),
 and a request written into a connection as it closes would fail for no reason."""
@@ -38,7 +42,7 @@ class Response:
     """A response being received: status and headers once they are in, then the body as
     it arrives (`chunks()`, or `read()` for all of it)."""
 
-    __slots__ = ("_chunks", "_error", "_waiter", "complete", "headers", "status")
+    __slots__ = ("_buffered", "_chunks", "_error", "_paused", "_waiter", "complete", "headers", "status")
 
     def __init__(self) -> None:
         self.status = 0
@@ -47,9 +51,14 @@ class Response:
         self._chunks: deque[bytes | None] = deque()  # None ends the body
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
+        self._buffered = 0
+        self._paused: asyncio.Transport | None = None
+        """The connection's transport while its reading is paused for this response."""
 
     def _push(self, chunk: bytes | None) -> None:
         self._chunks.append(chunk)
+        if chunk is not None:
+            self._buffered += len(chunk)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -62,6 +71,12 @@ class Response:
             finally:
                 self._waiter = None
         chunk = self._chunks.popleft()
+        if chunk is not None:
+            self._buffered -= len(chunk)
+            if self._paused is not None and self._buffered < READ_AHEAD // 2:
+                transport, self._paused = self._paused, None
+                if not transport.is_closing():
+                    transport.resume_reading()
         if chunk is None:
             self._chunks.appendleft(None)  # the end stays the end
             if self._error is not None:
@@ -132,7 +147,11 @@ class _Connection(asyncio.Protocol):
                 self._fail(HttpError(f"the response exceeded {MAX_BODY} bytes"))
                 self.close()
                 return
-            self.response._push(body)
+            response = self.response
+            response._push(body)
+            if response._buffered > READ_AHEAD and response._paused is None and self.transport is not None:
+                self.transport.pause_reading()
+                response._paused = self.transport
 
     def on_message_complete(self) -> None:
         response, self.response = self.response, None
@@ -140,6 +159,10 @@ class _Connection(asyncio.Protocol):
             return
         response.complete = True
         response._push(None)
+        if response._paused is not None:  # nothing more comes for it: the connection reads on
+            response._paused = None
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
         if self.parser.should_keep_alive() and not self.closed:
             self.parser = httptools.HttpResponseParser(self)
             self.pool.release(self)

@@ -33,8 +33,8 @@ from ..jsonrpc import Message
 from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
 from ..oauth.assertion import IdentitySigner
-from ..policy.model import Target
-from . import bridge
+from ..policy.model import Kind, Target
+from . import bridge, payload
 from .catalog import Catalog, exposed_uri
 from .relay_tasks import (
     HANDSHAKE_CAPABILITY,
@@ -45,7 +45,7 @@ from .relay_tasks import (
     is_task,
 )
 from .schemas import argument_problem
-from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session
+from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
 from .task_methods import TaskMethods
 from .upstream import SERVER_INFO, TASKS_EXTENSION, Events, Upstream
@@ -224,16 +224,44 @@ class Router(Events):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    async def refuse_rejected(self, principal: Principal, message: Message, reason: str) -> None:
+        """Audit a request the protocol's inbound checks refused before it was decided (at
+        2026-07-28: `Mcp-*` headers that disagree with the body, a missing or bad envelope),
+        when it names a tool, prompt or resource: a probe sent malformed is on record like
+        any other refusal (a denial with no rule). Nothing of it was decided or forwarded.
+        A listen names no single target and is refused whole: it has no row."""
+        method = message.get("method")
+        params = jsonrpc.params_of(message)
+        kind: Kind
+        if method == "completion/complete":
+            raw = params.get("ref")
+            ref: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            if ref.get("type") == "ref/prompt":
+                kind, name = "prompt", ref.get("name")
+            else:
+                kind, name = "resource", ref.get("uri")
+        elif method in _NAMED:
+            kind, name = _NAMED[method][0], params.get(_NAMED[method][1])
+        else:
+            return
+        arguments = params.get("arguments") if method == "tools/call" else None
+        await self.governance.refuse_unknown(
+            principal,
+            kind,
+            name,
+            str(method),
+            arguments if isinstance(arguments, dict) else None,
+            reason=f"refused before a decision: {reason}",
+        )
+
     async def _initialize(self, call: Call) -> dict[str, Any]:
         params = call.params
         requested = params.get("protocolVersion")
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         session = call.session
         session.protocol_version = version
-        caps = params.get("capabilities")
-        session.client_capabilities = caps if isinstance(caps, dict) else {}
-        info = params.get("clientInfo")
-        session.client_info = info if isinstance(info, dict) else {}
+        session.client_capabilities = held_capabilities(params.get("capabilities"))
+        session.client_info = held_client_info(params.get("clientInfo"))
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": {**CAPABILITIES, "tasks": HANDSHAKE_CAPABILITY},
@@ -363,24 +391,29 @@ class Router(Events):
             if bridge.Parking.owns(params):
                 return await self.parking.resume(call, ticket)
             return await self.parking.start(call, ticket, lambda sink: send(sink, params))
+        lease = payload.current()
+        if lease is not None and method == "tools/call":
+            lease.splice = True  # its answer goes straight to this client's writer: a large one may stay raw
         sink = bridge.CallSink(call)
         if call.modern:
             if "requestState" in params:
                 params = self.seal.unseal(params, ticket)
             result = await send(sink, params)
-            if bridge.is_input_required(result) and "requestState" in result:
-                result["requestState"] = self.seal.wrap(result["requestState"], ticket)
-            if method == "tools/call" and is_task(result):
-                return {**result, "taskId": self.tasks.register(upstream, ticket, result).id}
+            if bridge.is_input_required(result):
+                result = payload.materialize(result)
+                if "requestState" in result:
+                    result["requestState"] = self.seal.wrap(result["requestState"], ticket)
+            if (created := _created_task(method, result)) is not None:
+                return {**created, "taskId": self.tasks.register(upstream, ticket, created).id}
             return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
-            if method == "tools/call" and is_task(result):
+            if (created := _created_task(method, result)) is not None:
                 session = None if call.session.ephemeral else call.session
-                return {"task": self.tasks.register(upstream, ticket, result, session).handshake()}
+                return {"task": self.tasks.register(upstream, ticket, created, session).handshake()}
             if not bridge.is_input_required(result):
                 return result
-            params = {**params, **await bridge.fulfil(call, result)}
+            params = {**params, **await bridge.fulfil(call, payload.materialize(result))}
         raise ProtocolError(INVALID_PARAMS, f"upstream {upstream.name!r} kept asking for input; giving up")
 
     async def _call_tool(self, call: Call) -> dict[str, Any]:
@@ -740,6 +773,15 @@ class Router(Events):
             await self.broadcast(jsonrpc.notification(method))
 
 
+_NAMED: dict[str, tuple[Kind, str]] = {
+    "tools/call": ("tool", "name"),
+    "prompts/get": ("prompt", "name"),
+    "resources/read": ("resource", "uri"),
+    "resources/subscribe": ("resource", "uri"),
+}
+"""Methods that name one target: its kind and the parameter that names it."""
+
+
 async def _deliver(sending: Awaitable[Any]) -> None:
     """One client's broken stream must not stop the others' notifications, nor fail the
     upstream connection the event came from (session outboxes do not block: see the
@@ -751,6 +793,15 @@ async def _deliver(sending: Awaitable[Any]) -> None:
         log.debug("dropped a notification: %s", exc)
     except Exception:  # one client's delivery: never the caller's failure
         log.exception("delivering a notification failed")
+
+
+def _created_task(method: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The upstream's `CreateTaskResult`, when a `tools/call` answered with one (read whole
+    only then: other answers may be relayed unparsed)."""
+    if method != "tools/call" or result.get("resultType") != "task":
+        return None
+    result = payload.materialize(result)
+    return result if is_task(result) else None
 
 
 def _map_block(upstream: Upstream, block: dict[str, Any]) -> dict[str, Any]:

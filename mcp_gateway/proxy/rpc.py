@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..jsonrpc import Message, RequestId
+from . import payload
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,28 @@ class _Pending:
     deadline: float
     progress_token: Any = None
     expired: bool = False
+    size: int = 0
+    """Bytes of the answer, when the transport counted them (stdio: its line)."""
 
 
 NotificationHandler = Callable[[Message], Awaitable[None]]
 DISPATCH_DEADLINE = 2.0
 """Seconds one upstream notification may take to hand over to the gateway's clients."""
+YIELD_EVERY = 64
+"""Messages a transport's reader may feed before it lets the loop run something else: a
+stream that arrives faster than it is fed would otherwise hold the loop (issue 12: a flood
+of notifications from one upstream stalled every other)."""
+NOTIFICATION_RATE = 1000.0
+"""Progress and log notifications per second one connection passes on to clients, with a
+burst of as many (`notification_rate`). Past it, the latest progress of each call is kept
+and delivered before its answer or when the rate allows; log messages are dropped. Both
+are counted and logged."""
+REPORT_EVERY = 10.0
+
+
+def configure(notification_rate: float) -> None:
+    global NOTIFICATION_RATE
+    NOTIFICATION_RATE = notification_rate
 
 
 class RpcConnection:
@@ -106,6 +125,12 @@ class RpcConnection:
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.TimerHandle | None = None
         self.closed = anyio.Event()
+        self._tokens = NOTIFICATION_RATE
+        self._refilled = 0.0
+        self._held: dict[Any, Message] = {}  # the latest progress of each call, past the rate
+        self.coalesced = 0
+        self.dropped = 0
+        self._reported = (0.0, 0, 0)
 
     @property
     def in_flight(self) -> int:
@@ -149,6 +174,10 @@ class RpcConnection:
             # The deadline covers the send too: over HTTP the exchange runs inside it.
             await self.transport.send(jsonrpc.request(request_id, method, params), headers)
             response = await pending.future
+            if pending.size >= payload.SPLICE_AT and (lease := payload.current()) is not None:
+                # Already read (a stdio line), but held until its client has it: counted the
+                # same as an HTTP answer, and refused past the same limits.
+                lease.grow(pending.size, self.name)
         except asyncio.CancelledError:
             # The upstream is told in a task of its own: this one is being cancelled.
             if pending.expired and task.uncancel() <= cancelling:  # the deadline, and nothing else, cancelled it
@@ -163,6 +192,7 @@ class RpcConnection:
             self._pending.pop(request_id, None)
             if pending.progress_token is not None:
                 self._progress.pop(request_id, None)
+                self._held.pop(request_id, None)
         if "error" in response:
             error = response["error"]
             raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": str(error)})
@@ -236,11 +266,44 @@ class RpcConnection:
                 owner = pending
         return owner
 
-    async def feed(self, message: Message, related: RequestId | None = None) -> None:
-        """Route one message from the upstream. `related` is the request whose stream carried it."""
+    def _admit(self) -> bool:
+        """Whether a progress or log notification fits the connection's rate."""
+        now = time.monotonic()
+        self._tokens = min(NOTIFICATION_RATE, self._tokens + (now - self._refilled) * NOTIFICATION_RATE)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        since, coalesced, dropped = self._reported
+        if now - since >= REPORT_EVERY:
+            if self.coalesced > coalesced or self.dropped > dropped:
+                log.warning(
+                    "%s: over %g notifications/s: %d progress coalesced, %d log messages dropped so far",
+                    self.name,
+                    NOTIFICATION_RATE,
+                    self.coalesced,
+                    self.dropped,
+                )
+            self._reported = (now, self.coalesced, self.dropped)
+        return False
+
+    async def _progress_to(self, pending: _Pending, token: Any, message: Message) -> None:
+        if pending.sink is not None:
+            params = {**jsonrpc.params_of(message), "progressToken": pending.progress_token}
+            method = message["method"]
+            await self._dispatch(method, pending.sink.notify(jsonrpc.notification(method, params)))
+
+    async def feed(self, message: Message, related: RequestId | None = None, size: int = 0) -> None:
+        """Route one message from the upstream. `related` is the request whose stream carried
+        it; `size` its bytes, when the transport counted them."""
         if "method" not in message:
-            pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+            request_id = message.get("id")
+            pending = self._pending.get(request_id)  # type: ignore[arg-type]
             if pending is not None and not pending.future.done():
+                pending.size = size
+                held = self._held.pop(request_id, None) if self._held else None
+                if held is not None:  # the last progress the rate held back goes before the answer
+                    await self._progress_to(pending, request_id, held)
                 pending.future.set_result(message)
             return
         method = message["method"]
@@ -251,10 +314,15 @@ class RpcConnection:
             return
         params = jsonrpc.params_of(message)
         if method == "notifications/progress":
-            entry = self._progress.get(params.get("progressToken"))
+            token = params.get("progressToken")
+            entry = self._progress.get(token)
             if entry is not None and entry[0].sink is not None:
-                restored = {**params, "progressToken": entry[1]}
-                await self._dispatch(method, entry[0].sink.notify(jsonrpc.notification(method, restored)))
+                if not self._admit():
+                    self.coalesced += 1
+                    self._held[token] = message
+                    return
+                self._held.pop(token, None)  # superseded by this one
+                await self._progress_to(entry[0], token, message)
             return
         if method == "notifications/cancelled":
             scope = self._asks.get(params.get("requestId"))  # type: ignore[arg-type]
@@ -262,6 +330,9 @@ class RpcConnection:
                 scope.cancel()
             return
         if method == "notifications/message":
+            if not self._admit():
+                self.dropped += 1
+                return
             call = self._call_for(related)
             if call is not None and call.sink is not None:
                 await self._dispatch(method, call.sink.notify(message))

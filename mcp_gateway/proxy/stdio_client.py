@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -32,6 +33,7 @@ from .. import jsonrpc
 from ..config import StdioUpstream, resolve
 from ..errors import GatewayError, ProtocolError, UpstreamError
 from ..jsonrpc import Message, RequestId
+from .rpc import YIELD_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC
 MAX_LINE = 64 * 1024 * 1024
 GRACE = 2.0
 
-Feed = Callable[[Message, RequestId | None], Awaitable[None]]
+Feed = Callable[[Message, RequestId | None, int], Awaitable[None]]
+"""Takes a message, the request whose stream carried it (none here) and its size in bytes."""
 
 
 def child_environment(config: StdioUpstream) -> dict[str, str]:
@@ -96,7 +99,12 @@ class StdioTransport:
     async def _read_stdout(self, feed: Feed) -> None:
         assert self.process.stdout is not None
         buffered = BufferedByteReceiveStream(self.process.stdout)
+        read = 0
         while True:
+            read += 1
+            if read % YIELD_EVERY == 0:
+                # Lines already buffered would otherwise be fed without letting the loop run.
+                await anyio.lowlevel.checkpoint()
             try:
                 line = await buffered.receive_until(b"\n", MAX_LINE)
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -114,7 +122,7 @@ class StdioTransport:
                 log.warning("%s: ignoring a stdout line that is not JSON-RPC (%s): %.200r", self.name, exc, line)
                 continue
             try:
-                await feed(message, None)
+                await feed(message, None, len(line))
             except GatewayError as exc:
                 log.warning("%s: could not route a message: %s", self.name, exc)
 

@@ -51,7 +51,7 @@ class TaskMethods:
         task_id = call.params.get("taskId")
         task = self.registry.owned(call.principal, task_id)
         if task is None:
-            await self.governance.refuse_unknown(call.principal, "tool", task_id, call.method, noun="task")
+            await self.governance.refuse_unknown(call.principal, "tool", task_id, call.method, reason="no such task")
             shown = task_id[:64] if isinstance(task_id, str) else task_id
             raise ProtocolError(INVALID_PARAMS, f"Unknown task: {shown}")
         params = {**call.params, "taskId": task.upstream_id}
@@ -74,7 +74,9 @@ class TaskMethods:
                 call.principal, task.target, call.method, None, lambda ticket: self._result(call, task)
             )
         if call.method == "tasks/cancel" and task.status in TERMINAL:
-            await self.governance.refuse_unknown(call.principal, "tool", task.id, call.method, noun="running task")
+            await self.governance.refuse_unknown(
+                call.principal, "tool", task.id, call.method, reason="the task has ended"
+            )
             raise ProtocolError(INVALID_PARAMS, f"Task {task.id} is already {task.status}")
 
         async def forward(ticket: Ticket) -> dict[str, Any]:

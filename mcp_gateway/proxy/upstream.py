@@ -122,6 +122,8 @@ class Upstream:
         self.instructions: str | None = None
         self.catalog = Catalog()
         self.ready = anyio.Event()
+        self._attempted = not config.enabled
+        self._first_attempt_since: float | None = None
         self.subscriptions: set[str] = set()
         self._conn: RpcConnection | None = None
         self._transport: Any = None
@@ -133,10 +135,22 @@ class Upstream:
 
     # -- supervision -----------------------------------------------------------------
 
+    @property
+    def settled(self) -> bool:
+        """Whether its first connection attempt has ended, up or failed (or could have: an
+        attempt is given `connect_timeout`, and one that takes longer counts as failed).
+        Until every enabled upstream's has, the gateway is not ready: its catalog would be
+        missing tools that are about to appear."""
+        if self._attempted:
+            return True
+        since = self._first_attempt_since
+        return since is not None and time.monotonic() - since >= self.config.connect_timeout
+
     async def run(self) -> None:
         """Keep a connection up until cancelled."""
         if not self.config.enabled:
             return
+        self._first_attempt_since = time.monotonic()
         delay = 0.25
         while True:
             started = time.monotonic()
@@ -147,6 +161,7 @@ class Upstream:
                 if not isinstance(cause, GatewayError | OSError | anyio.BrokenResourceError):
                     log.error("%s: connection failed", self.name, exc_info=cause)
                 self._set_down(describe(cause))
+            self._attempted = True
             self.restarts += 1
             if time.monotonic() - started > 30:
                 delay = 0.25  # it ran a good while: reconnect quickly
@@ -178,6 +193,7 @@ class Upstream:
                     self.catalog = await self._read_catalog(conn, set(_LIST_METHODS))
                 self._update_schemas()
                 self.state, self.since, self.last_error = "ready", time.time(), ""
+                self._attempted = True
                 self.ready.set()
                 log.info("%s: ready (%s, %d tools)", self.name, self.protocol_version, len(self.catalog.tools))
                 await self.events.catalog_changed(self)
@@ -262,7 +278,10 @@ class Upstream:
         self.protocol_version = MODERN
         self.capabilities = result.get("capabilities") or {}
         self.instructions = result.get("instructions")
-        self.server_info = {}
+        # At 2026-07-28 the server names itself in each result's `_meta` stamp.
+        meta = result.get("_meta")
+        info = meta.get(SERVER_INFO) if isinstance(meta, dict) else None
+        self.server_info = info if isinstance(info, dict) else {}
         return True
 
     async def _initialize(self, conn: RpcConnection, transport: Any) -> None:

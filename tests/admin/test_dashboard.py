@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from starlette.routing import Route
 
 from mcp_gateway.dashboard.login import COOKIE
 
@@ -212,3 +213,39 @@ async def test_an_auth_none_gateway_opens_the_page_to_its_own_machine_with_a_csr
             )
             assert done.status_code == 303
             assert len(gw.snapshots.current.policy.switches) == 1
+
+
+async def test_every_dashboard_route_serves_its_role_and_refuses_a_smaller_one(gateway: Any) -> None:
+    from mcp_gateway.dashboard.pages import dashboard_routes, session_role
+    from mcp_gateway.roles import Role
+
+    base, _ = gateway
+    tokens = {}
+    async with admin_client(base + "/mcp") as admin:
+        for role in Role:
+            made = await admin.post("/admin-tokens", json={"name": f"as-{role}", "role": role.value})
+            tokens[role] = made.json()["token"]
+    routes = [
+        (method, route.path, session_role(route.endpoint))
+        for route in dashboard_routes()
+        if isinstance(route, Route)
+        for method in sorted((route.methods or set()) - {"HEAD"})
+    ]
+    assert {path for _, path, role in routes if role is None} == {"/admin/login"}
+    for role, token in tokens.items():
+        async with logged_in(base, token) as (client, csrf):
+            for method, path, needed in routes:
+                if needed is None or path == "/admin/logout":
+                    continue
+                concrete = path.replace("{name}", "audit").replace("{id}", "no-such-id")
+                data = {"csrf": csrf, "scope": "global", "reason": "walk"} if method == "POST" else None
+                response = await client.request(method, concrete, data=data)
+                where = (method, path, role.value, response.status_code)
+                if role.allows(needed):
+                    assert response.status_code not in (401, 403), where
+                else:
+                    assert response.status_code == 403, where
+            # What the walk engaged as an operator, release for the next role.
+            async with admin_client(base + "/mcp") as admin:
+                for switch in (await admin.get("/kill-switches")).json()["items"]:
+                    await admin.post(f"/kill-switches/{switch['id']}/release", json={"reason": "walked"})

@@ -13,7 +13,17 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.errors import GATEWAY_DENIED
 
-from ..support import ADMIN_TOKEN, agent, create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
+from ..support import (
+    ADMIN_TOKEN,
+    admin_client,
+    agent,
+    create_key,
+    serve,
+    stdio_upstream,
+    wait_ready,
+    write_config,
+    write_policies,
+)
 from .conftest import screenshot
 
 pytestmark = pytest.mark.anyio
@@ -93,3 +103,57 @@ async def test_an_operator_stops_a_slow_call_from_the_dashboard_and_finds_it_aud
     outcomes = page.locator("[data-part=audit] td.outcome")
     assert await outcomes.first.inner_text() == "killed"
     await screenshot(page, "dashboard-audit")
+
+
+async def _token(url: str, role: str) -> tuple[str, str]:
+    async with admin_client(url) as admin:
+        response = await admin.post("/admin-tokens", json={"name": f"{role}-on-call", "role": role})
+        assert response.status_code == 201, response.text
+        made = response.json()
+        return str(made["id"]), str(made["token"])
+
+
+async def test_a_viewer_sees_no_action_and_is_refused_and_audited_if_it_posts_anyway(
+    gateway: Any, browser: Any
+) -> None:
+    url, gw = gateway
+    base = url.removesuffix("/mcp")
+    _, token = await _token(url, "viewer")
+    async with admin_client(url) as admin:
+        engaged = await admin.post("/kill-switches", json={"scope": "server", "server": "y", "reason": "already on"})
+        assert engaged.status_code == 201
+    page = await _log_in(browser, base, token)
+    assert await page.locator("#role").inner_text() == "viewer"
+    await page.locator("[data-part=switches] tr", has_text="already on").wait_for()
+    assert await page.locator("#engage").count() == 0
+    assert await page.locator("button.release").count() == 0
+    assert await page.locator("#reload").count() == 0
+    await screenshot(page, "dashboard-viewer")
+    # The same form another page could build, with this session's own CSRF token.
+    status = await page.evaluate(
+        """async () => {
+            const csrf = document.querySelector("input[name=csrf]").value;
+            const body = new URLSearchParams({csrf, scope: "global", reason: "a viewer tries"});
+            const response = await fetch("/admin/kill-switches", {method: "POST", body});
+            return response.status;
+        }"""
+    )
+    assert status == 403
+    assert [s.scope for s in gw.snapshots.current.policy.switches] == ["server"]
+    async with admin_client(url) as admin:
+        rows = (await admin.get("/audit", params={"kind": "admin"})).json()["items"]
+    refused = [r for r in rows if r["method"] == "forbidden"]
+    assert refused and refused[0]["principal_id"] == "viewer-on-call"
+    assert "engage kill switches needs operator" in refused[0]["detail"]
+
+
+async def test_revoking_an_admin_token_ends_its_dashboard_session_at_once(gateway: Any, browser: Any) -> None:
+    url, _ = gateway
+    base = url.removesuffix("/mcp")
+    token_id, token = await _token(url, "operator")
+    page = await _log_in(browser, base, token)
+    assert await page.locator("#role").inner_text() == "operator"
+    async with admin_client(url) as admin:
+        assert (await admin.delete(f"/admin-tokens/{token_id}")).status_code == 200
+    # The page's next refresh finds the session gone and goes to the login form.
+    await page.wait_for_url(f"{base}/admin/login", timeout=10_000)

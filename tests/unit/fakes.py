@@ -303,6 +303,9 @@ class MemoryAudit:
     async def append(self, rows: Sequence[dict[str, Any]]) -> None:
         self.rows.extend(rows)
 
+    async def probe(self, row: dict[str, Any]) -> None:
+        """Rows can always be appended here (the writer's health probe leaves nothing)."""
+
     async def aclose(self) -> None:
         pass
 
@@ -456,7 +459,7 @@ class Streamed:
         return self
 
     def events(self) -> list[Message]:
-        return [json.loads(e["data"]) for e in events_of(self.text) if "data" in e]
+        return [json.loads(e["data"]) for e in events_of(self.text) if e.get("data")]  # a priming event has no data
 
 
 @asynccontextmanager

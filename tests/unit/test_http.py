@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import INVALID_REQUEST, PARSE_ERROR
+from mcp_gateway.errors import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_gateway.transport.http import HttpOptions
 
 from .fakes import (
@@ -79,6 +79,15 @@ async def test_an_unsupported_protocol_version_header_is_a_400_naming_it() -> No
         assert response.status_code == 400 and "1999-01-01" in response.json()["error"]["message"]
 
 
+async def test_an_unsupported_protocol_version_error_lists_the_supported_versions_and_the_requested_one() -> None:
+    async with hotpath() as gw, gw.client() as http:
+        headers = {**JSON_AND_SSE, "mcp-protocol-version": "v999.0.0"}
+        response = await http.post("/mcp", json=PING, headers=headers)
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["code"] == UNSUPPORTED_PROTOCOL_VERSION
+        assert error["data"] == {"supported": ["2026-07-28"], "requested": "v999.0.0"}
+
+
 async def test_a_refused_credential_is_answered_with_its_status_and_challenge() -> None:
     async with hotpath() as gw, gw.client() as http:
         gw.principal[0] = (401, "Unauthorized: no key", [(b"www-authenticate", b'Bearer realm="x"')])  # type: ignore[call-overload]
@@ -105,6 +114,14 @@ async def test_a_modern_request_whose_headers_disagree_with_its_body_is_refused_
         response = await http.post("/mcp", json=body, headers={**headers, "mcp-name": "files__other"})
         assert response.status_code == 400 and response.json()["error"]["code"] == -32020
         assert gw.servers["files"].calls() == []
+
+
+async def test_whitespace_around_a_routing_header_value_is_not_part_of_it() -> None:
+    async with hotpath() as gw, gw.client() as http:
+        body, headers = modern_post("tools/call", {"name": "files__echo", "arguments": {"text": "hi"}})
+        padded = {**headers, "mcp-name": "  files__echo \t", "mcp-method": " tools/call "}
+        response = await http.post("/mcp", json=body, headers=padded)
+        assert response.status_code == 200 and response.json()["result"]["content"][0]["text"] == "hi"
 
 
 async def test_a_modern_request_without_its_envelope_is_refused() -> None:

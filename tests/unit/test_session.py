@@ -98,7 +98,7 @@ async def test_the_gateway_wide_session_cap_answers_503() -> None:
 
 
 async def test_an_idle_session_is_reaped_and_its_place_given_back() -> None:
-    async with hotpath(options=HttpOptions(session_idle_timeout=0.02)) as gw, gw.client() as http:
+    async with hotpath(options=HttpOptions(session_idle_timeout=0.02, session_handshake_timeout=0.02)) as gw, gw.client() as http:
         gw.router.limits = Limits(sessions_per_principal=1)
         session_id = await initialize(http)
         with anyio.fail_after(WAIT):
@@ -117,7 +117,7 @@ async def test_a_session_with_a_call_in_flight_is_not_reaped_however_long_the_ca
         return {"content": []}
 
     servers = {"files": ScriptedServer({"slow": slow})}
-    async with hotpath(servers, options=HttpOptions(session_idle_timeout=0.02)) as gw, gw.client() as http:
+    async with hotpath(servers, options=HttpOptions(session_idle_timeout=0.02, session_handshake_timeout=0.02)) as gw, gw.client() as http:
         busy = await initialize(http)
         call = rpc("tools/call", {"name": "files__slow", "arguments": {}}, 2)
 
@@ -188,7 +188,7 @@ async def test_a_session_without_an_open_channel_says_it_could_not_send() -> Non
 
 
 async def test_a_session_whose_get_stream_is_open_is_not_reaped() -> None:
-    async with hotpath(options=HttpOptions(session_idle_timeout=0.02)) as gw, gw.client() as http:
+    async with hotpath(options=HttpOptions(session_idle_timeout=0.02, session_handshake_timeout=0.02)) as gw, gw.client() as http:
         listening = await initialize(http)
         get = {"accept": "text/event-stream", "mcp-session-id": listening, "mcp-protocol-version": HANDSHAKE}
         async with streamed(gw.endpoint, "GET", get) as stream:

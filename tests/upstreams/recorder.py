@@ -1,9 +1,12 @@
 """A minimal stdio MCP server for tests: its `record` tool appends each call to the file
-named by RECORDER_LOG, so a test can tell exactly which calls reached the upstream."""
+named by RECORDER_LOG, so a test can tell exactly which calls reached the upstream. With RECORDER_GATE set, it
+says nothing until that file exists: an upstream slow to come up, for as long as a test
+wants."""
 
 from __future__ import annotations
 
 import os
+import time
 
 from mcp.server import MCPServer
 
@@ -18,4 +21,7 @@ def record(text: str) -> str:
 
 
 if __name__ == "__main__":
+    gate = os.environ.get("RECORDER_GATE")
+    while gate is not None and not os.path.exists(gate):
+        time.sleep(0.02)
     server.run("stdio")
