@@ -3,14 +3,14 @@
 It implements what the official MCP conformance suite checks of a server (0.1.16, and
 0.2.0-alpha.12 with `--requirements 2025-11-25` and `--requirements 2026-07-28`), so
 `mcp-conformance server --url http://127.0.0.1:PORT/mcp` passes against it directly and the
-same suite can be pointed at the gateway with this server behind it. The scenario tools of the
-newer suite (multi round trip, stateless, JSON Schema 2020-12, custom headers, SSE polling)
-live in `examples/everything_scenarios.py`. Not covered: the tasks extension scenarios
-(`tasks-*`, an extension not scored for 2026-07-28); they come with the gateway's relaying
-of tasks. Two places where SDK 2.3.0 needed help: a tool's input schema is derived from its
-parameters, so the JSON Schema 2020-12 tool's listed schema is set on the registered tool
-(private `_tool_manager`); and the SDK compares `Mcp-Name` as received, so the HTTP app strips
-the whitespace around header values that uvicorn's httptools parser keeps. It also serves as a
+same suite can be pointed at the gateway with this server behind it. The scenario tools of
+the newer suite (multi round trip, stateless, JSON Schema 2020-12, custom headers, SSE
+polling) live in `examples/everything_scenarios.py`; the tasks extension (`tasks-*`
+scenarios, an extension not scored for 2026-07-28) in `examples/tasks_tools.py`. Two places
+where SDK 2.3.0 needed help: a tool's input schema is derived from its parameters, so the
+JSON Schema 2020-12 tool's listed schema is set on the registered tool (private
+`_tool_manager`); and the SDK compares `Mcp-Name` as received, so the HTTP app strips the
+whitespace around header values that uvicorn's httptools parser keeps. It also serves as a
 real subprocess upstream (stdio or Streamable HTTP) in the gateway's own tests.
 
     python examples/everything_server.py                      # stdio
@@ -491,6 +491,11 @@ def _init_options(
 
 # Every transport (stdio, Streamable HTTP) asks the low-level server for these options.
 _lowlevel.create_initialization_options = _init_options  # type: ignore[method-assign]
+
+
+from tasks_tools import install as _install_tasks  # noqa: E402 (the tasks extension: its own module)
+
+_install_tasks(mcp)
 
 
 def main(argv: list[str] | None = None) -> None:

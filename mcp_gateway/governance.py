@@ -79,6 +79,8 @@ class Ticket:
     started: float
     arguments: dict[str, Any] | None = None
     """What the decision was made on: a later leg of the same call is decided on them again."""
+    detached: bool = False
+    """The call answered with a task that runs on: whoever took it over writes its completion."""
 
 
 class Governance:
@@ -257,6 +259,8 @@ class Governance:
             result = await forward(ticket)
             if result.get("resultType") == "input_required":
                 outcome = "input_required"  # this leg ended; the call goes on when the client answers
+            elif ticket.detached:
+                outcome = ""  # runs on upstream as a task: the task registry records how it ends
             else:
                 outcome = "tool_error" if result.get("isError") is True else "ok"
             return result

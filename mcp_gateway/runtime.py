@@ -165,6 +165,8 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 tg,
                 max_parked_per_principal=settings.max_parked_calls_per_principal,
                 seal_key=secret,
+                max_tasks_per_principal=settings.max_tasks_per_principal,
+                task_record_ttl=settings.task_record_ttl,
             )
             router.identity = identity_signer(config, settings)
             router.limits = Limits(

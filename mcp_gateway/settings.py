@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     max_parked_calls_per_principal: int = Field(default=32, gt=0)
     """Calls one principal may have waiting for its input at once (a 2026-07-28 client in front
     of a handshake-era upstream); beyond it, a call that would wait is refused."""
+    max_tasks_per_principal: int = Field(default=32, gt=0)
+    """Tasks (the tasks extension) one principal may have running at once through the gateway;
+    beyond it, a call that may become a task is refused. Also the records kept per principal."""
+    task_record_ttl: float = Field(default=3600.0, gt=0)
+    """Seconds a finished task's record is kept (its owner may still read it); then dropped."""
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     """Largest upstream answer (or event of an answer's stream) the gateway holds; a larger
     one is refused with a JSON-RPC error (-32053) and audited `upstream_error`."""

@@ -19,7 +19,14 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .. import __version__, jsonrpc
-from ..errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, Denied, GatewayError, ProtocolError
+from ..errors import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    RESOURCE_NOT_FOUND,
+    Denied,
+    GatewayError,
+    ProtocolError,
+)
 from ..governance import Answered, Governance, Ticket
 from ..identity import Principal
 from ..jsonrpc import Message
@@ -29,10 +36,19 @@ from ..oauth.assertion import IdentitySigner
 from ..policy.model import Kind, Target
 from . import bridge, payload
 from .catalog import Catalog, exposed_uri
+from .relay_tasks import (
+    HANDSHAKE_CAPABILITY,
+    HANDSHAKE_TASK_METHODS,
+    TASKS_CAPS,
+    TaskRegistry,
+    declares_tasks,
+    is_task,
+)
 from .schemas import argument_problem
 from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
-from .upstream import SERVER_INFO, Events, Upstream
+from .task_methods import TaskMethods
+from .upstream import SERVER_INFO, TASKS_EXTENSION, Events, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +67,11 @@ _LIST_CHANGED = {
     "resources": "notifications/resources/list_changed",
     "templates": "notifications/resources/list_changed",
 }
-_HANDSHAKE_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
-_MODERN_ONLY = frozenset({"server/discover"})
+_HANDSHAKE_ONLY = (
+    frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+    | HANDSHAKE_TASK_METHODS
+)
+_MODERN_ONLY = frozenset({"server/discover", "tasks/update"})
 _TARGET_KIND: dict[str, Any] = {"tools": "tool", "prompts": "prompt", "resources": "resource", "templates": "resource"}
 _LISTEN_FLAG = {
     "notifications/tools/list_changed": "toolsListChanged",
@@ -117,6 +136,8 @@ class Router(Events):
         instructions: str | None = None,
         max_parked_per_principal: int = bridge.MAX_PARKED_PER_PRINCIPAL,
         seal_key: bytes | None = None,
+        max_tasks_per_principal: int = 32,
+        task_record_ttl: float = 3600.0,
     ) -> None:
         self.upstreams = upstreams
         self.governance = governance
@@ -125,6 +146,8 @@ class Router(Events):
         self.listeners: set[Listener] = set()
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
+        self.tasks = TaskRegistry(governance, tg, max_tasks_per_principal, task_record_ttl)
+        task_methods = TaskMethods(self.tasks, governance, self._governed, _map_content_uris)
         self.limits = Limits()
         self.identity: IdentitySigner | None = None
         """Signs the caller's identity for upstreams with an `identity_header`."""
@@ -147,6 +170,11 @@ class Router(Events):
             "resources/unsubscribe": self._unsubscribe,
             "completion/complete": self._complete,
             "logging/setLevel": self._set_level,
+            "tasks/get": task_methods.request,
+            "tasks/update": task_methods.request,
+            "tasks/cancel": task_methods.request,
+            "tasks/result": task_methods.request,
+            "tasks/list": task_methods.list,
         }
 
     # -- entry points ------------------------------------------------------------------
@@ -236,7 +264,7 @@ class Router(Events):
         session.client_info = held_client_info(params.get("clientInfo"))
         result: dict[str, Any] = {
             "protocolVersion": version,
-            "capabilities": CAPABILITIES,
+            "capabilities": {**CAPABILITIES, "tasks": HANDSHAKE_CAPABILITY},
             "serverInfo": SERVER_IDENTITY,
         }
         instructions = self.instructions()
@@ -246,6 +274,8 @@ class Router(Events):
 
     async def _discover(self, call: Call) -> dict[str, Any]:
         capabilities = {k: v for k, v in CAPABILITIES.items() if k != "logging"}
+        # Tasks are relayed to 2026-07-28 clients only (the extension's revision).
+        capabilities["extensions"] = {TASKS_EXTENSION: {}}
         result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": capabilities}
         instructions = self.instructions()
         if instructions:
@@ -342,6 +372,13 @@ class Router(Events):
         """Send a request upstream on behalf of `call`, bridging what the upstream asks of the client."""
         log_level = call.log_level if call.modern else (call.session.log_level or "debug")
         caps = call.client_capabilities
+        if not call.modern:
+            # A handshake-era client gets a task only when it asks for one (`params.task`); the
+            # gateway then asks the upstream as a 2026-07-28 client would, and translates.
+            caps = {k: v for k, v in caps.items() if k != "extensions"}
+            if method == "tools/call" and "task" in params:
+                caps = {**caps, **TASKS_CAPS}
+                params = {k: v for k, v in params.items() if k != "task"}
 
         identity = self._identity_header(upstream, call.principal)
 
@@ -366,9 +403,14 @@ class Router(Events):
                 result = payload.materialize(result)
                 if "requestState" in result:
                     result["requestState"] = self.seal.wrap(result["requestState"], ticket)
+            if (created := _created_task(method, result)) is not None:
+                return {**created, "taskId": self.tasks.register(upstream, ticket, created).id}
             return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
+            if (created := _created_task(method, result)) is not None:
+                session = None if call.session.ephemeral else call.session
+                return {"task": self.tasks.register(upstream, ticket, created, session).handshake()}
             if not bridge.is_input_required(result):
                 return result
             params = {**params, **await bridge.fulfil(call, payload.materialize(result))}
@@ -389,16 +431,21 @@ class Router(Events):
         decided = arguments if isinstance(arguments, dict) else None
         params = {**call.params, "name": entry.original}
 
+        reserved = False
+
         def check() -> None:
+            nonlocal reserved
             # Checked only once decided and audited: a probe with bad arguments is on record.
-            if "task" in call.params:
-                # A task runs on upstream after its call has answered: out of reach of kill
-                # switches and revocation until tasks are governed. Refused, not stripped: the
-                # client asked for something else than a plain call.
+            asks_task = "task" in call.params and not call.modern
+            if asks_task and not entry.upstream.modern:
+                # Tasks are relayed over the 2026-07-28 extension only (governed end to end).
+                # Refused, not stripped: the client asked for something else than a plain call.
                 raise Answered(
                     "refused",
                     "task-augmented call",
-                    error=ProtocolError(INVALID_PARAMS, "task-augmented tools/call is not supported by this gateway"),
+                    error=ProtocolError(
+                        INVALID_PARAMS, f"task-augmented tools/call is not relayed to upstream {entry.upstream.name!r}"
+                    ),
                 )
             if arguments is not None and not isinstance(arguments, dict):
                 raise Answered(
@@ -412,8 +459,19 @@ class Router(Events):
                 text = f"Invalid arguments for {name}: {problem}"
                 result = {"content": [{"type": "text", "text": text}], "isError": True}
                 raise Answered("tool_error", f"invalid arguments: {problem}", result=result)
+            if asks_task or (call.modern and declares_tasks(call.client_capabilities)):
+                # The upstream may answer with a task: a place for it is held before it goes.
+                try:
+                    self.tasks.reserve(call.principal)
+                except LimitReached as exc:
+                    raise Answered("refused", exc.message, error=exc) from None
+                reserved = True
 
-        result = await self._governed(call, entry.upstream, target, "tools/call", params, decided or {}, check)
+        try:
+            result = await self._governed(call, entry.upstream, target, "tools/call", params, decided or {}, check)
+        finally:
+            if reserved:
+                self.tasks.release(call.principal)
         return _map_content_uris(entry.upstream, result)
 
     async def _get_prompt(self, call: Call) -> dict[str, Any]:
@@ -735,6 +793,15 @@ async def _deliver(sending: Awaitable[Any]) -> None:
         log.debug("dropped a notification: %s", exc)
     except Exception:  # one client's delivery: never the caller's failure
         log.exception("delivering a notification failed")
+
+
+def _created_task(method: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The upstream's `CreateTaskResult`, when a `tools/call` answered with one (read whole
+    only then: other answers may be relayed unparsed)."""
+    if method != "tools/call" or result.get("resultType") != "task":
+        return None
+    result = payload.materialize(result)
+    return result if is_task(result) else None
 
 
 def _map_block(upstream: Upstream, block: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,16 @@ GATEWAY_INFO = {"name": "mcp-gateway", "version": __version__}
 # What the gateway can relay to its clients. Whether a given client can answer is
 # checked per call; a handshake-era upstream learns the capabilities once, at initialize.
 CLIENT_CAPS: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
-_NAME_HEADER_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+"""The tasks extension (SEP-2663): relayed when a 2026-07-28 client declares it (see relay_tasks)."""
+_NAME_HEADER_PARAM = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
 _LIST_METHODS = {
     "tools": ("tools/list", "tools"),
     "prompts": ("prompts/list", "prompts"),
@@ -531,6 +540,10 @@ class Upstream:
                 {"upstream": self.name, "state": self.state},
             )
         caps = CLIENT_CAPS if client_caps is None else {k: v for k, v in client_caps.items() if k in CLIENT_CAPS}
+        extensions = client_caps.get("extensions") if client_caps is not None else None
+        if isinstance(extensions, dict) and TASKS_EXTENSION in extensions:
+            # The one extension the gateway relays (its tasks are registered and governed).
+            caps = {**caps, "extensions": {TASKS_EXTENSION: {}}}
         result = await self._request(
             conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers
         )

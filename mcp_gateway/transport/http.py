@@ -28,6 +28,7 @@ from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     InboundLadderRejection,
     classify_inbound_request,
+    decode_header_value,
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
@@ -39,6 +40,7 @@ from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending
 from ..limits import RETRY_AFTER, LimitReached
+from ..proxy.relay_tasks import TASK_METHODS
 from ..proxy.router import Router
 from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
 from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
@@ -377,6 +379,11 @@ class McpEndpoint:
         verdict = classify_inbound_request(message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return verdict
+        if message["method"] in TASK_METHODS and "mcp-name" in headers:
+            # SEP-2663 extends SEP-2243's Mcp-Name to the tasks methods: it names the task.
+            task_id = jsonrpc.params_of(message).get("taskId")
+            if decode_header_value(headers["mcp-name"].strip()) != task_id:
+                return InboundLadderRejection(code=-32020, message="Mcp-Name header does not match params.taskId")
         if message["method"] == "tools/call":
             params = jsonrpc.params_of(message)
             name = params.get("name")

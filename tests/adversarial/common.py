@@ -21,7 +21,7 @@ MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
 PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-NAME_HEADER = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+NAME_HEADER = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri", "tasks/get": "taskId"}
 POLICY = {"teams": {"alpha": {"rules": [{"id": "alpha-x", "allow": {"servers": ["x"]}}]}}}
 
 

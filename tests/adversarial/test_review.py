@@ -1,6 +1,6 @@
 """What an attacker's review of the fixed gateway found (after issue 11's breaks were
-closed): names longer than the audit's columns, task-augmented calls that would run out of
-the kill switch's reach, refusals that left no row, and URI spellings an upstream reads as
+closed): names longer than the audit's columns, tasks that would run out of the kill
+switch's reach, refusals that left no row, and URI spellings an upstream reads as
 another name."""
 
 from __future__ import annotations
@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+
+from mcp_gateway.proxy.upstream import CLIENT_CAPABILITIES, TASKS_EXTENSION
 
 from ..admin.common import audit_rows
 from .common import MODERN, deployment, error_of, rpc
@@ -40,19 +43,33 @@ async def test_a_denied_name_longer_than_the_audit_column_is_recorded_cut_short_
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_task_augmented_call_is_refused_and_audited_never_left_running_upstream(
+async def test_a_task_is_decided_and_audited_as_a_call_and_stays_in_reach_of_the_kill_switch(
     tmp_path: Path, mode: str
 ) -> None:
+    # A task runs upstream after its call has answered: were it not registered, it would run
+    # on out of reach of kill switches and revocation. Both eras' ways of starting one.
     async with deployment(tmp_path) as gateway:
         who, key = await gateway.key()
+        params: dict[str, Any] = {"name": "x__slow_compute", "arguments": {"seconds": 60}}
         async with rpc(gateway, key, mode) as client:
-            params: dict[str, Any] = {"name": "x__echo", "arguments": {"text": "later"}, "task": {"ttl": 60000}}
-            refused = await client.request("tools/call", params)
-            assert error_of(refused)["code"] == -32602, refused.text
-            assert "task" in error_of(refused)["message"]
-        async with gateway.admin() as admin:
-            rows = await audit_rows(admin, principal=who, tool="echo")
-        assert any(r["kind"] == "decision" for r in rows), rows
+            if mode == MODERN:
+                caps = {CLIENT_CAPABILITIES: {"extensions": {TASKS_EXTENSION: {}}}}
+                created = (await client.request("tools/call", params, **caps)).json()["result"]
+                task_id = created["taskId"]
+            else:
+                created = (await client.request("tools/call", {**params, "task": {"ttl": 60000}})).json()["result"]
+                task_id = created["task"]["taskId"]
+            async with gateway.admin() as admin:
+                switch = await admin.post(
+                    "/kill-switches", json={"scope": "tool", "server": "x", "tool": "slow_compute", "reason": "stop"}
+                )
+                assert switch.status_code == 201, switch.text
+                with anyio.fail_after(20):
+                    while not (rows := await audit_rows(admin, principal=who, kind="completion", tool="slow_compute")):
+                        await anyio.sleep(0.05)
+            assert [(r["method"], r["outcome"]) for r in rows] == [("tools/call", "killed")]
+            get = await client.request("tasks/get", {"taskId": task_id}, **(caps if mode == MODERN else {}))
+            assert error_of(get)["data"]["kill_switch_id"] == switch.json()["id"]
 
 
 @pytest.mark.parametrize(
