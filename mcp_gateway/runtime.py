@@ -27,6 +27,9 @@ from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
 from .limits import Limits
+from .observe import gauges, tracing
+from .observe.metrics import Metrics
+from .observe.observer import Observer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy.router import Router
@@ -55,6 +58,8 @@ class Gateway:
     tg: TaskGroup
     started_at: float
     policies: PolicyDirectory | None = None
+    metrics: Metrics | None = None
+    """None when `metrics: false`."""
 
     def policy_reload_status(self) -> dict[str, Any] | None:
         return self.policies.status if self.policies is not None else None
@@ -99,6 +104,8 @@ async def prepare_store(engine: AsyncEngine, settings: Settings) -> None:
 async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
     """Start everything; stop it all on exit."""
     assert settings.database_url is not None
+    metrics = Metrics() if settings.metrics else None
+    traces = tracing.Tracing(tracing.endpoint(settings.otlp_endpoint), replica=settings.replica_id)
     engine = open_engine(settings.database_url, settings.store_timeout)
     try:
         await prepare_store(engine, settings)
@@ -129,7 +136,9 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             arguments = ArgumentPolicy(
                 settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes
             )
-            governance = Governance(snapshots, writer, arguments)
+            governance = Governance(snapshots, writer, arguments, observer=Observer(metrics, traces))
+            if metrics is not None:
+                writer.on_commit = metrics.audit_committed
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
             router = Router(
                 upstreams,
@@ -160,12 +169,17 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     raise ConfigError([Problem(str(settings.policies), None, "\n".join(outcome["error"]))])
                 if settings.watch_policies:
                     tg.start_soon(supervised("policy watcher", policies.watch))
+            gateway = Gateway(
+                config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies, metrics
+            )
+            if metrics is not None:
+                metrics.gauges(partial(gauges.read, gateway))
             try:
-                yield Gateway(
-                    config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies
-                )
+                yield gateway
             finally:
                 await writer.drain()
                 tg.cancel_scope.cancel()
     finally:
         await engine.dispose()
+        # The last spans go out (bounded by the exporter's timeout), off the event loop.
+        await anyio.to_thread.run_sync(traces.shutdown)

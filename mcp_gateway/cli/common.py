@@ -141,8 +141,11 @@ def warn_unknown_servers(bundle: Bundle, config: Config) -> None:
                 )
 
 
-def setup_logging(level: str) -> None:
-    logs.setup(level)
+def setup_logging(level: str, settings: Settings | None = None) -> None:
+    if settings is None:
+        logs.setup(level)
+    else:
+        logs.setup(level, settings.log_format, settings.access_log)
 
 
 def _must_exist(url: str) -> None:

@@ -31,6 +31,7 @@ from ..config import HttpUpstream, StdioUpstream, resolve
 from ..config import Upstream as UpstreamConfig
 from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
+from ..observe.tracing import TRACEPARENT
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
 
@@ -477,7 +478,12 @@ class Upstream:
         sink: Sink | None,
         timeout: float | None,
         log_level: str | None = None,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
+        if traceparent is not None:
+            # The trace this request belongs to, as MCP carries it (`_meta`) and, over HTTP,
+            # as every HTTP server reads it (the W3C header).
+            params = {**params, "_meta": {**jsonrpc.meta_of(params), TRACEPARENT: traceparent}}
         if self.modern:
             params = self._envelope(params, caps, log_level)
             headers = self._headers(method, params)
@@ -486,6 +492,8 @@ class Upstream:
             if meta.keys() & ENVELOPE_KEYS:
                 params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}}
             headers = None
+        if traceparent is not None and isinstance(self.config, HttpUpstream):
+            headers = {**(headers or {}), TRACEPARENT: traceparent}
         return await conn.request(method, params, sink=sink, timeout=timeout, headers=headers)
 
     async def call(
@@ -497,8 +505,10 @@ class Upstream:
         client_caps: dict[str, Any] | None = None,
         log_level: str | None = None,
         timeout: float | None = None,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
-        """Forward one request; raises `UpstreamError` when the upstream is not there."""
+        """Forward one request; raises `UpstreamError` when the upstream is not there.
+        `traceparent` (W3C) names the span the request is sent from."""
         conn = self._conn
         if conn is None or self.state != "ready":
             detail = f": {self.last_error}" if self.last_error else ""
@@ -507,7 +517,9 @@ class Upstream:
                 {"upstream": self.name, "state": self.state},
             )
         caps = CLIENT_CAPS if client_caps is None else {k: v for k, v in client_caps.items() if k in CLIENT_CAPS}
-        result = await self._request(conn, method, params, caps, sink, timeout or self.config.timeout, log_level)
+        result = await self._request(
+            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, traceparent
+        )
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:
             # Clients talk to the gateway; the upstream's identity stamp is not theirs to see.

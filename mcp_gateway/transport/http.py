@@ -39,6 +39,7 @@ from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending
 from ..limits import RETRY_AFTER, LimitReached
+from ..observe.tracing import TRACEPARENT
 from ..proxy.router import Router
 from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
 from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
@@ -214,6 +215,7 @@ class McpEndpoint:
             protocol_version=session.protocol_version,
             client_capabilities=session.client_capabilities,
             log_level=session.log_level,
+            traceparent=headers.get(TRACEPARENT),
         )
         await self._serve(receive, send, call, wants_sse)
 
@@ -327,6 +329,7 @@ class McpEndpoint:
             protocol_version=MODERN_VERSIONS[0],
             client_capabilities=caps if isinstance(caps, dict) else {},
             log_level=level if isinstance(level, str) else None,
+            traceparent=headers.get(TRACEPARENT),
         )
         if call.method == "subscriptions/listen":
             if not wants_sse:
