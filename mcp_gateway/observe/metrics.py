@@ -138,9 +138,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.audit_failures = Counter(
-            f"{PREFIX}_audit_commit_failures", "Audit commits that failed.", registry=r
-        )
+        self.audit_failures = Counter(f"{PREFIX}_audit_commit_failures", "Audit commits that failed.", registry=r)
         self._requests: dict[tuple[str, str, str], Any] = {}
         self._calls: dict[tuple[str, str, str, str, str, str], Any] = {}
         self._denials: dict[str, Any] = {}

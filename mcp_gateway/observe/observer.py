@@ -196,9 +196,7 @@ class _Child:
                 self.span = self._tracer.start_span(self._name, context=tracing.child_context(o.span), kind=self._kind)
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self.span is not None:
             if exc is not None:
                 self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -225,9 +223,7 @@ class _Upstream(_Child):
         self._started = time.perf_counter()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         seconds = time.perf_counter() - self._started
         o = _current.get()
         if o is not None:

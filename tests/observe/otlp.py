@@ -67,9 +67,7 @@ class OtlpReceiver:
         request.ParseFromString(body)
         received = []
         for resource_spans in request.resource_spans:
-            service = next(
-                (_value(a.value) for a in resource_spans.resource.attributes if a.key == "service.name"), ""
-            )
+            service = next((_value(a.value) for a in resource_spans.resource.attributes if a.key == "service.name"), "")
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     received.append(

@@ -81,9 +81,10 @@ async def test_one_trace_runs_from_the_agent_through_the_gateway_to_the_tool_ser
                 ):
                     await client.call_tool("s__trace", {})
                     await client.call_tool("h__trace", {})
-                async with httpx2.AsyncClient(timeout=60) as http, Client(
-                    streamable_http_client(url, http_client=http), mode="legacy"
-                ) as client:
+                async with (
+                    httpx2.AsyncClient(timeout=60) as http,
+                    Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+                ):
                     # As MCP clients send it: in the request's `_meta`, no header.
                     await client.call_tool("s__trace", {}, meta={"traceparent": f"00-{META_TRACE}-{META_SPAN}-01"})
                     async with admin_client(url, None) as admin:
