@@ -1,0 +1,217 @@
+"""What observability costs: the gateway with metrics and tracing off, with metrics on, and
+with metrics and tracing on (spans exported over OTLP/HTTP to a local sink process), in
+one run against the fast upstream.
+
+    python bench/observe.py                          # 5 rounds of 5 s per configuration
+    python bench/observe.py --rounds 7 --seconds 5 --calls 3000
+
+Measures, per configuration: throughput at 32 clients (rounds rotate the order of the
+configurations, so a drift in the machine's speed weighs on all alike; the share is the
+median of the rounds' shares against `off`), the latency one client sees and what the
+gateway adds to it (gateway minus direct, p50 and p99), and the gateway's CPU per call.
+Every call carries a client `traceparent` header, as a traced agent's would. Writes
+bench/OBSERVE.md and bench/observe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.load import Target, sequential, throughput
+from bench.procs import (
+    ADMIN_HEADERS,
+    ROOT,
+    Gateway,
+    Proc,
+    create_key,
+    fast_upstream,
+    free_port,
+    wait_port,
+    write_gateway_config,
+)
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "off": {"metrics": False},
+    "metrics": {"metrics": True},
+    "metrics+tracing": {"metrics": True, "otlp_endpoint": None},  # the sink's URL, filled in
+}
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def sink_counts(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/count") as response:
+        return dict(await response.json())
+
+
+async def scrape(gateway: Gateway) -> dict[str, float]:
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as http:
+        async with http.get(f"http://127.0.0.1:{gateway.port}/metrics") as response:
+            text = await response.text()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("mcp_gateway_calls_total", "mcp_gateway_requests_total{method=\"tools/call\"")):
+            name = line.split("{", 1)[0]
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    fast = await fast_upstream()
+    sink_port = free_port()
+    sink = Proc([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), "--port", str(sink_port)], sink_port)
+    await wait_port(sink_port)
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    gateways: dict[str, Gateway] = {}
+    targets: dict[str, Target] = {}
+    try:
+        for name, settings in CONFIGS.items():
+            settings = {k: (sink_url if k == "otlp_endpoint" else v) for k, v in settings.items()}
+            config = write_gateway_config(
+                work / name, {"fast": {"url": f"http://127.0.0.1:{fast.port}/mcp", "namespace": ""}}, **settings
+            )
+            key = await create_key(config)
+            gateways[name] = Gateway(config)
+            await gateways[name].ready()
+            targets[name] = Target(gateways[name].url, "echo", key, TRACEPARENT)
+        direct = Target(f"http://127.0.0.1:{fast.port}/mcp", "echo", None, TRACEPARENT)
+
+        print("latency: one client, sequential", flush=True)
+        latency: dict[str, Any] = {"direct": await sequential(direct, args.calls)}
+        for name, target in targets.items():
+            latency[name] = await sequential(target, args.calls)
+        added = {
+            name: {q: round(latency[name][q] - latency["direct"][q], 3) for q in ("p50", "p95", "p99")}
+            for name in targets
+        }
+
+        print(f"throughput: 32 clients, {args.rounds} rounds of {args.seconds:g} s per configuration", flush=True)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}
+        names = list(targets)
+        for n in range(args.rounds):
+            order = names[n % len(names) :] + names[: n % len(names)]
+            for name in order:
+                before = gateways[name].cpu_seconds()
+                result = await throughput(targets[name], 32, args.seconds)
+                runs[name].append(result)
+                cpu[name].append((gateways[name].cpu_seconds() - before) / max(result["calls"], 1) * 1000)
+            print("  round", n + 1, {name: runs[name][-1]["per_second"] for name in names}, flush=True)
+        shares = {
+            name: [r["per_second"] / o["per_second"] * 100 for o, r in zip(runs["off"], runs[name], strict=True)]
+            for name in names
+        }
+        through: dict[str, Any] = {}
+        for name in names:
+            ranked = sorted(runs[name], key=lambda r: r["per_second"])
+            through[name] = {
+                "calls_per_second": ranked[len(ranked) // 2]["per_second"],
+                "errors": sum(r["errors"] for r in runs[name]),
+                "share_of_off_percent": round(statistics.median(shares[name]), 1),
+                "round_shares_percent": [round(s, 1) for s in shares[name]],
+                "gateway_cpu_ms_per_call": round(statistics.median(cpu[name]), 4),
+            }
+        await asyncio.sleep(6)  # the exporter's batch interval: what was queued reaches the sink
+        return {
+            "latency_one_client_ms": latency,
+            "added_ms": added,
+            "throughput_32": through,
+            "rounds": args.rounds,
+            "round_seconds": args.seconds,
+            "sink": await sink_counts(sink_url),
+            "metrics_scraped": await scrape(gateways["metrics"]),
+        }
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+        sink.stop()
+        fast.stop()
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# Observability cost",
+        "",
+        f"Produced by `{r['command']}` at commit `{r['commit']}` on {r['when']}; {r['machine']}.",
+        "Load client, gateways, the fast upstream and the OTLP sink share this machine, on loopback.",
+        "`off`: `metrics: false`, no OTLP endpoint. `metrics`: `/metrics` on (the default). `metrics+tracing`:",
+        "metrics, and every request's spans (request, audit wait, upstream call) exported over OTLP/HTTP to",
+        "`bench/otlp_sink.py`, with the SDK's default batch processor and sampler (parent-based, always on).",
+        "",
+        "## Throughput, 32 concurrent clients",
+        "",
+        "| | calls/s | share of off | each round's share | gateway CPU ms/call | errors |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for name, t in r["throughput_32"].items():
+        rounds = ", ".join(f"{s:.0f}%" for s in t["round_shares_percent"])
+        lines.append(
+            f"| {name} | {t['calls_per_second']} | **{t['share_of_off_percent']}%** | {rounds} | "
+            f"{t['gateway_cpu_ms_per_call']} | {t['errors']} |"
+        )
+    lines += [
+        "",
+        f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the share is",
+        "the median of the rounds' shares (each against that round's `off` run).",
+        "",
+        "## Latency, one client (milliseconds)",
+        "",
+        "| | p50 | p95 | p99 | added p50 | added p99 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lat = r["latency_one_client_ms"]
+    d = lat["direct"]
+    lines.append(f"| direct | {d['p50']} | {d['p95']} | {d['p99']} | | |")
+    for name, added in r["added_ms"].items():
+        x = lat[name]
+        lines.append(f"| {name} | {x['p50']} | {x['p95']} | {x['p99']} | {added['p50']} | {added['p99']} |")
+    sink = r["sink"]
+    lines += [
+        "",
+        "Added: through the gateway minus direct, at the same percentile.",
+        "",
+        f"The sink received {sink['spans']} spans in {sink['requests']} exports ({sink['bytes']} bytes). "
+        f"The `metrics` gateway's own count: {r['metrics_scraped']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000, help="sequential calls per configuration")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per configuration per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mcp-gateway-observe-") as tmp:
+        report = await run(args, Path(tmp))
+    report["command"] = "python bench/observe.py " + " ".join(sys.argv[1:])
+    report["when"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    report["commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    import os
+    import platform
+
+    report["machine"] = f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "observe.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "OBSERVE.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
