@@ -39,7 +39,7 @@ class Observation:
     team: str
     started: float
     traceparent: str | None
-    """The client's, as received (passed on as it is when the gateway makes no spans)."""
+    """The client's, as received: the request span's parent, and the access line's trace id."""
     span: Span | None = None
     upstream: float = 0.0
     """Seconds spent waiting on upstreams: not the gateway's added latency."""
@@ -74,7 +74,12 @@ class Observer:
 
     # -- a request --------------------------------------------------------------------------
 
-    def begin(self, method: str, principal: str, team: str, params: dict[str, Any], header: str | None) -> Observation:
+    def begin(
+        self, method: str, principal: str, team: str, params: dict[str, Any], header: str | None
+    ) -> Observation | None:
+        """The request's observation (None when nothing observes it)."""
+        if self.metrics is None and self.tracer is None and not access_log.isEnabledFor(logging.INFO):
+            return None
         meta = params.get("_meta")
         sent = meta.get(tracing.TRACEPARENT) if isinstance(meta, dict) else None
         traceparent = sent if isinstance(sent, str) else header
@@ -89,7 +94,9 @@ class Observer:
         observation.token = _current.set(observation)
         return observation
 
-    def end(self, observation: Observation, error: BaseException | None) -> None:
+    def end(self, observation: Observation | None, error: BaseException | None) -> None:
+        if observation is None:
+            return
         if observation.token is not None:
             _current.reset(observation.token)
         elapsed = time.perf_counter() - observation.started
@@ -177,8 +184,8 @@ class Observer:
         return _Child(self.tracer, "audit commit", tracing.INTERNAL)
 
     def upstream(self, server: str, method: str) -> _Upstream:
-        """Around one request sent upstream: its latency, its span; `.traceparent` is what
-        the upstream is told (the span's, else the client's as it came)."""
+        """Around one request sent upstream: its latency, its span; `.traceparent` is the
+        span's, for the upstream (None without a span: the client's `_meta` goes as it came)."""
         return _Upstream(self, server, method)
 
 
@@ -203,23 +210,26 @@ class _Child:
             self.span.end()
 
 
-class _Upstream(_Child):
-    __slots__ = ("_observer", "_server", "_started", "traceparent")
+class _Upstream:
+    __slots__ = ("_method", "_observer", "_server", "_started", "span", "traceparent")
 
     def __init__(self, observer: Observer, server: str, method: str) -> None:
-        super().__init__(observer.tracer, f"{method} {server}", tracing.CLIENT)
-        self._observer, self._server = observer, server
+        self._observer, self._server, self._method = observer, server, method
+        self.span: Span | None = None
         self.traceparent: str | None = None
-        self._started = 0.0
 
     def __enter__(self) -> _Upstream:
-        super().__enter__()
-        if self.span is not None:
-            self.span.set_attribute("mcp_gateway.server", self._server)
-            self.traceparent = tracing.traceparent_of(self.span)
-        else:
+        tracer = self._observer.tracer
+        if tracer is not None:
             o = _current.get()
-            self.traceparent = o.traceparent if o is not None else None
+            if o is not None and o.span is not None:
+                self.span = tracer.start_span(
+                    f"{self._method} {self._server}",
+                    context=tracing.child_context(o.span),
+                    kind=tracing.CLIENT,
+                    attributes={"mcp_gateway.server": self._server},
+                )
+                self.traceparent = tracing.traceparent_of(self.span)
         self._started = time.perf_counter()
         return self
 
@@ -231,4 +241,8 @@ class _Upstream(_Child):
         metrics = self._observer.metrics
         if metrics is not None:
             metrics.upstream_latency(self._server, seconds)
-        super().__exit__(kind, exc, tb)
+        span = self.span
+        if span is not None:
+            if exc is not None:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
