@@ -164,3 +164,19 @@ async def test_metrics_answer_the_metrics_token_and_admin_tokens_and_refuse_anyo
         assert response.headers["www-authenticate"].startswith("Bearer")
     async with admin_client(url, METRICS_TOKEN) as admin:  # the scrape token opens nothing else
         assert (await admin.get("/kill-switches")).status_code == 401
+
+
+async def test_without_any_token_metrics_answer_loopback_callers_and_metrics_false_turns_them_off(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, {"x": stdio_upstream()})  # auth: none, no admin token
+    async with serve(config) as (url, _):
+        response, samples = await scrape(url, None)
+        assert response.status_code == 200 and value(samples, "mcp_gateway_calls_in_flight") == 0
+        async with httpx2.AsyncClient(timeout=30) as http:  # a name rebound to 127.0.0.1 is not this machine
+            rebound = await http.get(url.replace("/mcp", "/metrics"), headers={"Host": "evil.example"})
+        assert rebound.status_code == 401
+    config = write_config(tmp_path, {"x": stdio_upstream()}, metrics=False)
+    async with serve(config) as (url, _):
+        response, _ = await scrape(url, None)
+        assert response.status_code == 404
