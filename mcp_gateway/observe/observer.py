@@ -22,10 +22,13 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from ..policy.model import Decision, Target
 from . import tracing
-from .metrics import RESOURCE, UNKNOWN, Metrics, denial_reason
+from .metrics import RESOURCE, UNKNOWN, Metrics, denial_reason, method_label
 
 access_log = logging.getLogger("mcp_gateway.access")
 """One line per request at INFO; off unless `access_log: true` (or this logger's level is set)."""
+
+_MAX_TARGET = 256
+"""A target as spans and access lines show it (a resource URI may be 8 KiB)."""
 
 _current: ContextVar[Observation | None] = ContextVar("mcp_gateway_observation", default=None)
 
@@ -86,10 +89,10 @@ class Observer:
         observation = Observation(method, principal, team, time.perf_counter(), traceparent)
         if self.tracer is not None:
             observation.span = self.tracer.start_span(
-                method,
+                method_label(method),  # a made-up method is not a span name of its own
                 context=tracing.parent(traceparent),
                 kind=tracing.SERVER,
-                attributes={"mcp.method.name": method, "mcp_gateway.team": team},
+                attributes={"mcp.method.name": method[:64], "mcp_gateway.team": team},
             )
         observation.token = _current.set(observation)
         return observation
@@ -160,7 +163,7 @@ class Observer:
         """The request's decision (its span and access line carry it; a denial is counted)."""
         o = _current.get()
         if o is not None:
-            o.server, o.target = target.server or None, target.name or None
+            o.server, o.target = target.server or None, target.name[:_MAX_TARGET] or None
             o.decision, o.rule_id = decision.effect, decision.rule_id
             o.policy_version, o.kill_switch_id = decision.policy_version, decision.kill_switch_id
         if not decision.allowed and self.metrics is not None:
