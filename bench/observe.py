@@ -151,6 +151,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             name: [r["per_second"] / o["per_second"] * 100 for o, r in zip(runs["off"], runs[name], strict=True)]
             for name in names
         }
+        cpu_shares = {
+            name: [o / c * 100 if c else 0.0 for o, c in zip(cpu["off"], cpu[name], strict=True)] for name in names
+        }
         through: dict[str, Any] = {}
         for name in names:
             ranked = sorted(runs[name], key=lambda r: r["per_second"])
@@ -160,6 +163,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "share_of_off_percent": round(statistics.median(shares[name]), 1),
                 "round_shares_percent": [round(s, 1) for s in shares[name]],
                 "gateway_cpu_ms_per_call": round(statistics.median(cpu[name]), 4),
+                "cpu_share_of_off_percent": round(statistics.median(cpu_shares[name]), 1),
             }
         await asyncio.sleep(6)  # the exporter's batch interval: what was queued reaches the sink
         return {
@@ -190,19 +194,21 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Throughput, 32 concurrent clients",
         "",
-        "| | calls/s | share of off | each round's share | gateway CPU ms/call | errors |",
-        "| --- | ---: | ---: | --- | ---: | ---: |",
+        "| | calls/s | share of off | each round's share | gateway CPU ms/call | calls/CPU-s, share of off | errors |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for name, t in r["throughput_32"].items():
         rounds = ", ".join(f"{s:.0f}%" for s in t["round_shares_percent"])
         lines.append(
             f"| {name} | {t['calls_per_second']} | **{t['share_of_off_percent']}%** | {rounds} | "
-            f"{t['gateway_cpu_ms_per_call']} | {t['errors']} |"
+            f"{t['gateway_cpu_ms_per_call']} | **{t['cpu_share_of_off_percent']}%** | {t['errors']} |"
         )
     lines += [
         "",
-        f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the share is",
-        "the median of the rounds' shares (each against that round's `off` run).",
+        f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the shares are",
+        "medians of the rounds' shares (each against that round's `off` run). The gateway's CPU per call is the",
+        "steadier figure on a busy machine: calls a CPU-second carries, as a share of `off`, is what a gateway",
+        "process bound by its one core would keep of its throughput.",
         "",
         "## Latency, one client (milliseconds)",
         "",
@@ -219,6 +225,8 @@ def markdown(r: dict[str, Any]) -> str:
     hot = r["hot_path_us"]
     lines += [
         "",
+        "Added: through the gateway minus direct, at the same percentile.",
+        "",
         "## The request path's share (in process, microseconds per request)",
         "",
         f"The observer's calls for one allowed call (begin, decision, audit wait, upstream, completion, end),",
@@ -226,8 +234,6 @@ def markdown(r: dict[str, Any]) -> str:
         f"metrics cost **{hot['metrics_cost']} us** a request (two counters, two histograms, label children cached).",
     ]
     lines += [
-        "",
-        "Added: through the gateway minus direct, at the same percentile.",
         "",
         f"The sink received {sink['spans']} spans in {sink['requests']} exports ({sink['bytes']} bytes). "
         f"The `metrics` gateway's own count: {r['metrics_scraped']}.",
