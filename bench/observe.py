@@ -57,9 +57,11 @@ async def sink_counts(url: str) -> dict[str, int]:
 
 
 async def scrape(gateway: Gateway) -> dict[str, float]:
-    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as http:
-        async with http.get(f"http://127.0.0.1:{gateway.port}/metrics") as response:
-            text = await response.text()
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+        http.get(f"http://127.0.0.1:{gateway.port}/metrics") as response,
+    ):
+        text = await response.text()
     totals: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(("mcp_gateway_calls_total", "mcp_gateway_requests_total{method=\"tools/call\"")):
@@ -205,8 +207,8 @@ def markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the shares are",
-        "medians of the rounds' shares (each against that round's `off` run). The gateway's CPU per call is the",
+        f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the",
+        "shares are medians of the rounds' shares (each against that round's `off` run). The gateway's CPU per call is the",
         "steadier figure on a busy machine: calls a CPU-second carries, as a share of `off`, is what a gateway",
         "process bound by its one core would keep of its throughput.",
         "",
@@ -229,9 +231,9 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## The request path's share (in process, microseconds per request)",
         "",
-        f"The observer's calls for one allowed call (begin, decision, audit wait, upstream, completion, end),",
+        "The observer's calls for one allowed call (begin, decision, audit wait, upstream, completion, end),",
         f"best of 5 runs of 50,000: {hot['off']} us with everything off, {hot['metrics']} us with metrics on:",
-        f"metrics cost **{hot['metrics_cost']} us** a request (two counters, two histograms, label children cached).",
+        f"metrics cost **{hot['metrics_cost']} us** a request (two counters, two histograms).",
     ]
     lines += [
         "",
