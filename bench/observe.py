@@ -208,9 +208,9 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the",
-        "shares are medians of the rounds' shares (each against that round's `off` run). The gateway's CPU per call is the",
-        "steadier figure on a busy machine: calls a CPU-second carries, as a share of `off`, is what a gateway",
-        "process bound by its one core would keep of its throughput.",
+        "shares are medians of the rounds' shares (each against that round's `off` run). The gateway's CPU per",
+        "call is the steadier figure on a busy machine: calls a CPU-second carries, as a share of `off`, is",
+        "what a gateway process bound by its one core would keep of its throughput.",
         "",
         "## Latency, one client (milliseconds)",
         "",
