@@ -64,7 +64,7 @@ async def scrape(gateway: Gateway) -> dict[str, float]:
         text = await response.text()
     totals: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("mcp_gateway_calls_total", "mcp_gateway_requests_total{method=\"tools/call\"")):
+        if line.startswith(("mcp_gateway_calls_total", 'mcp_gateway_requests_total{method="tools/call"')):
             name = line.split("{", 1)[0]
             totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
