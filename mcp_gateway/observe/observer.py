@@ -189,6 +189,8 @@ class Observer:
     def upstream(self, server: str, method: str) -> _Upstream:
         """Around one request sent upstream: its latency, its span; `.traceparent` is the
         span's, for the upstream (None without a span: the client's `_meta` goes as it came)."""
+        if self.metrics is None and self.tracer is None:
+            return _UNOBSERVED  # the access line does not show upstream time
         return _Upstream(self, server, method)
 
 
@@ -249,3 +251,19 @@ class _Upstream:
             if exc is not None:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.end()
+
+
+class _Unobserved(_Upstream):
+    """An upstream call nobody measures."""
+
+    def __init__(self) -> None:
+        self.span, self.traceparent = None, None
+
+    def __enter__(self) -> _Upstream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+
+_UNOBSERVED = _Unobserved()
