@@ -166,6 +166,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "round_shares_percent": [round(s, 1) for s in shares[name]],
                 "gateway_cpu_ms_per_call": round(statistics.median(cpu[name]), 4),
                 "cpu_share_of_off_percent": round(statistics.median(cpu_shares[name]), 1),
+                "round_cpu_shares_percent": [round(s, 1) for s in cpu_shares[name]],
             }
         await asyncio.sleep(6)  # the exporter's batch interval: what was queued reaches the sink
         return {

@@ -184,6 +184,8 @@ class Observer:
             self.metrics.denied("audit_unavailable")
 
     def audit_wait(self) -> _Child:
+        if self.tracer is None:
+            return _UNTRACED
         return _Child(self.tracer, "audit commit", tracing.INTERNAL)
 
     def upstream(self, server: str, method: str) -> _Upstream:
@@ -213,6 +215,10 @@ class _Child:
             if exc is not None:
                 self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             self.span.end()
+
+
+_UNTRACED = _Child(None, "", tracing.INTERNAL)
+"""Shared by every wait nobody traces: it never holds a span."""
 
 
 class _Upstream:
