@@ -103,12 +103,14 @@ def add_config(p: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="%(choices)s (default info)",
     )
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="%(choices)s (default text)")
 
 
 OVERRIDES = (
     "host",
     "port",
     "log_level",
+    "log_format",
     "allowed_hosts",
     "allowed_origins",
     "database_url",

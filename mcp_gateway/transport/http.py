@@ -193,7 +193,7 @@ class McpEndpoint:
             await sse.send_json(send, 400, jsonrpc.error(message.get("id"), error))
             return
         if message.get("method") == "initialize" and "id" in message:
-            await self._initialize(receive, send, who, message, wants_sse)
+            await self._initialize(receive, send, who, message, wants_sse, headers.get(TRACEPARENT))
             return
         held = await self._session(send, headers, who, message.get("id"))
         if held is None:
@@ -220,10 +220,16 @@ class McpEndpoint:
         await self._serve(receive, send, call, wants_sse)
 
     async def _initialize(
-        self, receive: Receive, send: Send, who: Principal, message: Message, wants_sse: bool
+        self,
+        receive: Receive,
+        send: Send,
+        who: Principal,
+        message: Message,
+        wants_sse: bool,
+        traceparent: str | None = None,
     ) -> None:
         session = Session(principal=who)
-        call = Call(session, message["id"], "initialize", jsonrpc.params_of(message))
+        call = Call(session, message["id"], "initialize", jsonrpc.params_of(message), traceparent=traceparent)
         try:
             result = await self.router.handle(call)
         except GatewayError as exc:

@@ -18,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_gateway import logs
 from mcp_gateway.logs import JsonFormatter
 
-from ..support import create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
+from ..support import GatewayProcess, agent, create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 POLICY = {
@@ -111,3 +111,25 @@ async def test_each_request_has_an_access_line_with_its_decision_outcome_and_the
     assert (calls[0]["target"], calls[0]["decision"], calls[0]["outcome"]) == ("echo", "allow", "ok")
     assert (calls[1]["target"], calls[1]["decision"], calls[1]["outcome"]) == ("add", "deny", "denied")
     assert {line["method"] for line in lines} >= {"initialize", "tools/call"}
+
+
+@pytest.mark.anyio
+async def test_serve_with_log_format_json_writes_every_line_as_json_with_the_access_lines(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"x": stdio_upstream()}, access_log=True)
+    gateway = GatewayProcess(config, "--log-format", "json")
+    await gateway.start()
+    try:
+        async with agent(gateway.url) as client:
+            await client.call_tool("x__echo", {"text": "hi"})
+    finally:
+        gateway.stop()
+    lines = [json.loads(line) for line in gateway.log.read_text().splitlines() if line.strip()]
+    assert {"mcp_gateway", "uvicorn.error", "mcp_gateway.access"} <= {line["logger"] for line in lines}
+    call = next(line for line in lines if line["logger"] == "mcp_gateway.access" and line["method"] == "tools/call")
+    assert (call["principal"], call["team"], call["target"], call["decision"], call["outcome"]) == (
+        "local/local",
+        "local",
+        "echo",
+        "allow",
+        "ok",
+    )
