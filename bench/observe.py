@@ -30,7 +30,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Target, sequential, throughput
+from bench.load import Target, open_loop, sequential, throughput
 from bench.procs import (
     ADMIN_HEADERS,
     ROOT,
@@ -168,11 +168,34 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "cpu_share_of_off_percent": round(statistics.median(cpu_shares[name]), 1),
                 "round_cpu_shares_percent": [round(s, 1) for s in cpu_shares[name]],
             }
+        print(f"fixed rate: {args.rate:g} calls/s, {args.rate_rounds} rounds of {args.rate_seconds:g} s", flush=True)
+        fixed: dict[str, dict[str, list[float]]] = {name: {"cpu": [], "p50": [], "p99": []} for name in names}
+        for n in range(args.rate_rounds):
+            order = names[n % len(names) :] + names[: n % len(names)]
+            for name in order:
+                before = gateways[name].cpu_seconds()
+                result = await open_loop(targets[name], args.rate, args.rate_seconds)
+                spent = gateways[name].cpu_seconds() - before
+                fixed[name]["cpu"].append(spent / (result["n"] + 100) * 1000)  # with its 100 warm-up calls
+                fixed[name]["p50"].append(result["p50"])
+                fixed[name]["p99"].append(result["p99"])
+        at_rate = {
+            name: {
+                "gateway_cpu_ms_per_call": round(statistics.median(f["cpu"]), 4),
+                "p50_ms": round(statistics.median(f["p50"]), 3),
+                "p99_ms": round(statistics.median(f["p99"]), 3),
+                "cpu_share_of_off_percent": round(
+                    statistics.median(o / c * 100 for o, c in zip(fixed["off"]["cpu"], f["cpu"], strict=True)), 1
+                ),
+            }
+            for name, f in fixed.items()
+        }
         await asyncio.sleep(6)  # the exporter's batch interval: what was queued reaches the sink
         return {
             "latency_one_client_ms": latency,
             "added_ms": added,
             "throughput_32": through,
+            "fixed_rate": {"rate": args.rate, "rounds": args.rate_rounds, "seconds": args.rate_seconds, **at_rate},
             "rounds": args.rounds,
             "round_seconds": args.seconds,
             "sink": await sink_counts(sink_url),
@@ -224,6 +247,26 @@ def markdown(r: dict[str, Any]) -> str:
     for name, added in r["added_ms"].items():
         x = lat[name]
         lines.append(f"| {name} | {x['p50']} | {x['p95']} | {x['p99']} | {added['p50']} | {added['p99']} |")
+    fixed = r["fixed_rate"]
+    lines += [
+        "",
+        f"## At a fixed rate: {fixed['rate']:g} calls/s (open loop)",
+        "",
+        "| | p50 ms | p99 ms | gateway CPU ms/call | calls/CPU-s, share of off |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in r["throughput_32"]:
+        f = fixed[name]
+        lines.append(
+            f"| {name} | {f['p50_ms']} | {f['p99_ms']} | {f['gateway_cpu_ms_per_call']} | "
+            f"**{f['cpu_share_of_off_percent']}%** |"
+        )
+    lines += [
+        "",
+        f"{fixed['rounds']} rounds of {fixed['seconds']:g} s per configuration, rotated; medians. Latency counts from",
+        "when each call was due. At one rate every configuration does the same work a second, so the CPU a call",
+        "costs compares them without the saturated runs' swings.",
+    ]
     sink = r["sink"]
     hot = r["hot_path_us"]
     lines += [
@@ -250,6 +293,9 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per configuration")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per configuration per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=400.0, help="calls/s of the fixed-rate rounds")
+    parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument("--rate-rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     print("hot path: the observer's calls for one request, in process", flush=True)
