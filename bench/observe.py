@@ -129,11 +129,23 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         direct = Target(f"http://127.0.0.1:{fast.port}/mcp", "echo", None, TRACEPARENT)
 
         print("latency: one client, sequential", flush=True)
-        latency: dict[str, Any] = {"direct": await sequential(direct, args.calls)}
-        for name, target in targets.items():
-            latency[name] = await sequential(target, args.calls)
+        # In rounds, the order rotated, each configuration's calls beside the direct ones
+        # of the same round: a drift in the machine's speed weighs on all alike.
+        everyone = {"direct": direct, **targets}
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in everyone}
+        for n in range(args.latency_rounds):
+            order = list(everyone)[n % len(everyone) :] + list(everyone)[: n % len(everyone)]
+            for name in order:
+                rounds[name].append(await sequential(everyone[name], args.calls // args.latency_rounds, 50))
+        quantiles = ("p50", "p95", "p99")
+        latency: dict[str, Any] = {
+            name: {q: round(statistics.median(r[q] for r in rounds[name]), 3) for q in quantiles} for name in everyone
+        }
         added = {
-            name: {q: round(latency[name][q] - latency["direct"][q], 3) for q in ("p50", "p95", "p99")}
+            name: {
+                q: round(statistics.median(r[q] - d[q] for r, d in zip(rounds[name], rounds["direct"], strict=True)), 3)
+                for q in quantiles
+            }
             for name in targets
         }
 
@@ -247,6 +259,11 @@ def markdown(r: dict[str, Any]) -> str:
     for name, added in r["added_ms"].items():
         x = lat[name]
         lines.append(f"| {name} | {x['p50']} | {x['p95']} | {x['p99']} | {added['p50']} | {added['p99']} |")
+    lines += [
+        "",
+        "Medians over the rounds (the calls split into rounds, the order rotated). Added: through the gateway",
+        "minus direct, at the same percentile, in the same round.",
+    ]
     fixed = r["fixed_rate"]
     lines += [
         "",
@@ -271,8 +288,6 @@ def markdown(r: dict[str, Any]) -> str:
     hot = r["hot_path_us"]
     lines += [
         "",
-        "Added: through the gateway minus direct, at the same percentile.",
-        "",
         "## The request path's share (in process, microseconds per request)",
         "",
         "The observer's calls for one allowed call (begin, decision, audit wait, upstream, completion, end),",
@@ -290,7 +305,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=2000, help="sequential calls per configuration")
+    parser.add_argument("--calls", type=int, default=3000, help="sequential calls per configuration")
+    parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per configuration per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=400.0, help="calls/s of the fixed-rate rounds")
