@@ -51,6 +51,18 @@ CONFIGS: dict[str, dict[str, Any]] = {
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
+async def drained(url: str) -> None:
+    """Until the sink has taken nothing new for a second (at most ten)."""
+    last, quiet = -1, 0
+    for _ in range(40):
+        count = (await sink_counts(url))["spans"]
+        quiet = quiet + 1 if count == last else 0
+        if quiet >= 4:
+            return
+        last = count
+        await asyncio.sleep(0.25)
+
+
 async def sink_counts(url: str) -> dict[str, int]:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/count") as response:
         return dict(await response.json())
@@ -149,25 +161,34 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for name in targets
         }
 
-        print(f"throughput: 32 clients, {args.rounds} rounds of {args.seconds:g} s per configuration", flush=True)
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-        cpu: dict[str, list[float]] = {name: [] for name in targets}
+        print(f"throughput: 32 clients, {args.rounds} paired rounds of {args.seconds:g} s a side", flush=True)
         names = list(targets)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        shares: dict[str, list[float]] = {name: [] for name in names}
+        cpu_shares: dict[str, list[float]] = {name: [] for name in names}
+
+        async def side(name: str) -> tuple[float, float]:
+            before = gateways[name].cpu_seconds()
+            result = await throughput(targets[name], 32, args.seconds)
+            spent = (gateways[name].cpu_seconds() - before) / max(result["calls"], 1) * 1000
+            runs[name].append(result)
+            cpu[name].append(spent)
+            if CONFIGS[name].get("otlp_endpoint", 1) is None:
+                await drained(sink_url)  # its exporter's backlog must not weigh on the next run
+            return result["per_second"], spent
+
+        # Each configuration paired with an `off` run right beside it, the order flipped
+        # each round: a drift in the machine's speed weighs on both sides of a pair alike.
         for n in range(args.rounds):
-            order = names[n % len(names) :] + names[: n % len(names)]
-            for name in order:
-                before = gateways[name].cpu_seconds()
-                result = await throughput(targets[name], 32, args.seconds)
-                runs[name].append(result)
-                cpu[name].append((gateways[name].cpu_seconds() - before) / max(result["calls"], 1) * 1000)
-            print("  round", n + 1, {name: runs[name][-1]["per_second"] for name in names}, flush=True)
-        shares = {
-            name: [r["per_second"] / o["per_second"] * 100 for o, r in zip(runs["off"], runs[name], strict=True)]
-            for name in names
-        }
-        cpu_shares = {
-            name: [o / c * 100 if c else 0.0 for o, c in zip(cpu["off"], cpu[name], strict=True)] for name in names
-        }
+            for other in names[1:]:
+                pair = ("off", other) if n % 2 == 0 else (other, "off")
+                got = {name: await side(name) for name in pair}
+                shares[other].append(got[other][0] / got["off"][0] * 100)
+                cpu_shares[other].append(got["off"][1] / got[other][1] * 100 if got[other][1] else 0.0)
+            print("  round", n + 1, {name: round(shares[name][-1], 1) for name in names[1:]}, flush=True)
+        shares["off"] = [100.0] * len(shares[names[1]])
+        cpu_shares["off"] = [100.0] * len(shares[names[1]])
         through: dict[str, Any] = {}
         for name in names:
             ranked = sorted(runs[name], key=lambda r: r["per_second"])
@@ -189,6 +210,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 result = await open_loop(targets[name], args.rate, args.rate_seconds)
                 spent = gateways[name].cpu_seconds() - before
                 fixed[name]["cpu"].append(spent / (result["n"] + 100) * 1000)  # with its 100 warm-up calls
+                if CONFIGS[name].get("otlp_endpoint", 1) is None:
+                    await drained(sink_url)
                 fixed[name]["p50"].append(result["p50"])
                 fixed[name]["p99"].append(result["p99"])
         at_rate = {
@@ -236,15 +259,16 @@ def markdown(r: dict[str, Any]) -> str:
         "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for name, t in r["throughput_32"].items():
-        rounds = ", ".join(f"{s:.0f}%" for s in t["round_shares_percent"])
+        rounds = ", ".join(f"{s:.0f}%" for s in t["round_shares_percent"]) if name != "off" else ""
         lines.append(
             f"| {name} | {t['calls_per_second']} | **{t['share_of_off_percent']}%** | {rounds} | "
             f"{t['gateway_cpu_ms_per_call']} | **{t['cpu_share_of_off_percent']}%** | {t['errors']} |"
         )
     lines += [
         "",
-        f"{r['rounds']} rounds of {r['round_seconds']:g} s per configuration, the order rotated each round; the",
-        "shares are medians of the rounds' shares (each against that round's `off` run). The gateway's CPU per",
+        f"{r['rounds']} rounds; in each, every configuration runs {r['round_seconds']:g} s beside an `off` run of",
+        "its own, the order flipped each round; after a traced run the sink is left to drain. The shares are medians",
+        "of the pairs' shares. The gateway's CPU per",
         "call is the steadier figure on a busy machine: calls a CPU-second carries, as a share of `off`, is",
         "what a gateway process bound by its one core would keep of its throughput.",
         "",
