@@ -45,6 +45,7 @@ from bench.procs import (
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "off": {"metrics": False},
+    "off again": {"metrics": False},  # the control: what the method reads where there is no difference
     "metrics": {"metrics": True},
     "metrics+tracing": {"metrics": True, "otlp_endpoint": None},  # the sink's URL, filled in
 }
@@ -252,6 +253,8 @@ def markdown(r: dict[str, Any]) -> str:
         "`off`: `metrics: false`, no OTLP endpoint. `metrics`: `/metrics` on (the default). `metrics+tracing`:",
         "metrics, and every request's spans (request, audit wait, upstream call) exported over OTLP/HTTP to",
         "`bench/otlp_sink.py`, with the SDK's default batch processor and sampler (parent-based, always on).",
+        "`off again` is a second `off` gateway, measured as the others are: how far the method strays where",
+        "there is nothing to find (on a machine shared with other work, a long way).",
         "",
         "## Throughput, 32 concurrent clients",
         "",
