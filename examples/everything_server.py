@@ -1,8 +1,16 @@
 """An upstream MCP server that exercises every feature a gateway has to proxy.
 
-It implements exactly what the official MCP conformance suite (0.1.16) checks of a server,
-so `mcp-conformance server --url http://127.0.0.1:PORT/mcp` passes against it directly and
-the same suite can be pointed at the gateway with this server behind it. It also serves as a
+It implements what the official MCP conformance suite checks of a server (0.1.16, and
+0.2.0-alpha.12 with `--requirements 2025-11-25` and `--requirements 2026-07-28`), so
+`mcp-conformance server --url http://127.0.0.1:PORT/mcp` passes against it directly and the
+same suite can be pointed at the gateway with this server behind it. The scenario tools of the
+newer suite (multi round trip, stateless, JSON Schema 2020-12, custom headers, SSE polling)
+live in `examples/everything_scenarios.py`. Not covered: the tasks extension scenarios
+(`tasks-*`, an extension not scored for 2026-07-28); they come with the gateway's relaying
+of tasks. Two places where SDK 2.3.0 needed help: a tool's input schema is derived from its
+parameters, so the JSON Schema 2020-12 tool's listed schema is set on the registered tool
+(private `_tool_manager`); and the SDK compares `Mcp-Name` as received, so the HTTP app strips
+the whitespace around header values that uvicorn's httptools parser keeps. It also serves as a
 real subprocess upstream (stdio or Streamable HTTP) in the gateway's own tests.
 
     python examples/everything_server.py                      # stdio
@@ -46,6 +54,7 @@ import warnings
 from typing import Annotated, Any
 
 import anyio
+from everything_scenarios import BoundedEventStore, register
 from mcp.server import InitializationOptions, MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
@@ -352,6 +361,9 @@ async def toggle_extra_tool(ctx: Context) -> str:
     return f"extra {outcome}"
 
 
+register(mcp)  # the scenario tools and prompts of examples/everything_scenarios.py
+
+
 # --- resources ------------------------------------------------------------------------------
 
 
@@ -473,7 +485,7 @@ def _init_options(
     notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
 ) -> InitializationOptions:
     # Handshake revisions advertise `tools.listChanged` only when told: toggle_extra_tool sends it.
-    options = notification_options or NotificationOptions(tools_changed=True)
+    options = notification_options or NotificationOptions(tools_changed=True, prompts_changed=True)
     return _default_init_options(options, *args, **kwargs)
 
 
@@ -493,8 +505,21 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     # `host` enables the SDK's DNS-rebinding protection for loopback addresses.
-    app = mcp.streamable_http_app(host=args.host)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # The event store lets a client resume a POST or GET stream with Last-Event-ID (SEP-1699).
+    app = mcp.streamable_http_app(host=args.host, event_store=BoundedEventStore(), retry_interval=1000)
+    uvicorn.run(_without_header_whitespace(app), host=args.host, port=args.port, log_level="warning")
+
+
+def _without_header_whitespace(app: Any) -> Any:
+    """A field value excludes the whitespace around it (RFC 9110 §5.5), which SEP-2243 header
+    validation relies on; httptools, uvicorn's parser when installed, keeps it."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "headers": [(name, value.strip(b" \t")) for name, value in scope["headers"]]}
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 if __name__ == "__main__":

@@ -416,6 +416,7 @@ ADMIN_GETS = [
     "/keys",
     "/rules",
     "/policy",
+    "/admin-tokens",
     "/openapi.json",
 ]
 ADMIN_QUERY = ["since", "until", "team", "principal", "server", "tool", "decision", "kind", "cursor", "limit", "all"]

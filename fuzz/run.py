@@ -88,8 +88,11 @@ def rss_kib(pid: int) -> int:
 class Gateway:
     """`mcp-gateway serve` as a subprocess, with its log, store and recorders in `work`."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, trace: Path | None = None) -> None:
         self.work = work
+        self.trace = trace
+        """With a directory: the gateway runs under tracemalloc (`fuzz/traced.py`) and dumps
+        snapshots there on SIGUSR1 (`dump()`)."""
         self.port = free_port()
         self.admin_token = "fuzz-admin-" + secrets.token_urlsafe(16)
         self.logs = {"alpha": work / "alpha.log", "beta": work / "beta.log"}
@@ -132,12 +135,15 @@ class Gateway:
 
     async def start(self) -> None:
         env = {**os.environ, "MCP_GATEWAY_ADMIN_TOKEN": self.admin_token}
+        entry = ["-m", "mcp_gateway"]
+        if self.trace is not None:
+            entry = [str(ROOT / "fuzz" / "traced.py")]
+            env["FUZZ_TRACE_DIR"] = str(self.trace)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 (started once, before any input)
                 [
                     sys.executable,
-                    "-m",
-                    "mcp_gateway",
+                    *entry,
                     "serve",
                     "--config",
                     str(self.work / "gateway.yaml"),
@@ -158,6 +164,15 @@ class Gateway:
                 return
             await asyncio.sleep(0.2)
         raise SystemExit("gateway not ready after 60 s")
+
+    async def dump(self) -> None:
+        """Have the traced gateway write a tracemalloc snapshot (and its smaps) and wait for it."""
+        assert self.trace is not None and self.process is not None
+        done = len(list(self.trace.glob("snapshot-*.txt")))
+        self.process.send_signal(signal.SIGUSR1)
+        # Another process writes the file: polled, there is no event to wait on.
+        while len(list(self.trace.glob("snapshot-*.txt"))) <= done and self.process.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -233,7 +248,7 @@ class Harness:
         self.args = args
         self.work = Path(args.work).resolve()
         self.out = Path(args.out).resolve()
-        self.gateway = Gateway(self.work)
+        self.gateway = Gateway(self.work, Path(args.trace_memory).resolve() if args.trace_memory else None)
         self.statuses: collections.Counter[int] = collections.Counter()
         self.rpc_errors: collections.Counter[int] = collections.Counter()
         self.findings: list[dict[str, Any]] = []
@@ -249,6 +264,7 @@ class Harness:
         self.sent = 0
         self.crashed = ""
         self.skipped: collections.Counter[str] = collections.Counter()
+        self.malloc_report = ""
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -483,11 +499,60 @@ class Harness:
         if self.gateway.process.poll() is not None:
             self.crashed = f"the gateway process exited in batch [{start}, {stop})"
         self.rss.append(rss_kib(self.gateway.process.pid))
+        if self.args.smaps:
+            self.save_smaps(number)
+        last = stop >= self.args.inputs
+        if self.gateway.trace is not None and (number % self.args.trace_every == 0 or number == 1 or last):
+            await self.gateway.dump()  # after the RSS reading: a snapshot costs memory itself
         print(
             f"batch {number:3d} [{start}-{stop}) rss {self.rss[-1] // 1024} MiB, 500s {self.statuses[500]}, "
             f"tracebacks {tracebacks}, ungoverned {len(bad)}, alive {alive}",
             flush=True,
         )
+
+    async def malloc_probe(self) -> None:
+        """After the last batch (its RSS already read): how much of the RSS glibc holds free.
+        gdb attaches to the gateway and calls `malloc_stats()` (it writes to the gateway's
+        log) and then `malloc_trim(0)`; the RSS before and after the trim is printed."""
+        assert self.gateway.process is not None
+        pid = self.gateway.process.pid
+        offset = self.gateway.log.stat().st_size
+        before = rss_kib(pid)
+        command = [
+            "gdb",
+            "-p",
+            str(pid),
+            "-batch",
+            "-ex",
+            "call (void)malloc_stats()",
+            "-ex",
+            "call (int)malloc_trim(0)",
+        ]
+        probe = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await asyncio.wait_for(probe.wait(), 120)
+        after = rss_kib(pid)
+        stats, _ = self.read_new(self.gateway.log, offset)
+        total = stats.rpartition("Total (incl. mmap):")[2]
+        system = re.search(r"system bytes\s*=\s*(\d+)", total)
+        used = re.search(r"in use bytes\s*=\s*(\d+)", total)
+        arenas = stats.count("Arena ")
+        held = int(system.group(1)) // 2**20 if system else "?"
+        in_use = int(used.group(1)) // 2**20 if used else "?"
+        self.malloc_report = (
+            f"malloc probe: RSS {before // 1024} MiB; glibc ({arenas} arenas) holds {held} MiB, {in_use} MiB "
+            f"in use; after malloc_trim(0): RSS {after // 1024} MiB"
+        )
+        print(self.malloc_report, flush=True)
+
+    def save_smaps(self, number: int) -> None:
+        """Where the RSS is (main heap, glibc's per-thread arenas, files): cheap, untraced."""
+        assert self.gateway.process is not None
+        smaps = Path(self.args.smaps)
+        smaps.mkdir(parents=True, exist_ok=True)
+        data = Path(f"/proc/{self.gateway.process.pid}/smaps").read_bytes()
+        (smaps / f"batch-{number:03d}.smaps").write_bytes(data)
 
     async def run(self) -> int:
         await self.setup()
@@ -517,6 +582,8 @@ class Harness:
                 index = stop
                 if self.crashed and not self.args.keep_going:
                     break
+            if self.args.malloc_probe and not self.crashed:
+                await self.malloc_probe()
         finally:
             elapsed = time.monotonic() - started
             self.gateway.stop()
@@ -545,6 +612,8 @@ class Harness:
             f"RSS: start {self.rss[0] // 1024 if self.rss else 0} MiB, after warm-up {warm // 1024} MiB, "
             f"end {end // 1024} MiB ({growth:+.1f}% since warm-up)"
         )
+        if self.malloc_report:
+            print(self.malloc_report)
         if self.findings or self.ungoverned or self.tracebacks:
             print(f"findings saved under {self.out}")
         failed = [self.crashed, self.statuses[500], self.tracebacks, self.ungoverned, self.liveness_failures]
@@ -634,6 +703,22 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "findings"), help="saved findings")
     parser.add_argument("--skip-known", action="store_true", help="do not send inputs that hit known breaks")
     parser.add_argument("--skip-notes", default="", help="do not send inputs whose note matches this regex (bisecting)")
+    parser.add_argument(
+        "--trace-memory",
+        default="",
+        help="run the gateway under tracemalloc and dump snapshots (and smaps) into this directory "
+        "after batch 1, every --trace-every batches and the last (compare them with fuzz/memdiff.py; "
+        "RSS figures of such a run include tracemalloc's own overhead)",
+    )
+    parser.add_argument("--trace-every", type=int, default=5)
+    parser.add_argument(
+        "--malloc-probe",
+        action="store_true",
+        help="after the last batch, attach gdb to print glibc's malloc_stats and the RSS before/after malloc_trim(0)",
+    )
+    parser.add_argument(
+        "--smaps", default="", help="save the gateway's /proc/PID/smaps after each batch in this directory"
+    )
     parser.add_argument("--keep-going", action="store_true", help="go on after the gateway's runtime crashed")
     args = parser.parse_args()
     return asyncio.run(Harness(args).run())

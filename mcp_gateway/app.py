@@ -19,15 +19,20 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import auth
-from .admin import admin_routes
-from .admin.common import NO_TOKEN, actor_for
+from .admin import admin_routes, operators
+from .admin.common import NO_TOKEN
 from .config import Config
+from .dashboard import dashboard_routes
 from .errors import ConfigError, Problem
 from .identity import LOCAL, Principal
 from .middleware.hosts import HostCheckMiddleware
+from .oauth import metadata as oauth_metadata
+from .oauth.resource import ResourceServer
+from .roles import Role
 from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
+from .transport.replay import ReplayLimits
 from .transport.security import HostCheck
 
 log = logging.getLogger(__name__)
@@ -58,15 +63,18 @@ def check_exposure(settings: Settings) -> None:
         raise ConfigError(problems)
 
 
-def authenticator(gateway: Gateway) -> Authenticate:
-    """Bearer API keys on /mcp (or the local principal when `auth: none`)."""
-    if gateway.settings.auth == "none":
+def authenticator(gateway: Gateway, oauth: ResourceServer | None = None) -> Authenticate:
+    """Bearer API keys and/or access tokens on /mcp (or the local principal when `auth: none`)."""
+    mode = gateway.settings.auth
+    if mode == "none":
 
         async def local(scope: Scope) -> Principal:
             return LOCAL
 
         return local
     snapshots = gateway.snapshots
+    keys = mode in ("keys", "keys+oauth")
+    hint = "send an API key as `Authorization: Bearer <key>`" if mode == "keys" else "send a bearer token"
 
     async def authenticate(scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
         header = None
@@ -75,8 +83,12 @@ def authenticator(gateway: Gateway) -> Authenticate:
                 header = value.decode("latin-1")
                 break
         token = auth.bearer(header)
+        if oauth is not None and (token is None or not (keys and token.startswith(auth.KEY_PREFIX))):
+            if token is None:
+                return oauth.missing(hint)
+            return await oauth.principal(token, gateway.governance.audit_refused_identity)
         if token is None:
-            return 401, "Unauthorized: send an API key as `Authorization: Bearer <key>`", _UNAUTHORIZED
+            return 401, f"Unauthorized: {hint}", _UNAUTHORIZED
         snapshot = snapshots.current
         principal = auth.principal_for(token, snapshot.keys, snapshot.principals)
         if principal is None:
@@ -129,20 +141,21 @@ class GatewayApp:
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def may_scrape(request: Request) -> bool:
-    """`/metrics` is for the `metrics_token`, or an admin token (any role: every role can
-    at least view). With neither configured, for this machine only: a loopback listener,
-    peer and Host (the Host check is waived for this path, which probes reach by pod IP,
-    so a rebound name cannot read it from a browser)."""
+async def may_scrape(request: Request) -> bool:
+    """`/metrics` is for the `metrics_token`, or an operator with at least the `viewer`
+    role (the admin API's own authentication). With neither configured, for this machine
+    only: a loopback listener, peer and Host (the Host check is waived for this path, which
+    probes reach by pod IP, so a rebound name cannot read it from a browser)."""
     gw: Gateway = request.app.state.gateway
     configured = gw.settings.metrics_token
     if configured is not None:
         token = auth.bearer(request.headers.get("authorization"))
         if token is not None and auth.any_matches(token, [auth.digest(configured.get_secret_value())]):
             return True
-    if actor_for(request) is not None:
-        return True
-    if configured is not None or gw.settings.admin_token is not None or gw.snapshots.current.admin_tokens:
+    operator = await operators.authenticate(request)
+    if operator is not None:
+        return operator.role.allows(Role.viewer)
+    if configured is not None or not operators.tokenless(gw):
         return False
     host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
     peer = request.client.host if request.client else ""
@@ -156,7 +169,7 @@ async def metrics(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     if gw.metrics is None:
         return JSONResponse({"error": {"code": "not_found", "message": "metrics are off (metrics: false)"}}, 404)
-    if not may_scrape(request):
+    if not await may_scrape(request):
         return JSONResponse(
             {"error": {"code": "unauthorized", "message": "send the metrics token or an admin token as a bearer"}},
             401,
@@ -170,29 +183,48 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready (200) while the policy snapshot is fresh, else 503. The page is open to anyone
-    (probes have no token, and it is exempt from the Host check so they can address the pod
-    by IP), so the details (snapshot version and age, each upstream's state, PID and last
-    error) go only to a caller the admin API would serve: an admin token, or a loopback
-    caller in `auth: none` mode. `/admin/api/status` has them and more."""
+    """Ready (200) while the gateway can serve calls: its policy snapshot is fresh, its
+    audit log takes rows (a call that cannot be audited is denied, so a gateway that cannot
+    write its audit would refuse everything), and each enabled upstream's first connection
+    attempt has ended, up or failed (before, its tools are missing from every listing;
+    after, an upstream that is down does not make the gateway unready). Else 503, so an
+    orchestrator routes elsewhere.
+
+    The page is open to anyone (probes have no token, and it is exempt from the Host check
+    so they can address the pod by IP), so the details (why it is not ready, snapshot
+    version and age, the audit's health, each upstream's state, PID and last error) go only
+    to a caller the admin API would serve: an admin token, an operator's access token, or
+    a loopback caller in `auth: none` mode. `/admin/api/status` has them and more."""
     gateway: Gateway = request.app.state.gateway
     snapshots = gateway.snapshots
+    writer = gateway.governance.writer
     fresh = not snapshots.stale()
-    body: dict[str, Any] = {"status": "ready" if fresh else "not ready"}
-    if actor_for(request) is not None:
+    reasons = []
+    if not fresh:
+        reasons.append(f"the policy snapshot is stale: {snapshots.last_error or 'not refreshed in time'}")
+    if not writer.healthy:
+        reasons.append(f"the audit log cannot be written: {writer.last_error}")
+    connecting = [u.name for u in gateway.upstreams.values() if not u.settled]
+    if connecting:
+        reasons.append(f"connecting to upstream(s) for the first time: {', '.join(connecting)}")
+    body: dict[str, Any] = {"status": "not ready" if reasons else "ready"}
+    if await operators.authenticate(request) is not None:
+        body["reasons"] = reasons
         body["snapshot"] = {
             "version": snapshots.current.version,
             "policy_version": snapshots.current.policy.policy_version,
             "age_seconds": round(snapshots.age(), 3),
             "stale": not fresh,
         }
+        body["audit"] = {"writable": writer.healthy, "last_error": writer.last_error, "failures": writer.failures}
         body["upstreams"] = [u.status() for u in gateway.upstreams.values()]
-    return JSONResponse(body, status_code=200 if fresh else 503)
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 def create_app(config: Config, settings: Settings) -> GatewayApp:
     """Build the gateway's ASGI app."""
     check_exposure(settings)
+    uses_oauth = settings.oauth if "oauth" in settings.auth else None
     hosts = HostCheck(settings.allowed_hosts, settings.allowed_origins, settings.dns_rebinding_protection)
 
     @asynccontextmanager
@@ -202,10 +234,28 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
             async with running(config, settings) as gateway:
                 starlette.state.gateway = gateway
                 tokens = settings.admin_token is not None or gateway.snapshots.current.admin_tokens
-                if settings.admin_api and settings.auth != "none" and not tokens:
+                if settings.admin_api and settings.auth != "none" and not tokens and settings.oauth is None:
                     log.warning("admin API: %s", NO_TOKEN)
-                options = HttpOptions(settings.max_body_bytes, settings.session_idle_timeout, settings.max_sessions)
-                app.endpoint = McpEndpoint(gateway.router, authenticator(gateway), gateway.tg, options)
+                replay = ReplayLimits(
+                    settings.sse_replay_events,
+                    settings.sse_replay_bytes,
+                    settings.sse_replay_seconds,
+                    settings.sse_retry_ms,
+                    settings.sse_poll_after,
+                )
+                options = HttpOptions(
+                    settings.max_body_bytes,
+                    settings.session_idle_timeout,
+                    settings.max_sessions,
+                    settings.session_handshake_timeout,
+                    replay,
+                )
+                app.endpoint = McpEndpoint(
+                    gateway.router,
+                    authenticator(gateway, gateway.oauth if uses_oauth is not None else None),
+                    gateway.tg,
+                    options,
+                )
                 started = True
                 yield
         except Exception as exc:
@@ -214,8 +264,24 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
             raise
 
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    if uses_oauth is not None:
+        prm = oauth_metadata.document(uses_oauth)
+
+        async def protected_resource(request: Request) -> JSONResponse:
+            return JSONResponse(prm, headers={"cache-control": "max-age=3600"})
+
+        paths = {oauth_metadata.WELL_KNOWN, oauth_metadata.metadata_path(uses_oauth)}
+        routes += [Route(path, protected_resource) for path in sorted(paths)]
+    if settings.identity_signing_key is not None:
+
+        async def identity_keys(request: Request) -> JSONResponse:
+            signer = request.app.state.gateway.router.identity
+            return JSONResponse(signer.jwks(), headers={"cache-control": "max-age=300"})
+
+        routes.append(Route("/.well-known/jwks.json", identity_keys))
     if settings.admin_api:
         routes.append(admin_routes())
+        routes.extend(dashboard_routes())
     starlette = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])
     app = GatewayApp(starlette, hosts)
     return app

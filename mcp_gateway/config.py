@@ -80,6 +80,8 @@ def resolve_refs(section: dict[str, Any], base: Path | None = None) -> dict[str,
             if base is not None:
                 ref.file = str((base / ref.file).resolve())
             out[key] = ref.resolve()
+        elif isinstance(value, dict):
+            out[key] = resolve_refs(value, base)  # e.g. oauth.introspection.client_secret
         else:
             out[key] = value
     return out
@@ -114,9 +116,12 @@ class _Upstream(BaseModel):
     timeout: float = Field(default=300.0, gt=0)
     """Seconds a single request may take before the gateway answers with a timeout error."""
     connect_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to connect, negotiate the protocol and read the catalog; `/readyz` waits at
+    most this long for the first attempt."""
     health_interval: float = Field(default=5.0, gt=0)
-    """HTTP upstreams: seconds between liveness checks (ping, or server/discover at 2026-07-28)."""
+    """Seconds between liveness checks (ping, or server/discover at 2026-07-28), both kinds."""
     health_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a liveness check has to be answered before the connection is given up."""
     protocol: Literal["auto", "handshake", "modern"] = "auto"
     """Which protocol era the gateway speaks upstream. `auto` tries 2026-07-28 first."""
     enabled: bool = True
@@ -153,6 +158,9 @@ class HttpUpstream(_Upstream):
 
     url: Annotated[str, Field(pattern=r"^https?://")]
     headers: dict[str, Value] = Field(default_factory=dict)
+    identity_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    """A header that carries the caller's identity to this upstream on each request, as a
+    short-lived JWT the gateway signs (`identity_signing_key`); never the caller's own token."""
 
     _headers_shape = field_validator("headers", mode="before")(_check_values)
 
@@ -190,8 +198,18 @@ _PASSWORD_IN_URL = re.compile(r"://[^/@:]+:[^/@]+@")
 def _gateway_secret_problems(section: dict[str, Any], source: yamlsrc.Source) -> list[Problem]:
     """Settings that carry secrets must be references in the file, like upstream credentials."""
     problems = []
+    oauth = section.get("oauth")
+    introspection = oauth.get("introspection") if isinstance(oauth, dict) else None
+    if isinstance(introspection, dict) and isinstance(introspection.get("client_secret"), str):
+        problems.append(
+            Problem(
+                source.file,
+                source.line_of(("gateway", "oauth", "introspection", "client_secret")),
+                "gateway.oauth.introspection.client_secret holds a secret: write a reference such as {$env: NAME}",
+            )
+        )
     for key, value in section.items():
-        secret = key == "admin_token" or (
+        secret = key in ("admin_token", "identity_signing_key") or (
             key == "database_url" and isinstance(value, str) and _PASSWORD_IN_URL.search(value)
         )
         if secret and isinstance(value, str):

@@ -27,6 +27,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 RESOURCE_NOT_FOUND = -32002
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 # The gateway's own codes, stable across releases: clients may match on them.
 GATEWAY_DENIED = -32050

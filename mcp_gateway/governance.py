@@ -32,6 +32,7 @@ from .observe.observer import Observer
 from .policy.engine import decide
 from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
+from .roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class Governance:
             "call_id": call_id,
             "principal_id": principal.id,
             "team_id": principal.team,
+            "subject": principal.subject,
+            "issuer": principal.issuer,
             "server": target.server,
             "tool": _fit(target.name, _MAX_NAME),
             "method": method,
@@ -215,14 +218,23 @@ class Governance:
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
     async def refuse_unknown(
-        self, principal: Principal, kind: Kind, name: Any, method: str, arguments: dict[str, Any] | None = None
+        self,
+        principal: Principal,
+        kind: Kind,
+        name: Any,
+        method: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Audit, as a denial, a request for a tool, prompt or resource the gateway does not
         serve (or that names none), so probing for names is as visible as using them. No rule
-        decided it (`rule_id` is null); the caller answers with the protocol's own error."""
+        decided it (`rule_id` is null); the caller answers with the protocol's own error.
+        `reason` says why instead of "no such ..." (a request refused before any decision)."""
         shown = name if isinstance(name, str) else None
         shown = _fit(shown, _MAX_NAME)
-        reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
+        if reason is None:
+            reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
         decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
         call_id = f"{_ids.getrandbits(64):016x}"
         nothing = Target("", kind, shown or "")
@@ -323,6 +335,8 @@ class Governance:
             "call_id": ticket.call_id,
             "principal_id": ticket.principal.id,
             "team_id": ticket.principal.team,
+            "subject": ticket.principal.subject,
+            "issuer": ticket.principal.issuer,
             "server": ticket.target.server,
             "tool": _fit(ticket.target.name, _MAX_NAME),
             "method": ticket.method,
@@ -339,8 +353,11 @@ class Governance:
         except AuditUnavailable:
             log.error("audit: completion of call %s (%s) was not recorded", ticket.call_id, outcome)
 
-    async def audit_admin(self, actor: str, action: str, detail: str, *, outcome: str = "ok") -> None:
-        """Record an administrative action; raises `AuditUnavailable` if it cannot be written."""
+    async def audit_admin(
+        self, actor: str, action: str, detail: str, *, outcome: str = "ok", role: Role | None = None
+    ) -> None:
+        """Record an administrative action; raises `AuditUnavailable` if it cannot be written.
+        `role`: the admin API role the actor acted with (in `reason`: `role operator`)."""
         row = {
             "ts": time.time(),
             "kind": "admin",
@@ -351,7 +368,48 @@ class Governance:
             "outcome": outcome,
             "detail": detail,
         }
+        if role is not None:
+            row["reason"] = f"role {role}"
         await self.writer.append(row)
+
+    async def audit_refused_identity(self, subject: str, issuer: str, reason: str) -> None:
+        """Record a caller the identity provider vouched for but the gateway refused (its
+        token maps to no team); best effort, the refusal stands either way."""
+        row = {
+            "ts": time.time(),
+            "kind": "auth",
+            "method": "authenticate",
+            "decision": "deny",
+            "reason": _fit(reason, _MAX_TEXT),
+            "subject": _fit(subject, 256),
+            "issuer": _fit(issuer, 512),
+            "policy_version": self.snapshots.current.policy.policy_version,
+        }
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable:
+            log.warning("audit unavailable: refused identity %r (%s) not audited: %s", subject, issuer, reason)
+
+    async def audit_admin_refusal(self, actor: str, role: Role, detail: str) -> None:
+        """Record that an admin request was refused for too small a role, so an operator
+        reaching beyond their role is visible. The caller waits for the commit, as an agent
+        waits for its decision's row (so one caller cannot flood the audit queue); a row
+        that cannot be written is logged (the request is refused either way)."""
+        row = {
+            "ts": time.time(),
+            "kind": "admin",
+            "principal_id": actor,
+            "method": "forbidden",
+            "decision": "deny",
+            "reason": f"role {role}",
+            "policy_version": self.snapshots.current.policy.policy_version,
+            "outcome": "forbidden",
+            "detail": detail,
+        }
+        try:
+            await self.writer.append(row)
+        except AuditUnavailable as exc:
+            log.warning("admin refusal of %s not audited: %s", actor, exc)
 
     def _watch_expiries(self, snapshot: Snapshot) -> None:
         """When a switch expires, what clients may see changes: tell them then."""

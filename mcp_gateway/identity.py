@@ -16,6 +16,12 @@ class Principal:
     key_id: str | None = field(default=None, compare=False)
     """The API key this request presented (None when no key: `auth: none`), so revoking
     one key ends what that key opened and nothing of the principal's other keys."""
+    subject: str | None = field(default=None, compare=False)
+    """An identity provider's `sub` for this caller (None for API keys), audited with `issuer`."""
+    issuer: str | None = field(default=None, compare=False)
+    expires_at: float | None = field(default=None, compare=False)
+    """When the access token this request presented expires (epoch seconds): a stream it
+    opened ends then (see killswitch.py); None for API keys."""
 
 
 LOCAL = Principal(id="local/local", team="local", name="local", kind="agent")

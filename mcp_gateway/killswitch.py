@@ -10,7 +10,8 @@ records `killed`.
 Open streams (a handshake session's GET stream, a 2026-07-28 listen stream) and
 handshake sessions are registered too, with a way to end them. A stream belongs to no
 server or tool, so only switches that stop a principal (global, team, principal) end it;
-server and tool switches filter what it delivers, decided per message. Revoking a key or
+server and tool switches filter what it delivers, decided per message. A stream opened with
+an access token also ends when that token expires. Revoking a key or
 disabling a principal ends everything that credential opened, calls included.
 """
 
@@ -37,6 +38,8 @@ class Flight:
     target: Target
     task: asyncio.Task[object] | None
     killed_by: KillSwitch | None = None
+    started: float = 0.0
+    """Wall-clock time it was registered (for operators' views)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -48,6 +51,8 @@ class Opened:
     end: Callable[[Ending], None]
     """Ends it now (synchronously: it may only signal, the owner's task does the cleanup)."""
     ended: Ending | None = None
+    expiry: asyncio.TimerHandle | None = None
+    """Ends a stream when the access token that opened it expires."""
 
 
 def revocation(principal: Principal, now: float) -> KillSwitch:
@@ -75,21 +80,36 @@ class Inflight:
         return len(self._flights)
 
     def add(self, principal: Principal, target: Target) -> Flight:
-        flight = Flight(principal, target, asyncio.current_task())
+        flight = Flight(principal, target, asyncio.current_task(), started=time.time())
         self._flights.add(flight)
         return flight
+
+    def flights(self) -> list[Flight]:
+        """The calls in flight now, oldest first."""
+        return sorted(self._flights, key=lambda f: f.started)
 
     def discard(self, flight: Flight) -> None:
         self._flights.discard(flight)
 
     def open(self, principal: Principal, kind: OpenKind, end: Callable[[Ending], None]) -> Opened:
-        """Register something a client holds open; `close` it when it ends."""
+        """Register something a client holds open; `close` it when it ends. A stream opened
+        with an access token ends when the token expires (a session does not: the client's
+        next request brings a fresh token, checked then)."""
         opened = Opened(principal, kind, end)
         self._opened.add(opened)
+        if kind == "stream" and principal.expires_at is not None:
+            delay = max(0.0, principal.expires_at - time.time())
+            opened.expiry = asyncio.get_running_loop().call_later(delay, self._expire, opened)
         return opened
 
     def close(self, opened: Opened) -> None:
         self._opened.discard(opened)
+        if opened.expiry is not None:
+            opened.expiry.cancel()
+
+    def _expire(self, opened: Opened) -> None:
+        if opened in self._opened and opened.ended is None:
+            self._end(opened, "revoked")
 
     def open_count(self, principal_id: str | None = None, kind: OpenKind = "stream") -> int:
         """How many of `kind` are open (for one principal, when given)."""

@@ -136,9 +136,18 @@ def setup(level: str, format: Format = "text", access: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
-    # One line per upstream HTTP request would drown everything else.
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    for name, quiet in QUIET.items():
+        logging.getLogger(name).setLevel(quiet)
     logging.getLogger("mcp_gateway.access").setLevel(logging.INFO if access else logging.WARNING)
+
+
+QUIET = {
+    "httpx2": logging.WARNING,  # one line per upstream HTTP request would drown everything else
+    "alembic": logging.WARNING,  # ten INFO lines at every start (plugins, "Context impl"), a line per migration
+    "aiosqlite": logging.WARNING,  # a DEBUG line per query and per result
+}
+"""Libraries whose routine lines stay out of the gateway's log, whatever its level; their
+warnings and errors still show."""
 
 
 def protect(*names: str) -> None:

@@ -22,11 +22,14 @@ from anyio.abc import TaskGroup
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .audit.redact import ArgumentPolicy
+from .audit.retention import retain
 from .audit.writer import AuditWriter
 from .config import Config
 from .errors import ConfigError, Problem
 from .governance import Governance
 from .limits import Limits
+from .oauth.assertion import IdentitySigner
+from .oauth.resource import ResourceServer
 from .observe import gauges, tracing
 from .observe.metrics import Metrics
 from .observe.observer import Observer
@@ -58,6 +61,10 @@ class Gateway:
     tg: TaskGroup
     started_at: float
     policies: PolicyDirectory | None = None
+    secret: bytes = b""
+    """The replicas' shared secret (the store's seal key), from which per-purpose keys derive."""
+    oauth: ResourceServer | None = None
+    """The identity provider's tokens, checked for /mcp (`auth: oauth`) and the admin API."""
     metrics: Metrics | None = None
     """None when `metrics: false`."""
 
@@ -76,6 +83,20 @@ class Gateway:
                     await upstream.ready.wait()
             return True
         return False
+
+
+def identity_signer(config: Config, settings: Settings) -> IdentitySigner | None:
+    """The signer of identity assertions, if configured; an upstream that wants them needs it."""
+    wanting = [name for name, u in config.upstreams.items() if getattr(u, "identity_header", None)]
+    if settings.identity_signing_key is None:
+        if wanting:
+            message = f"upstreams {', '.join(wanting)} set identity_header: set gateway.identity_signing_key"
+            raise ConfigError([Problem(str(config.path or "config"), None, message)])
+        return None
+    try:
+        return IdentitySigner(settings.identity_signing_key.get_secret_value(), settings.identity_issuer)
+    except ValueError as exc:
+        raise ConfigError([Problem("settings", None, f"identity_signing_key: {exc}")]) from None
 
 
 def chain_id(settings: Settings) -> str:
@@ -140,13 +161,15 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             if metrics is not None:
                 writer.on_commit = metrics.audit_committed
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
+            secret = await state_store.seal_key(engine)
             router = Router(
                 upstreams,
                 governance,
                 tg,
                 max_parked_per_principal=settings.max_parked_calls_per_principal,
-                seal_key=await state_store.seal_key(engine),
+                seal_key=secret,
             )
+            router.identity = identity_signer(config, settings)
             router.limits = Limits(
                 settings.max_sessions_per_principal,
                 settings.max_streams_per_principal,
@@ -160,6 +183,18 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             if not is_sqlite(settings.database_url):
                 listener = partial(listen, settings.database_url, snapshots.poke, settings.store_timeout)
                 tg.start_soon(supervised("state listener", listener))
+            keep = settings.audit_retention_seconds
+            if keep is not None:
+                pruner = partial(
+                    retain,
+                    engine,
+                    writer,
+                    governance.audit_admin,
+                    keep,
+                    settings.audit_prune_interval,
+                    settings.audit_retention_export,
+                )
+                tg.start_soon(supervised("audit retention", pruner))
             policies = None
             if settings.policies is not None:
                 policies = PolicyDirectory(settings.policies, engine, snapshots)
@@ -169,15 +204,38 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     raise ConfigError([Problem(str(settings.policies), None, "\n".join(outcome["error"]))])
                 if settings.watch_policies:
                     tg.start_soon(supervised("policy watcher", policies.watch))
-            gateway = Gateway(
-                config, settings, engine, snapshots, governance, upstreams, router, tg, time.time(), policies, metrics
+            oauth = ResourceServer(settings.oauth) if settings.oauth is not None else None
+            log.info(
+                "started: config %s, auth %s, store %s, policy version %d, %d upstream(s)",
+                config.path.resolve() if config.path is not None else "(none)",
+                settings.auth,
+                mask_urls(settings.database_url),
+                snapshots.current.policy.policy_version,
+                len(upstreams),
             )
-            if metrics is not None:
-                metrics.gauges(partial(gauges.read, gateway))
             try:
+                gateway = Gateway(
+                    config,
+                    settings,
+                    engine,
+                    snapshots,
+                    governance,
+                    upstreams,
+                    router,
+                    tg,
+                    time.time(),
+                    policies,
+                    secret,
+                    oauth,
+                    metrics,
+                )
+                if metrics is not None:
+                    metrics.gauges(partial(gauges.read, gateway))
                 yield gateway
             finally:
-                await writer.drain()
+                if oauth is not None:
+                    await oauth.verifier.aclose()
+                await writer.drain(end=True)
                 tg.cancel_scope.cancel()
     finally:
         await engine.dispose()

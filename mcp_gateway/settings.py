@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .config import Config, resolve_refs
 from .errors import ConfigError, Problem
+from .oauth.config import OAuthSettings
 from .sensitive import DEFAULT_REDACT_KEYS
 
 
@@ -44,8 +45,24 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1024, gt=0)
     """Open HTTP connections; a connection beyond them gets 503 and is closed at once."""
     session_idle_timeout: float = Field(default=1800.0, gt=0)
+    session_handshake_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a handshake session may stay silent after `initialize` (every client sends
+    `notifications/initialized` at once); one that sends nothing is closed then, and counts
+    against `max_sessions_per_principal` until it is."""
     max_sessions: int = Field(default=10_000, gt=0)
     """Handshake sessions in all: a backstop behind the per-principal caps below."""
+    sse_replay_events: int = Field(default=256, ge=0)
+    """Events kept per handshake session for clients resuming a stream with Last-Event-ID
+    (2025-11-25 SSE resumability); 0 turns resumability off."""
+    sse_replay_bytes: int = Field(default=64 * 1024, ge=0)
+    """Bytes of events kept per handshake session for Last-Event-ID (besides the newest event)."""
+    sse_replay_seconds: float = Field(default=60.0, gt=0)
+    """How long an event stays available for Last-Event-ID."""
+    sse_retry_ms: int = Field(default=1000, ge=0)
+    """The `retry` field of a stream's priming event: how long a client waits to reconnect."""
+    sse_poll_after: float | None = Field(default=None, gt=0)
+    """Seconds after which the gateway ends a handshake POST stream whose call still runs; the
+    client resumes it with Last-Event-ID (SSE polling). Unset: streams stay open until the answer."""
     max_sessions_per_principal: int = Field(default=256, gt=0)
     """Handshake sessions one principal may hold; past it its `initialize` gets 429."""
     max_streams_per_principal: int = Field(default=64, gt=0)
@@ -73,9 +90,18 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the store. Default: SQLite file `mcp-gateway.db` beside the config file."""
     migrate: bool = True
     """Upgrade the store's schema on start."""
-    auth: Literal["keys", "none"] = "keys"
-    """`keys`: agents present an API key. `none`: every request is principal local/local
-    (team `local`); refused unless the gateway listens on loopback."""
+    auth: Literal["keys", "none", "oauth", "keys+oauth"] = "keys"
+    """`keys`: agents present an API key. `oauth`: agents and people present an access token
+    from the identity provider in `oauth` (see mcp_gateway/oauth). `keys+oauth`: either.
+    `none`: every request is principal local/local (team `local`); refused unless the
+    gateway listens on loopback."""
+    oauth: OAuthSettings | None = None
+    """The identity provider trusted with `auth: oauth` / `keys+oauth` (and for operators)."""
+    identity_signing_key: SecretStr | None = None
+    """PEM private key (RSA, EC P-256 or Ed25519) the gateway signs the caller's identity with,
+    for upstreams that set `identity_header`; its public key is at `/.well-known/jwks.json`."""
+    identity_issuer: str = "mcp-gateway"
+    """The `iss` of those identity assertions."""
     admin_api: bool = True
     admin_token: SecretStr | None = None
     """An admin token accepted besides those created with `mcp-gateway admin-token create`."""
@@ -95,8 +121,23 @@ class Settings(BaseSettings):
     """Secret-looking name patterns, compared without case, `_`, `-`, `.` (`mcp_gateway.sensitive`)."""
     audit_max_argument_bytes: int = Field(default=4096, gt=0)
     audit_queue_size: int = Field(default=10_000, gt=0)
+    audit_retention: str | None = None
+    """Keep this long (`30d`, `12h`, ...; a whole number and s, m, h, d or w): older rows are
+    pruned every `audit_prune_interval`, each chain keeping a checkpoint so it still
+    verifies. Off (nothing pruned) by default."""
+    audit_prune_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between prunes when `audit_retention` is set (the first one this long after start)."""
+    audit_retention_export: Path | None = None
+    """A directory: each periodic prune first writes the rows it prunes there, one JSON-lines
+    file a prune (`audit-<UTC time>-<chain>.jsonl`); if that fails, nothing is pruned."""
     replica_id: str | None = None
     """Names this process's audit chain; must be unique among running replicas. Default: unique per process."""
+
+    @model_validator(mode="after")
+    def _oauth_configured(self) -> Settings:
+        if "oauth" in self.auth and self.oauth is None:
+            raise ValueError(f"auth: {self.auth} needs an `oauth:` section (issuer, audience)")
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -114,6 +155,21 @@ class Settings(BaseSettings):
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"{backend} is not supported: the store is SQLite (sqlite:///PATH) or PostgreSQL")
         return value
+
+    @field_validator("audit_retention")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .when import parse_duration
+
+            parse_duration(value)  # its ValueError names the forms
+        return value
+
+    @property
+    def audit_retention_seconds(self) -> float | None:
+        from .when import parse_duration
+
+        return parse_duration(self.audit_retention) if self.audit_retention is not None else None
 
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
@@ -172,7 +228,7 @@ def load_settings(
         raise ConfigError(problems) from None
 
 
-_PATH_SETTINGS = ("policies",)
+_PATH_SETTINGS = ("policies", "audit_retention_export")
 
 
 def settings_for(config: Config, **overrides: Any) -> Settings:
@@ -199,6 +255,11 @@ def settings_for(config: Config, **overrides: Any) -> Settings:
         raise ConfigError(unresolved)
     if settings.database_url is None:
         settings.database_url = f"sqlite:///{(base / 'mcp-gateway.db').resolve()}"
+    export = settings.audit_retention_export
+    if export is not None and not export.is_dir():
+        line = config.gateway_lines.get("audit_retention_export")
+        where = str(config.path) if line is not None else "flags or environment"
+        raise ConfigError([Problem(where, line, f"audit_retention_export: {export} is not a directory")])
     if settings.policies is not None and not settings.policies.is_dir():
         from_file = section.get("policies") is not None and Path(section["policies"]) == settings.policies
         if from_file:

@@ -35,11 +35,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def loopback_socket() -> socket.socket:
+def loopback_socket(port: int = 0) -> socket.socket:
     # IPPROTO_TCP: with proto=0 asyncio never sets TCP_NODELAY and responses stall ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -133,9 +133,9 @@ async def http_upstream_process(env: dict[str, str] | None = None) -> AsyncItera
 
 
 @asynccontextmanager
-async def serving(app: Any, limits: http_server.Limits | None = None) -> AsyncIterator[int]:
-    """Run an ASGI app under the gateway's uvicorn setup on a random loopback port; yields the port."""
-    with loopback_socket() as sock:
+async def serving(app: Any, limits: http_server.Limits | None = None, port: int = 0) -> AsyncIterator[int]:
+    """Run an ASGI app under the gateway's uvicorn setup on a loopback port (default: random); yields the port."""
+    with loopback_socket(port) as sock:
         server = uvicorn.Server(http_server.config(app, log_level="warning", limits=limits))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
@@ -149,12 +149,12 @@ async def serving(app: Any, limits: http_server.Limits | None = None) -> AsyncIt
 
 
 @asynccontextmanager
-async def serve(config_path: Path, **overrides: Any) -> AsyncIterator[tuple[str, Gateway]]:
-    """Run the gateway under uvicorn on a random port; yields its /mcp URL and the running gateway."""
+async def serve(config_path: Path, port: int = 0, **overrides: Any) -> AsyncIterator[tuple[str, Gateway]]:
+    """Run the gateway under uvicorn on `port` (default: random); yields its /mcp URL and the running gateway."""
     config = load(config_path)
     settings = settings_for(config, **overrides)
     app = create_app(config, settings)
-    async with serving(app, http_server.Limits.of(settings)) as port:
+    async with serving(app, http_server.Limits.of(settings), port) as port:
         gateway: Gateway = app.state.gateway
         yield f"http://127.0.0.1:{port}/mcp", gateway
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..audit import anchor as anchors
+from ..roles import Role
 from ..store import audit as store
 from ..when import FORMS, parse_time
 from .common import ApiError, admin, gateway, ok
@@ -41,7 +44,7 @@ def _time(request: Request, name: str) -> float | None:
         raise ApiError(400, "invalid_request", f"{name} must be {FORMS}") from None
 
 
-@admin
+@admin(Role.viewer)
 async def query(request: Request, actor: str) -> Response:
     """Audit rows, newest first. Pass `cursor` from the previous page to get the next."""
     params = request.query_params
@@ -56,3 +59,10 @@ async def query(request: Request, actor: str) -> Response:
     rows = await store.query(engine, filters, before=before, limit=limit)
     next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
     return ok({"items": rows, "next_cursor": next_cursor})
+
+
+@admin(Role.viewer)
+async def anchor(request: Request, actor: str) -> Response:
+    """Each audit chain's head (position and hash): an anchor, as `mcp-gateway audit anchor` writes it."""
+    gw = gateway(request)
+    return ok(anchors.document(await store.heads(gw.engine), time.time()))

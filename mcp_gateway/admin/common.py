@@ -13,9 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import auth
 from ..audit.writer import AuditUnavailable
+from ..roles import Role
 from ..runtime import Gateway
+from .operators import Operator, authenticate, note_use, tokenless
 
 log = logging.getLogger(__name__)
 
@@ -47,68 +48,87 @@ NO_TOKEN = (
 )
 
 
-def actor_for(request: Request) -> str | None:
-    """The admin token's name, `local-admin` on an `auth: none` loopback gateway, or None."""
-    gw = gateway(request)
-    configured = gw.settings.admin_token
-    tokens = gw.snapshots.current.admin_tokens
-    if configured is None and not tokens:
-        # Open only in `auth: none` development mode, and only to this machine: a loopback
-        # listener, peer and Host. With API keys there is no open door at all: a reverse
-        # proxy on the same host has a loopback peer and may well pass `Host: localhost`,
-        # and must not hand this machine's privilege to its own clients.
-        if gw.settings.auth != "none":
-            return None
-        host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
-        peer = request.client.host if request.client else ""
-        local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
-        return "local-admin" if gw.settings.is_loopback() and local else None
-    token = auth.bearer(request.headers.get("authorization"))
-    if token is None:
-        return None
-    if configured is not None and auth.any_matches(token, [auth.digest(configured.get_secret_value())]):
-        return "admin-token"
-    token_id = auth.key_id_of(token, auth.ADMIN_PREFIX)
-    entry = tokens.get(token_id) if token_id is not None else None
-    if entry is not None and auth.matches(token, entry[0]):
-        return entry[1]
-    return None
+_REQUIRED = {
+    False: "an admin token is required",
+    True: "an admin token, or the identity provider's access token with an operator role, is required",
+}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Authenticate the admin token, then run the handler with the actor's name."""
+def admin(role: Role) -> Callable[[Handler], Endpoint]:
+    """Make `handler` an admin route open to `role` and the roles above it: authenticate the
+    caller (401 without a valid credential, 403 `forbidden` with too small a role), then run
+    the handler with the actor's name. Every admin route names its role here, and only here;
+    the endpoint carries it as `required_role` for the OpenAPI document and the tests."""
+    if not isinstance(role, Role):
+        raise TypeError("an admin route names the least role it needs: @admin(Role.viewer)")
 
-    async def endpoint(request: Request) -> Response:
-        actor = actor_for(request)
-        if actor is None:
-            gw = gateway(request)
-            tokenless = gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens
-            return error(
-                401,
-                "unauthorized",
-                NO_TOKEN if tokenless and gw.settings.auth != "none" else "an admin token is required",
-                {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
-            )
-        try:
-            _check_parameters(request)
-            return await handler(request, actor)
-        except ApiError as exc:
-            return error(exc.status, exc.code, exc.message)
-        except AuditUnavailable:
-            return error(503, "audit_unavailable", "the action was not taken: its audit record could not be written")
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            # Every store operation is bounded (`store_timeout`) and its connection abandoned
-            # past the bound, so an unconfirmed change is not applied later. The one window
-            # left: a COMMIT that had reached the store just before took effect then.
-            log.warning("admin %s %s: the store did not answer: %s", request.method, request.url.path, exc)
-            return error(
-                503,
-                "store_unavailable",
-                "the store did not answer in time: a change was not applied (unless its commit had reached "
-                "the store just before; check before retrying)",
-            )
+    def decorate(handler: Handler) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            operator = await authenticate(request)
+            if operator is None:
+                gw = gateway(request)
+                unconfigured = tokenless(gw)
+                return error(
+                    401,
+                    "unauthorized",
+                    NO_TOKEN if unconfigured and gw.settings.auth != "none" else _REQUIRED[gw.oauth is not None],
+                    {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
+                )
+            note_use(request, operator)
+            if not operator.role.allows(role):
+                # The handler's name, not the path: a path holds whatever the caller sent.
+                detail = f"{handler.__name__} needs {role}"
+                await gateway(request).governance.audit_admin_refusal(operator.name, operator.role, detail)
+                return forbidden(role, operator)
+            request.state.operator = operator
+            try:
+                _check_parameters(request)
+                return await handler(request, operator.name)
+            except ApiError as exc:
+                return error(exc.status, exc.code, exc.message)
+            except AuditUnavailable:
+                return error(
+                    503, "audit_unavailable", "the action was not taken: its audit record could not be written"
+                )
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                # Every store operation is bounded (`store_timeout`) and its connection abandoned
+                # past the bound, so an unconfirmed change is not applied later. The one window
+                # left: a COMMIT that had reached the store just before took effect then.
+                log.warning("admin %s %s: the store did not answer: %s", request.method, request.url.path, exc)
+                return error(
+                    503,
+                    "store_unavailable",
+                    "the store did not answer in time: a change was not applied (unless its commit had reached "
+                    "the store just before; check before retrying)",
+                )
 
-    return functools.wraps(handler)(endpoint)
+        wrapped = functools.wraps(handler)(endpoint)
+        wrapped.required_role = role  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate
+
+
+def required_role(endpoint: object) -> Role | None:
+    """The role an admin route was declared with, None for a route that is not one."""
+    role = getattr(endpoint, "required_role", None)
+    return role if isinstance(role, Role) else None
+
+
+def forbidden(needed: Role, operator: Operator) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": {
+                "code": "forbidden",
+                "message": f"this needs the {needed} role; {operator.name!r} has the {operator.role} role",
+                "required_role": needed.value,
+                "role": operator.role.value,
+            }
+        },
+        status_code=403,
+    )
 
 
 def _check_parameters(request: Request) -> None:
@@ -136,9 +156,18 @@ async def body(request: Request, model: type[M]) -> M:
         raise ApiError(400, "invalid_request", f"{where}: {first['msg']}") from None
 
 
+def operator_of(request: Request) -> Operator:
+    """The operator an admin route's decorator authenticated."""
+    operator: Operator = request.state.operator
+    return operator
+
+
 async def audited(request: Request, actor: str, action: str, detail: str) -> None:
-    """Record an admin action before taking it: no audit, no action."""
-    await gateway(request).governance.audit_admin(actor, action, detail)
+    """Record an admin action before taking it: no audit, no action. The row names the
+    actor and the role it acted with."""
+    operator: Operator | None = getattr(request.state, "operator", None)
+    role = operator.role if operator is not None else None
+    await gateway(request).governance.audit_admin(actor, action, detail, role=role)
 
 
 async def refreshed(request: Request) -> None:

@@ -6,18 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import auth
+from ..roles import Role
 from ..store import identity as store
 from .common import ApiError, admin, audited, body, gateway, ok, refreshed
 from .models import NewKey, NewPrincipal, NewTeam
 
 
-@admin
+@admin(Role.viewer)
 async def list_teams(request: Request, actor: str) -> Response:
     """All teams."""
     return ok({"items": await store.list_teams(gateway(request).engine)})
 
 
-@admin
+@admin(Role.admin)
 async def create_team(request: Request, actor: str) -> Response:
     """Create a team."""
     spec = await body(request, NewTeam)
@@ -28,13 +29,13 @@ async def create_team(request: Request, actor: str) -> Response:
     return ok({"id": spec.id, "description": spec.description}, 201)
 
 
-@admin
+@admin(Role.viewer)
 async def list_principals(request: Request, actor: str) -> Response:
     """Principals, optionally of one `team`."""
     return ok({"items": await store.list_principals(gateway(request).engine, request.query_params.get("team"))})
 
 
-@admin
+@admin(Role.admin)
 async def create_principal(request: Request, actor: str) -> Response:
     """Create a principal (and its team if needed)."""
     spec = await body(request, NewPrincipal)
@@ -44,7 +45,7 @@ async def create_principal(request: Request, actor: str) -> Response:
     return ok(row, 201)
 
 
-@admin
+@admin(Role.viewer)
 async def list_keys(request: Request, actor: str) -> Response:
     """API keys (never their secrets), optionally of one `principal`."""
     return ok({"items": await store.list_keys(gateway(request).engine, request.query_params.get("principal"))})
@@ -58,7 +59,7 @@ async def make_key(engine: object, team: str, name: str, kind: str) -> dict[str,
     return {"id": key_id, "principal": principal["id"], "team": team, "key": secret}
 
 
-@admin
+@admin(Role.admin)
 async def create_key(request: Request, actor: str) -> Response:
     """Create an API key. The response holds the key; it is not stored and cannot be shown again."""
     spec = await body(request, NewKey)
@@ -68,7 +69,7 @@ async def create_key(request: Request, actor: str) -> Response:
     return ok(created, 201)
 
 
-@admin
+@admin(Role.admin)
 async def revoke_key(request: Request, actor: str) -> Response:
     """Revoke an API key: requests with it are refused at once."""
     key_id = request.path_params["id"]

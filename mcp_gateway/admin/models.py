@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..policy.bundle import KINDS_NOTE, ArgumentConstraint, Patterns, check_resource_patterns
 from ..policy.model import SCOPES
+from ..roles import Role
 
 _TEAM = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_EXPIRY = 10 * 366 * 86400.0
@@ -28,6 +29,12 @@ class EngageSwitch(BaseModel):
     )
     reason: str = Field(min_length=1, max_length=2000)
     expires_in_seconds: float | None = Field(default=None, gt=0, le=MAX_EXPIRY, allow_inf_nan=False)
+    unconfigured: bool = Field(
+        default=False,
+        description="Engage it though `server` (or that server's `tool`) is not configured or not known "
+        "to this gateway: a name about to be added. Without it such a switch, which would stop "
+        "nothing, is refused with 422 naming what exists.",
+    )
 
     @model_validator(mode="after")
     def _target(self) -> EngageSwitch:
@@ -112,3 +119,18 @@ class NewRule(BaseModel):
         if self.effect == "deny" and self.arguments:
             raise ValueError("`arguments` constraints belong on allow rules")
         return self
+
+
+ADMIN_TOKEN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
+
+
+class NewAdminToken(BaseModel):
+    """A new admin API token. The response holds the token; only its digest is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=ADMIN_TOKEN_NAME, description="Who or what holds it; recorded as the actor.")
+    role: Role = Field(
+        description="viewer: read; operator: also kill switches and policy reloads; "
+        "admin: also keys, principals, teams, rules and admin tokens."
+    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..roles import Role
 from ..store import rules as rule_store
 from .common import ApiError, admin, audited, gateway, ok
 
 
-@admin
+@admin(Role.viewer)
 async def show(request: Request, actor: str) -> Response:
     """The live policy version, recent versions, and the state of the policy directory."""
     gw = gateway(request)
@@ -23,7 +24,7 @@ async def show(request: Request, actor: str) -> Response:
     )
 
 
-@admin
+@admin(Role.operator)
 async def reload(request: Request, actor: str) -> Response:
     """Validate and apply the policy directory now. An invalid bundle leaves the live one in force."""
     gw = gateway(request)

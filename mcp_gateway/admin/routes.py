@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from .. import __version__
-from . import audit, identity, policy, rules, status, switches
-from .models import EngageSwitch, NewKey, NewPrincipal, NewRule, NewTeam, ReleaseSwitch
+from . import audit, identity, policy, rules, status, switches, tokens
+from .common import required_role
+from .models import EngageSwitch, NewAdminToken, NewKey, NewPrincipal, NewRule, NewTeam, ReleaseSwitch
 
 ROUTES: list[tuple[str, str, Any, type[BaseModel] | None, tuple[str, ...]]] = [
     ("GET", "/status", status.status, None, ()),
@@ -25,6 +26,7 @@ ROUTES: list[tuple[str, str, Any, type[BaseModel] | None, tuple[str, ...]]] = [
         None,
         ("since", "until", "team", "principal", "server", "tool", "decision", "kind", "cursor", "limit"),
     ),
+    ("GET", "/audit/anchor", audit.anchor, None, ()),
     ("GET", "/teams", identity.list_teams, None, ()),
     ("POST", "/teams", identity.create_team, NewTeam, ()),
     ("GET", "/principals", identity.list_principals, None, ("team",)),
@@ -37,7 +39,19 @@ ROUTES: list[tuple[str, str, Any, type[BaseModel] | None, tuple[str, ...]]] = [
     ("DELETE", "/rules/{id}", rules.delete_rule, None, ()),
     ("GET", "/policy", policy.show, None, ()),
     ("POST", "/policy/reload", policy.reload, None, ()),
+    ("GET", "/admin-tokens", tokens.list_admin_tokens, None, ()),
+    ("POST", "/admin-tokens", tokens.create_admin_token, NewAdminToken, ()),
+    ("DELETE", "/admin-tokens/{id}", tokens.revoke_admin_token, None, ()),
 ]
+"""Each route: method, path, handler (which names its least role: `@admin(Role.X)`), body
+model, query parameters."""
+
+ROLES_NOTE = (
+    "Admin tokens carry a role, each including the one below: `viewer` reads; `operator` also "
+    "engages and releases kill switches and reloads the policy; `admin` also manages teams, "
+    "principals, keys, rules and admin tokens. Each operation names the least role it needs in "
+    "`x-required-role`; a token with a smaller role gets 403 `forbidden`."
+)
 
 
 def openapi() -> dict[str, Any]:
@@ -45,27 +59,38 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     for method, path, handler, model, query in ROUTES:
+        role = required_role(handler)
+        if role is None:
+            raise TypeError(f"{method} {path}: an admin route names its role with @admin(Role.X)")
         creates = method == "POST" and not path.endswith(("/release", "/reload"))
         ok = "201" if creates else "200"
         operation: dict[str, Any] = {
             "operationId": f"{method.lower()}_"
             + path.strip("/").replace("{id}", "by_id").replace("/", "_").replace("-", "_"),
             "summary": (handler.__doc__ or "").strip().split("\n")[0],
+            "description": f"Needs the `{role}` role or above.",
+            "x-required-role": role.value,
             "security": [{"adminToken": []}],
             "responses": {
                 ok: {"description": "Created" if creates else "OK", "content": {"application/json": {}}},
                 "401": {"description": "No valid admin token"},
+                "403": {"description": f"The token's role is below `{role}`"},
             },
         }
         if "{id}" in path:
             operation["responses"]["404"] = {"description": "No such item"}
-        if creates:
+        if creates and path != "/admin-tokens":
             operation["responses"]["409"] = {"description": "It exists already, or rules are managed by policy files"}
         if query:
             operation["responses"]["400"] = {"description": "Invalid query parameters"}
         if path == "/policy/reload":
             operation["responses"]["409"] = {"description": "No policy directory configured"}
             operation["responses"]["422"] = {"description": "The policy directory is invalid; the live policy stays"}
+        if method == "POST" and path == "/kill-switches":
+            operation["responses"]["422"] = {
+                "description": "The server or tool it names is not configured (the message names those that are); "
+                "send `unconfigured: true` to engage it anyway"
+            }
         parameters = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ("id",) if "{id}" in path
         ]
@@ -87,11 +112,18 @@ def openapi() -> dict[str, Any]:
         paths.setdefault(f"/admin/api{path}", {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "mcp-gateway admin API", "version": __version__},
+        "info": {"title": "mcp-gateway admin API", "version": __version__, "description": ROLES_NOTE},
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The `admin_token` setting (role admin) or a token made with "
+                    "`mcp-gateway admin-token create --role viewer|operator|admin`. " + ROLES_NOTE,
+                }
+            },
         },
     }
 

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..policy.model import Rule
+from ..roles import Role
 from ..store import identity as identity_store
 from ..store import rules as store
 from .common import ApiError, admin, audited, body, gateway, ok, refreshed
@@ -43,7 +44,7 @@ def _tuple(patterns: list[str] | None) -> tuple[str, ...] | None:
     return tuple(patterns) if patterns is not None else None
 
 
-@admin
+@admin(Role.viewer)
 async def list_rules(request: Request, actor: str) -> Response:
     """Rules, in the order they are evaluated within each team."""
     rules = await store.list_rules(gateway(request).engine, request.query_params.get("team"))
@@ -52,7 +53,7 @@ async def list_rules(request: Request, actor: str) -> Response:
     )
 
 
-@admin
+@admin(Role.admin)
 async def create_rule(request: Request, actor: str) -> Response:
     """Append a rule to its team's list (a new policy version)."""
     _managed_by_files(request)
@@ -80,7 +81,7 @@ async def create_rule(request: Request, actor: str) -> Response:
     return ok({**_json(placed), "policy_version": version}, 201)
 
 
-@admin
+@admin(Role.admin)
 async def delete_rule(request: Request, actor: str) -> Response:
     """Delete a rule (a new policy version)."""
     _managed_by_files(request)

@@ -7,11 +7,12 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..roles import Role
 from ..store import rules as rule_store
 from .common import admin, gateway, ok
 
 
-@admin
+@admin(Role.viewer)
 async def status(request: Request, actor: str) -> Response:
     """The gateway's health as an operator needs it."""
     gw = gateway(request)
@@ -36,6 +37,7 @@ async def status(request: Request, actor: str) -> Response:
             "policy_reload": gw.policy_reload_status(),
             "audit": {
                 "chain": writer.chain,
+                "writable": writer.healthy,
                 "written": writer.written,
                 "failures": writer.failures,
                 "last_error": writer.last_error,

@@ -12,6 +12,12 @@ was in flight): then the writer follows an allowed decision row with a completio
 outcome `not_forwarded`, so the log says what happened. A denial that cannot be audited
 is logged instead (a WARNING a denial, at most `LOG_LIMIT` a second).
 
+Health: the writer knows whether rows can be appended (`healthy`), and readiness follows it.
+It probes at start (a row written and taken out again: a read-only database, a full disk or
+a role without INSERT fails it), every failed commit makes it unhealthy, and while it is
+unhealthy it probes again every `PROBE_EVERY` seconds, so it is healthy again once the
+store takes rows, even when no call comes to try.
+
 This is on every call's path, so it uses asyncio's queue and futures directly (a few
 microseconds each) rather than heavier abstractions.
 """
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 512
 
+PROBE_EVERY = 1.0
+"""While the audit cannot be written, how often the writer tries again by itself."""
+
 LOG_LIMIT = 20
 """Unaudited denials logged one a line, at most this many a second (the rest counted)."""
 
@@ -51,6 +60,8 @@ _CALL_KEYS = (
     "decision",
     "rule_id",
     "policy_version",
+    "subject",
+    "issuer",
 )
 """What a completion row repeats of its decision row."""
 
@@ -108,17 +119,54 @@ class AuditWriter:
         head = await self.store.head(self.chain)
         if head is not None:
             self._seq, self._prev = head
+        await self.probe()
         tg.start_soon(self._run)
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Stop taking rows and wait (up to `timeout`) for the queued ones to be written."""
+    @property
+    def healthy(self) -> bool:
+        """Whether the last write (commit or probe) succeeded: calls can be audited."""
+        return self.last_error is None
+
+    async def probe(self) -> bool:
+        """Try a write that leaves nothing behind; returns (and records) whether it worked."""
+        row = link({"ts": time.time(), "kind": "probe"}, self.chain, 0, GENESIS)
+        try:
+            async with asyncio.timeout(self.timeout * 3):
+                await self.store.probe(row)
+        except Exception as exc:  # any failure means the same thing: rows cannot be appended now
+            error = _describe(exc)
+            if error != self.last_error:
+                log.error("audit: the store does not take rows: %s", error)
+            self.last_error = error
+            return False
+        if self.last_error is not None:
+            log.warning("audit: the store takes rows again")
+        self.last_error = None
+        return True
+
+    async def drain(self, timeout: float = 5.0, *, end: bool = False) -> None:
+        """Stop taking rows and wait (up to `timeout`) for the queued ones to be written.
+
+        With `end`, the last row is an `end` row: the chain was closed by a clean stop, with
+        every row before it written, so `audit verify` can tell it from a chain cut short
+        (a crash, or rows deleted from its end), which stays `open`."""
         if not self._closed:
             self._closed = True
             with anyio.move_on_after(timeout, shield=True):
+                if end:
+                    await self._queue.put((self._end_row(), None))
                 await self._queue.put(None)
                 await self._stopped.wait()
         with anyio.CancelScope(shield=True):
             await self.store.aclose()
+
+    def _end_row(self) -> dict[str, Any]:
+        return {
+            "ts": time.time(),
+            "kind": "end",
+            "outcome": "ended",
+            "detail": f"stopped cleanly after {self.written + self._queue.qsize()} row(s) from this process",
+        }
 
     def append_nowait(self, row: dict[str, Any]) -> None:
         """Queue a row whose caller does not wait for it; raises `AuditUnavailable` if the queue is full."""
@@ -206,7 +254,15 @@ class AuditWriter:
     async def _run(self) -> None:
         try:
             while True:
-                first = await self._queue.get()
+                if self.healthy:
+                    first = await self._queue.get()
+                else:
+                    try:
+                        async with asyncio.timeout(PROBE_EVERY):
+                            first = await self._queue.get()
+                    except TimeoutError:
+                        await self.probe()
+                        continue
                 if first is None:
                     return
                 batch = [first]
@@ -271,7 +327,7 @@ class AuditWriter:
             if sent is not None:
                 self._unsure = (sent[-1]["chain_seq"], [row for row, done in batch if done is not None])
             self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            self.last_error = _describe(exc)
             log.error("audit: %d row(s) not written: %s", len(batch), self.last_error)
             for _, done in batch:
                 if done is not None and not done.done():
@@ -279,6 +335,8 @@ class AuditWriter:
             return
         self._seq, self._prev = rows[-1]["chain_seq"], rows[-1]["hash"]
         self.written += len(rows)
+        if self.last_error is not None:
+            log.warning("audit: the store takes rows again")
         self.last_error = None
         for row, done in batch:
             if done is None:
@@ -310,3 +368,7 @@ class AuditWriter:
             self._queue.put_nowait((completion, None))
         except asyncio.QueueFull:
             log.error("audit: call %s was denied after its decision row; that was not recorded", row.get("call_id"))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"

@@ -1,15 +1,18 @@
 """The `mcp-gateway` command.
 
     serve | stdio | check                       run the gateway, or test a config
+    init DIRECTORY                              write the example gateway there
     db upgrade                                  migrate the store
     keys create | list | revoke                 agent API keys
     admin-token create                          admin API tokens
+    kill                                        engage a kill switch (through the admin API)
     audit tail | export | verify                read and check the audit log
+    audit anchor | prune                        anchor its chains' heads; prune old rows
     policy validate | plan | apply | explain | test | schema
 
 Exit status (the README's "Exit codes" table): 0 success; 1 a check failed (`check`,
-`audit verify`, `policy test`, a deny from `policy explain`, an unknown key id); 2 a usage
-or configuration error (the message names the file, the line and what is wrong); 3 the
+`audit verify`, `policy test`, a deny from `policy explain`, an unknown key id) or `audit
+prune` refused; 2 a usage or configuration error (the message names the file, the line and what is wrong); 3 the
 store could not be reached or read, or `serve` could not start; 130 interrupted; 141
 standard output closed early (`| head`). Every failure is one `error:` line per problem,
 never a traceback.
@@ -24,7 +27,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
-from . import admin, audit, policy, serve
+from . import admin, audit, init, kill, policy, serve
 from .common import StoreUnavailable, leaf
 
 EXIT_FAILED = 1
@@ -61,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP governance gateway.")
     root.add_argument("--version", action="version", version=f"mcp-gateway {__version__}")
     sub = root.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (serve, admin, audit, policy):
+    for module in (serve, init, admin, kill, audit, policy):
         module.register(sub)
     root.set_defaults(run=_group_help(root))
     _describe(root)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-from .. import auth
+from ..roles import Role
 from ..sensitive import mask_urls
 from ..store import current_revision
 from ..store import identity as identity_store
 from ..text import escape
 from .common import add_config, load_all, run_with_store, store
+
+ROLES_HELP = (
+    "Roles, each including the one below: viewer reads (status, kill switches, audit, keys, rules, "
+    "policy); operator also engages and releases kill switches and reloads the policy; admin also "
+    "manages teams, principals, keys, rules and admin tokens."
+)
 
 
 def register(sub: Any) -> None:
@@ -45,10 +52,26 @@ def register(sub: Any) -> None:
 
     token = sub.add_parser("admin-token", help="admin API tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND")
-    make = token_sub.add_parser("create", help="create an admin token; prints it once")
+    make = token_sub.add_parser(
+        "create", help="create an admin token with a role; prints it once", description=ROLES_HELP
+    )
     add_config(make)
     make.add_argument("--name", required=True, help="who or what holds it (recorded as the actor)")
+    make.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        help="what it may do: %(choices)s (default admin, as before roles existed; give it explicitly)",
+    )
     make.set_defaults(run=run_token_create)
+    tokens = token_sub.add_parser(
+        "list", help="list admin tokens: id, name, role, created, last used, revoked (never secrets)"
+    )
+    add_config(tokens)
+    tokens.set_defaults(run=run_token_list)
+    withdraw = token_sub.add_parser("revoke", help="revoke an admin token by id (every replica refuses it)")
+    add_config(withdraw)
+    withdraw.add_argument("id", help="the token's id, as `admin-token list` and `admin-token create` print it")
+    withdraw.set_defaults(run=run_token_revoke)
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
@@ -107,14 +130,76 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def run_token_create(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from ..admin.models import NewAdminToken
+    from ..admin.tokens import make_admin_token
+
+    role = args.role
+    if role is None:
+        role = Role.admin.value
+        print(
+            "note: no --role given, so this token is an admin (full rights, as every token was before "
+            "roles); give --role viewer|operator|admin explicitly, a later version will require it",
+            file=sys.stderr,
+        )
+    try:
+        spec = NewAdminToken(name=args.name, role=role)
+    except ValidationError:
+        print(
+            f"error: --name {escape(args.name)!r}: letters, digits and '_', '.', '@', '-', "
+            "starting with a letter or digit, at most 128 characters",
+            file=sys.stderr,
+        )
+        return 2
     _, settings = load_all(args)
-    token_id, secret, hashed = auth.new_key(auth.ADMIN_PREFIX)
+
+    async def main() -> dict[str, object]:
+        async with store(settings) as engine:
+            return await make_admin_token(engine, spec.name, spec.role)
+
+    created = run_with_store(settings, main)
+    print(
+        f"created admin token {created['id']} for {spec.name}, role {spec.role} (shown once, store it now):",
+        file=sys.stderr,
+    )
+    print(created["token"])
+    return 0
+
+
+def run_token_list(args: argparse.Namespace) -> int:
+    _, settings = load_all(args)
+
+    async def main() -> list[dict[str, Any]]:
+        async with store(settings) as engine:
+            return await identity_store.list_admin_tokens(engine)
+
+    rows = run_with_store(settings, main)
+    if settings.admin_token is not None:
+        print("(the admin_token setting is an admin token too: name admin-token, role admin)", file=sys.stderr)
+    for row in rows:
+        revoked = f"revoked {_when(row['revoked_at'])}" if row["revoked_at"] else "active"
+        created = f"created {_when(row['created_at'])}"
+        used = f"last used {_when(row['last_used_at'])}" if row["last_used_at"] else "never used"
+        print(f"{escape(row['id'])}  {escape(row['name'])}  {escape(row['role'])}  {created}  {used}  {revoked}")
+    return 0
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def run_token_revoke(args: argparse.Namespace) -> int:
+    _, settings = load_all(args)
 
     async def main() -> None:
         async with store(settings) as engine:
-            await identity_store.add_admin_token(engine, token_id, args.name, hashed)
+            await identity_store.revoke_admin_token(engine, args.id)
 
-    run_with_store(settings, main)
-    print(f"created admin token {token_id} for {args.name} (shown once, store it now):", file=sys.stderr)
-    print(secret)
+    try:
+        run_with_store(settings, main)
+    except identity_store.NotFound as exc:
+        print(f"error: {escape(str(exc))}", file=sys.stderr)
+        return 1
+    print(f"revoked admin token {escape(args.id)}")
     return 0

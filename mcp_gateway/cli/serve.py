@@ -136,7 +136,10 @@ def run_stdio(args: argparse.Namespace) -> int:
     check_policies(settings)
     setup_logging(settings.log_level, settings)
     key = os.environ.get(KEY_ENV)
-    if settings.auth == "keys" and not key:
+    if settings.auth == "oauth":
+        message = "`mcp-gateway stdio` authenticates with an API key: use auth: keys+oauth (or keys)"
+        raise ConfigError([Problem("settings", None, message)])
+    if settings.auth != "none" and not key:
         raise ConfigError([Problem("environment", None, f"{KEY_ENV} is not set: the gateway needs an API key")])
 
     async def main() -> None:

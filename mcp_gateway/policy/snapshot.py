@@ -17,13 +17,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..identity import Principal
+from ..roles import Role
 from ..store import rules as rule_store
 from ..store import state as state_store
 from .engine import PolicyState
@@ -32,14 +33,22 @@ from .model import KillSwitch
 log = logging.getLogger(__name__)
 
 
+class AdminToken(NamedTuple):
+    """An active admin token as the snapshot holds it."""
+
+    digest: str
+    name: str
+    role: Role
+
+
 @dataclass(frozen=True)
 class Snapshot:
     policy: PolicyState = field(default_factory=PolicyState)
     principals: dict[str, Principal] = field(default_factory=dict)
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     """key id -> (digest, principal id)"""
-    admin_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """token id -> (digest, name)"""
+    admin_tokens: dict[str, AdminToken] = field(default_factory=dict)
+    """token id -> the active (unrevoked) admin token"""
 
     @property
     def version(self) -> int:
@@ -76,8 +85,21 @@ def build(rows: state_store.StateRows) -> Snapshot:
         policy=policy,
         principals=principals,
         keys={k["id"]: (k["hash"], k["principal_id"]) for k in rows.keys if k["principal_id"] in principals},
-        admin_tokens={a["id"]: (a["hash"], a["name"]) for a in rows.admin_tokens},
+        admin_tokens=_admin_tokens(rows.admin_tokens),
     )
+
+
+def _admin_tokens(rows: list[dict[str, Any]]) -> dict[str, AdminToken]:
+    tokens = {}
+    for row in rows:
+        try:
+            role = Role(row["role"])
+        except ValueError:
+            # Fail closed: a role this version does not know grants nothing.
+            log.warning("admin token %s has an unknown role %r: it is refused", row["id"], row["role"])
+            continue
+        tokens[row["id"]] = AdminToken(row["hash"], row["name"], role)
+    return tokens
 
 
 Listener = Callable[[Snapshot, Snapshot], Awaitable[None]]

@@ -12,7 +12,9 @@ What cannot be normalised without guessing how the upstream reads it is refused
 (`AmbiguousURI`): control characters (NUL included, raw or `%00`), a backslash (a path
 separator to some parsers), a malformed `%`, an encoded `/` or `\\` in the authority or
 path (`%2F` splits a segment for one server and not for another), an encoded dot segment
-(`%2E%2E`: resolved before or after decoding?), and a URI without a scheme. So is an
+(`%2E%2E`: resolved before or after decoding?), a fragment (`#part`: RFC 3986 §3.5 makes
+it the client's business, never sent to the server that holds the resource, so `x#a` and
+`x` would be two names for one resource), and a URI without a scheme. So is an
 authority that parsers read differently: userinfo (`test://@host/`, `user:pw@host`), a
 port that is empty or not a number (`host:/`), a default port a WHATWG parser drops
 (`https://h:443/`), a host that is not a plain name or dotted IPv4 (`0x7f.1`, `2130706433`:
@@ -153,7 +155,10 @@ def normalize(uri: str) -> str:
     scheme, colon, rest = uri.partition(":")
     if not colon or not _SCHEME.fullmatch(scheme):
         raise AmbiguousURI("a resource URI starts with a scheme (RFC 3986), such as file: or https:")
-    rest, hash_sign, fragment = rest.partition("#")
+    if "#" in rest:
+        raise AmbiguousURI(
+            "a fragment ('#...') is the client's, no part of the resource's name: send the URI without it"
+        )
     hierarchy, question, query = rest.partition("?")
     authority = None
     path = hierarchy
@@ -168,8 +173,6 @@ def normalize(uri: str) -> str:
     parts.append(_path(path))
     if question:
         parts += ["?", _percent(query, "query")]
-    if hash_sign:
-        parts += ["#", _percent(fragment, "fragment")]
     return "".join(parts)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -41,17 +42,33 @@ class Event:
     retry: int | None = None
 
 
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+def _split(data: bytes) -> list[bytes]:
+    """Split at CRLF, LF or a bare CR: the SSE format allows all three."""
+    return _EOL.split(data) if b"\r" in data else data.split(b"\n")
+
+
 async def _lines(response: Response) -> AsyncIterator[str]:
     pending = b""
     async for chunk in response.chunks():
         pending += chunk
         if len(pending) > MAX_EVENT:
             raise UpstreamError(f"an SSE line exceeded {MAX_EVENT} bytes")
-        *lines, pending = pending.split(b"\n")
+        # A CR that ends what has arrived may be the first half of a CRLF: it waits for the next chunk.
+        held = pending.endswith(b"\r")
+        *lines, pending = _split(pending[:-1] if held else pending)
+        if held:
+            pending += b"\r"
         for line in lines:
-            yield line.decode("utf-8").rstrip("\r")
+            yield line.decode("utf-8")
     if pending:
-        yield pending.decode("utf-8").rstrip("\r")
+        *lines, last = _split(pending)
+        for line in lines:
+            yield line.decode("utf-8")
+        if last:
+            yield last.decode("utf-8")
 
 
 async def events(response: Response) -> AsyncIterator[Event]:

@@ -25,11 +25,12 @@ from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
-from ..policy.model import Target
+from ..oauth.assertion import IdentitySigner
+from ..policy.model import Kind, Target
 from . import bridge
 from .catalog import Catalog, exposed_uri
 from .schemas import argument_problem
-from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session
+from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
 from .upstream import SERVER_INFO, Events, Upstream
 
@@ -125,6 +126,8 @@ class Router(Events):
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
         self.limits = Limits()
+        self.identity: IdentitySigner | None = None
+        """Signs the caller's identity for upstreams with an `identity_header`."""
         self.subscriptions = Subscriptions()
         self._tg = tg
         self._instructions = instructions
@@ -203,16 +206,44 @@ class Router(Events):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    async def refuse_rejected(self, principal: Principal, message: Message, reason: str) -> None:
+        """Audit a request the protocol's inbound checks refused before it was decided (at
+        2026-07-28: `Mcp-*` headers that disagree with the body, a missing or bad envelope),
+        when it names a tool, prompt or resource: a probe sent malformed is on record like
+        any other refusal (a denial with no rule). Nothing of it was decided or forwarded.
+        A listen names no single target and is refused whole: it has no row."""
+        method = message.get("method")
+        params = jsonrpc.params_of(message)
+        kind: Kind
+        if method == "completion/complete":
+            raw = params.get("ref")
+            ref: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            if ref.get("type") == "ref/prompt":
+                kind, name = "prompt", ref.get("name")
+            else:
+                kind, name = "resource", ref.get("uri")
+        elif method in _NAMED:
+            kind, name = _NAMED[method][0], params.get(_NAMED[method][1])
+        else:
+            return
+        arguments = params.get("arguments") if method == "tools/call" else None
+        await self.governance.refuse_unknown(
+            principal,
+            kind,
+            name,
+            str(method),
+            arguments if isinstance(arguments, dict) else None,
+            reason=f"refused before a decision: {reason}",
+        )
+
     async def _initialize(self, call: Call) -> dict[str, Any]:
         params = call.params
         requested = params.get("protocolVersion")
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         session = call.session
         session.protocol_version = version
-        caps = params.get("capabilities")
-        session.client_capabilities = caps if isinstance(caps, dict) else {}
-        info = params.get("clientInfo")
-        session.client_info = info if isinstance(info, dict) else {}
+        session.client_capabilities = held_capabilities(params.get("capabilities"))
+        session.client_info = held_client_info(params.get("clientInfo"))
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": CAPABILITIES,
@@ -295,6 +326,13 @@ class Router(Events):
 
     # -- forwarding --------------------------------------------------------------------------
 
+    def _identity_header(self, upstream: Upstream, principal: Principal) -> dict[str, str] | None:
+        """The caller's identity, signed by the gateway, for an upstream that names a header for it."""
+        name = getattr(upstream.config, "identity_header", None)
+        if name is None or self.identity is None:
+            return None
+        return {name.lower(): self.identity.sign(principal, upstream.name)}
+
     async def _checked_forward(
         self,
         call: Call,
@@ -316,10 +354,18 @@ class Router(Events):
         caps = call.client_capabilities
         observer = self.governance.observer
 
+        identity = self._identity_header(upstream, call.principal)
+
         async def send(sink: Any, params: dict[str, Any]) -> dict[str, Any]:
             with observer.upstream(upstream.name, method) as sent:
                 return await upstream.call(
-                    method, params, sink=sink, client_caps=caps, log_level=log_level, traceparent=sent.traceparent
+                    method,
+                    params,
+                    sink=sink,
+                    client_caps=caps,
+                    log_level=log_level,
+                    headers=identity,
+                    traceparent=sent.traceparent,
                 )
 
         if call.modern and not upstream.modern:
@@ -680,6 +726,15 @@ class Router(Events):
             "notifications/resources/list_changed",
         ):
             await self.broadcast(jsonrpc.notification(method))
+
+
+_NAMED: dict[str, tuple[Kind, str]] = {
+    "tools/call": ("tool", "name"),
+    "prompts/get": ("prompt", "name"),
+    "resources/read": ("resource", "uri"),
+    "resources/subscribe": ("resource", "uri"),
+}
+"""Methods that name one target: its kind and the parameter that names it."""
 
 
 async def _deliver(sending: Awaitable[Any]) -> None:

@@ -23,6 +23,12 @@ from ..jsonrpc import Message, RequestId
 
 MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+RELAYED_CAPABILITIES = ("sampling", "elicitation", "roots")
+"""The client capabilities the gateway relays to upstreams (what their requests need)."""
+MAX_CAPABILITY_BYTES = 4096
+"""Compact JSON of one relayed capability a session may keep; a larger one is refused."""
+MAX_CLIENT_INFO = 256
+"""Characters of each `clientInfo` field (name, version, title) a session keeps."""
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _LOG_RANK = {level: rank for rank, level in enumerate(LOG_LEVELS)}
 
@@ -44,6 +50,39 @@ def log_allowed(message_level: Any, threshold: str | None) -> bool:
     if threshold is None:
         return True
     return _LOG_RANK.get(message_level, len(LOG_LEVELS)) >= _LOG_RANK.get(threshold, 0)
+
+
+def held_capabilities(caps: Any) -> dict[str, Any]:
+    """What a session keeps of the capabilities its client declared in `initialize`: the
+    ones the gateway relays (`RELAYED_CAPABILITIES`), each at most `MAX_CAPABILITY_BYTES`.
+    A session may live for `session_idle_timeout`: the rest of what a client sent (any
+    size up to the body limit) is not kept that long. Raises `ProtocolError` (invalid
+    params) for a relayed capability that is not an object or is larger than that."""
+    if not isinstance(caps, dict):
+        return {}
+    held: dict[str, Any] = {}
+    for name in RELAYED_CAPABILITIES:
+        if name not in caps:
+            continue
+        value = caps[name]
+        try:
+            size = len(jsonrpc.dumps(value)) if isinstance(value, dict) else -1
+        except TypeError:  # e.g. an integer beyond 64 bits
+            size = -1
+        if not 0 <= size <= MAX_CAPABILITY_BYTES:
+            raise ProtocolError(
+                INVALID_PARAMS, f"capabilities.{name} must be an object of at most {MAX_CAPABILITY_BYTES} bytes"
+            )
+        held[name] = value
+    return held
+
+
+def held_client_info(info: Any) -> dict[str, str]:
+    """What a session keeps of `initialize`'s clientInfo, for operators and logs: its
+    name, version and title when they are strings, each cut to `MAX_CLIENT_INFO`."""
+    if not isinstance(info, dict):
+        return {}
+    return {k: v[:MAX_CLIENT_INFO] for k in ("name", "version", "title") if isinstance(v := info.get(k), str)}
 
 
 @dataclass(eq=False)

@@ -114,6 +114,8 @@ class Upstream:
         self.instructions: str | None = None
         self.catalog = Catalog()
         self.ready = anyio.Event()
+        self._attempted = not config.enabled
+        self._first_attempt_since: float | None = None
         self.subscriptions: set[str] = set()
         self._conn: RpcConnection | None = None
         self._transport: Any = None
@@ -125,10 +127,22 @@ class Upstream:
 
     # -- supervision -----------------------------------------------------------------
 
+    @property
+    def settled(self) -> bool:
+        """Whether its first connection attempt has ended, up or failed (or could have: an
+        attempt is given `connect_timeout`, and one that takes longer counts as failed).
+        Until every enabled upstream's has, the gateway is not ready: its catalog would be
+        missing tools that are about to appear."""
+        if self._attempted:
+            return True
+        since = self._first_attempt_since
+        return since is not None and time.monotonic() - since >= self.config.connect_timeout
+
     async def run(self) -> None:
         """Keep a connection up until cancelled."""
         if not self.config.enabled:
             return
+        self._first_attempt_since = time.monotonic()
         delay = 0.25
         while True:
             started = time.monotonic()
@@ -139,6 +153,7 @@ class Upstream:
                 if not isinstance(cause, GatewayError | OSError | anyio.BrokenResourceError):
                     log.error("%s: connection failed", self.name, exc_info=cause)
                 self._set_down(describe(cause))
+            self._attempted = True
             self.restarts += 1
             if time.monotonic() - started > 30:
                 delay = 0.25  # it ran a good while: reconnect quickly
@@ -170,6 +185,7 @@ class Upstream:
                     self.catalog = await self._read_catalog(conn, set(_LIST_METHODS))
                 self._update_schemas()
                 self.state, self.since, self.last_error = "ready", time.time(), ""
+                self._attempted = True
                 self.ready.set()
                 log.info("%s: ready (%s, %d tools)", self.name, self.protocol_version, len(self.catalog.tools))
                 await self.events.catalog_changed(self)
@@ -254,7 +270,10 @@ class Upstream:
         self.protocol_version = MODERN
         self.capabilities = result.get("capabilities") or {}
         self.instructions = result.get("instructions")
-        self.server_info = {}
+        # At 2026-07-28 the server names itself in each result's `_meta` stamp.
+        meta = result.get("_meta")
+        info = meta.get(SERVER_INFO) if isinstance(meta, dict) else None
+        self.server_info = info if isinstance(info, dict) else {}
         return True
 
     async def _initialize(self, conn: RpcConnection, transport: Any) -> None:
@@ -478,6 +497,7 @@ class Upstream:
         sink: Sink | None,
         timeout: float | None,
         log_level: str | None = None,
+        extra: dict[str, str] | None = None,
         traceparent: str | None = None,
     ) -> dict[str, Any]:
         if traceparent is not None:
@@ -492,6 +512,8 @@ class Upstream:
             if meta.keys() & ENVELOPE_KEYS:
                 params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}}
             headers = None
+        if extra:
+            headers = {**(headers or {}), **extra}
         if traceparent is not None and isinstance(self.config, HttpUpstream):
             headers = {**(headers or {}), TRACEPARENT: traceparent}
         return await conn.request(method, params, sink=sink, timeout=timeout, headers=headers)
@@ -505,10 +527,12 @@ class Upstream:
         client_caps: dict[str, Any] | None = None,
         log_level: str | None = None,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
         traceparent: str | None = None,
     ) -> dict[str, Any]:
-        """Forward one request; raises `UpstreamError` when the upstream is not there.
-        `traceparent` (W3C) names the span the request is sent from."""
+        """Forward one request (with `headers` besides the connection's own, over HTTP);
+        raises `UpstreamError` when the upstream is not there. `traceparent` (W3C) names the
+        span the request is sent from."""
         conn = self._conn
         if conn is None or self.state != "ready":
             detail = f": {self.last_error}" if self.last_error else ""
@@ -518,7 +542,7 @@ class Upstream:
             )
         caps = CLIENT_CAPS if client_caps is None else {k: v for k, v in client_caps.items() if k in CLIENT_CAPS}
         result = await self._request(
-            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, traceparent
+            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers, traceparent
         )
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 MIGRATION_LOCK = 724_511_093
 """PostgreSQL advisory lock id: replicas starting together migrate one at a time."""
 
-HEAD = "0003"
+HEAD = "0006"
 """The newest migration. A store already there is not handed to Alembic at all, which
 keeps Alembic out of a running gateway's memory (a test holds this equal to Alembic's head)."""
 
@@ -52,8 +52,17 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+SQLITE_CACHE_KIB = 512
+"""Page cache of each SQLite connection (`PRAGMA cache_size`; SQLite's default is 2,000 KiB).
+A running gateway holds seven (the pool's five, the audit writer's two), each in a thread
+of its own but one, so the default grows RSS by up to 14 MiB as the store grows (measured:
++12 MiB for five connections reading a 5 MB store); at 512 KiB the bound is 3.5 MiB, and
+the operating system's file cache keeps the rest of the store at hand."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")

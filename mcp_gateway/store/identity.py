@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..roles import Role
 from . import tables as t
 from .state import bump
 
@@ -97,7 +98,45 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> None:
         await bump(conn)
 
 
-async def add_admin_token(engine: AsyncEngine, token_id: str, name: str, digest: str) -> None:
+async def add_admin_token(engine: AsyncEngine, token_id: str, name: str, digest: str, role: Role) -> dict[str, Any]:
+    """Store a new admin token (its digest only); returns its listing row."""
+    values = {
+        "id": token_id,
+        "name": name,
+        "role": role.value,
+        "created_at": time.time(),
+        "revoked_at": None,
+        "last_used_at": None,
+    }
     async with engine.begin() as conn:
-        await conn.execute(insert(t.admin_tokens).values(id=token_id, name=name, hash=digest, created_at=time.time()))
+        await conn.execute(insert(t.admin_tokens).values(hash=digest, **values))
+        await bump(conn)
+    return values
+
+
+async def list_admin_tokens(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """Every admin token made in the store, revoked ones too (never their digests), oldest first."""
+    c = t.admin_tokens.c
+    query = select(c.id, c.name, c.role, c.created_at, c.revoked_at, c.last_used_at).order_by(c.created_at, c.id)
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def note_admin_token_use(engine: AsyncEngine, token_id: str, when: float) -> None:
+    """Record that a token was used. The state version does not move: no snapshot depends on it."""
+    async with engine.begin() as conn:
+        await conn.execute(update(t.admin_tokens).where(t.admin_tokens.c.id == token_id).values(last_used_at=when))
+
+
+async def revoke_admin_token(engine: AsyncEngine, token_id: str) -> None:
+    """Revoke an admin token. The state version moves, so every replica's snapshot drops it
+    the way it drops a revoked key (at once here, by NOTIFY or polling elsewhere)."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(t.admin_tokens)
+            .where(t.admin_tokens.c.id == token_id, t.admin_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no active admin token {token_id!r}")
         await bump(conn)

@@ -37,16 +37,26 @@ async def read_version(engine: AsyncEngine) -> tuple[int, int]:
 
 async def seal_key(engine: AsyncEngine) -> bytes:
     """The replicas' shared key for sealing request states; made here if none is stored yet
-    (when replicas start together, the first write wins and all read it back)."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(t.state)
-            .where(t.state.c.id == 1, t.state.c.seal_key.is_(None))
-            .values(seal_key=secrets.token_hex(32))
-        )
+    (when replicas start together, the first write wins and all read it back). Read first:
+    a store that holds one is not written, so a gateway on a store it cannot write starts
+    (and reports, not ready, that its audit cannot be written)."""
+    stored = await _stored_seal_key(engine)
+    if stored is None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(t.state)
+                .where(t.state.c.id == 1, t.state.c.seal_key.is_(None))
+                .values(seal_key=secrets.token_hex(32))
+            )
+        stored = await _stored_seal_key(engine)
+    assert stored is not None
+    return bytes.fromhex(stored)
+
+
+async def _stored_seal_key(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         stored = (await conn.execute(select(t.state.c.seal_key).where(t.state.c.id == 1))).scalar_one()
-    return bytes.fromhex(stored)
+    return None if stored is None else str(stored)
 
 
 async def bump(conn: AsyncConnection, *, policy: bool = False) -> int:
@@ -79,7 +89,7 @@ async def load(engine: AsyncEngine, now: float | None = None) -> StateRows:
         admin = [
             dict(r._mapping)
             for r in await conn.execute(
-                select(t.admin_tokens.c.id, t.admin_tokens.c.hash, t.admin_tokens.c.name).where(
+                select(t.admin_tokens.c.id, t.admin_tokens.c.hash, t.admin_tokens.c.name, t.admin_tokens.c.role).where(
                     t.admin_tokens.c.revoked_at.is_(None)
                 )
             )

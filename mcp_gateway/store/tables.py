@@ -79,9 +79,14 @@ admin_tokens = Table(
     Column("id", String(32), primary_key=True),
     Column("name", String(128), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False, server_default="admin"),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
 )
+"""Tokens for the admin API. `role` is a `mcp_gateway.roles.Role` (tokens made before roles
+existed had full rights, so they are `admin`); a revoked token keeps its row, for the record.
+`last_used_at` is written by each replica at most once a minute per token."""
 
 policy_versions = Table(
     "policy_versions",
@@ -160,10 +165,32 @@ audit = Table(
     Column("detail", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("subject", String(256), nullable=True),
+    Column("issuer", String(512), nullable=True),
     UniqueConstraint("chain", "chain_seq"),
     Index("ix_audit_ts", "ts"),
     Index("ix_audit_team_ts", "team_id", "ts"),
     Index("ix_audit_principal_ts", "principal_id", "ts"),
 )
 """Append-only. Each row's `hash` covers its content and `prev_hash`, the hash of the row
-before it in the same chain (one chain per gateway process identity)."""
+before it in the same chain (one chain per gateway process identity). `subject` and
+`issuer` name an identity provider's caller (OAuth); a row's hash covers them only when set,
+so rows written before they existed keep their hashes."""
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("chain", String(128), primary_key=True),
+    Column("chain_seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("pruned_at", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+)
+"""Where each pruned chain now starts: the position (`chain_seq`), `hash`, time and kind of
+the last row pruned from it, so the first row kept still links to something `audit verify`
+can check (its `prev_hash` is this `hash`). `rows`: how many rows pruning has removed from
+the chain in all. Written before the rows are deleted, so a prune cut short leaves rows at
+or before the checkpoint, which verify skips and the next prune deletes."""

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +34,7 @@ from mcp.shared.inbound import (
 from starlette.types import Receive, Scope, Send
 
 from .. import jsonrpc
-from ..errors import INVALID_REQUEST, GatewayError, ProtocolError
+from ..errors import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending
@@ -45,11 +45,22 @@ from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
 from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
 from ..tasks import supervised
 from . import sse
+from .replay import GET_STREAM, Replay, ReplayLimits
 
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[Scope], Awaitable[Principal | tuple[int, str, list[tuple[bytes, bytes]]]]]
 """Resolves a request to its principal, or to the HTTP refusal (status, reason, headers)."""
+
+
+def unsupported_version(requested: str) -> ProtocolError:
+    """The UnsupportedProtocolVersionError (2026-07-28) for a revision the gateway does not serve.
+
+    `supported` lists the revisions a request can name on its own (the per-request era); the
+    handshake revisions are still served, to clients that negotiate them with `initialize`.
+    """
+    data = {"supported": list(MODERN_VERSIONS), "requested": requested}
+    return ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported MCP-Protocol-Version: {requested}", data)
 
 
 class _Disconnected(Exception):
@@ -61,6 +72,9 @@ class HttpOptions:
     max_body: int = 4 * 1024 * 1024
     session_idle_timeout: float = 1800.0
     max_sessions: int = 10_000
+    session_handshake_timeout: float = 10.0
+    """Seconds a new session may stay silent after `initialize` before it is closed."""
+    replay: ReplayLimits = field(default_factory=ReplayLimits)
 
 
 @dataclass(eq=False)
@@ -69,10 +83,17 @@ class _HttpSession:
     last_seen: float
     stream_open: bool = False
     end_stream: Callable[[], None] | None = None
+    spoken: bool = False
+    """The client sent something on the session after `initialize` (`notifications/initialized`
+    comes at once from every client that means to use it)."""
+    replay: Replay | None = None
+    """The session's recent SSE events, for Last-Event-ID (None: resumability is off)."""
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    # A field value excludes the optional whitespace around it (RFC 9110 §5.5); httptools
+    # leaves it in, and SEP-2243 routing headers are compared as values.
+    return {k.decode("latin-1"): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
 
 
 @lru_cache(maxsize=64)
@@ -189,8 +210,7 @@ class McpEndpoint:
     ) -> None:
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_VERSIONS:
-            error = ProtocolError(INVALID_REQUEST, f"Unsupported MCP-Protocol-Version: {version}")
-            await sse.send_json(send, 400, jsonrpc.error(message.get("id"), error))
+            await sse.send_json(send, 400, jsonrpc.error(message.get("id"), unsupported_version(version)))
             return
         if message.get("method") == "initialize" and "id" in message:
             await self._initialize(receive, send, who, message, wants_sse, headers.get(TRACEPARENT))
@@ -217,7 +237,7 @@ class McpEndpoint:
             log_level=session.log_level,
             traceparent=headers.get(TRACEPARENT),
         )
-        await self._serve(receive, send, call, wants_sse)
+        await self._serve(receive, send, call, wants_sse, held.replay)
 
     async def _initialize(
         self,
@@ -245,7 +265,11 @@ class McpEndpoint:
         if len(self.sessions) >= self.options.max_sessions:
             await sse.send_status(send, 503, "Too many sessions", [(b"retry-after", _RETRY_AFTER)])
             return
-        self.sessions[session.id] = _HttpSession(session, time.monotonic())
+        replay = Replay(self.options.replay) if self.options.replay.enabled else None
+        self.sessions[session.id] = _HttpSession(session, time.monotonic(), replay=replay)
+        if replay is not None:
+            # Until a GET stream is open, what would go on it is kept for one that resumes.
+            session.outbox = _keeper(replay)
         self._per_principal[who.id] += 1
 
         def close() -> None:
@@ -269,9 +293,12 @@ class McpEndpoint:
             await sse.send_json(send, 404, jsonrpc.error(request_id, error))
             return None
         held.last_seen = time.monotonic()
+        held.spoken = True
         return held
 
-    async def _serve(self, receive: Receive, send: Send, call: Call, wants_sse: bool) -> None:
+    async def _serve(
+        self, receive: Receive, send: Send, call: Call, wants_sse: bool, replay: Replay | None = None
+    ) -> None:
         session = call.session
         # At 2026-07-28 a client cancels by hanging up; earlier, with notifications/cancelled.
         cancellation = None if session.ephemeral else sse.Cancellation()
@@ -297,6 +324,7 @@ class McpEndpoint:
                 streaming=wants_sse,
                 prefer_sse=not call.modern,
                 cancellation=cancellation,
+                replay=replay,
             )
         finally:
             if cancellation is not None and session.calls.get(call.id) is cancellation:
@@ -319,6 +347,8 @@ class McpEndpoint:
         request_id = message["id"]
         rejection = self._modern_rejection(scope, headers, message)
         if rejection is not None:
+            # Refused before any decision, and nothing forwarded; on record if it names a target.
+            await self.router.refuse_rejected(who, message, rejection.message)
             error = ProtocolError(rejection.code, rejection.message, rejection.data)
             await sse.send_json(send, ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), jsonrpc.error(request_id, error))
             return
@@ -400,6 +430,14 @@ class McpEndpoint:
         held = await self._session(send, headers, who, None)
         if held is None:
             return
+        resumed = None
+        last_event_id = headers.get("last-event-id")
+        if last_event_id is not None and held.replay is not None:
+            # Another session's id (or one evicted) is not found: nothing is replayed.
+            resumed = held.replay.locate(last_event_id)
+        if resumed is not None and resumed[0] != GET_STREAM:
+            await self._resume(receive, send, held, *resumed)
+            return
         if held.stream_open:
             await sse.send_status(send, 409, "This session already has a GET stream open")
             return
@@ -431,8 +469,15 @@ class McpEndpoint:
 
         session.outbox = outbox
         held.end_stream = outgoing_send.close
+        replay = held.replay
+        frame_of = sse.frame if replay is None else lambda message: replay.record(GET_STREAM, message)
         await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
-        await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+        opening = b": stream open\n\n"
+        if replay is not None:
+            opening += replay.record(GET_STREAM, None)
+            if resumed is not None:  # what this stream carried after the client's last event
+                opening += b"".join(chunk for _, chunk in replay.after(GET_STREAM, resumed[1]))
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
 
         def seen() -> None:
             held.last_seen = time.monotonic()
@@ -442,7 +487,7 @@ class McpEndpoint:
                 async with outgoing_send, outgoing:
                     # Ends when the client hangs up, the session ends (DELETE, idle sweep,
                     # revocation) or a switch stops its principal.
-                    await sse.relay(receive, send, outgoing, on_sent=seen)
+                    await sse.relay(receive, send, outgoing, on_sent=seen, frame_of=frame_of)
             if scope.cancelled_caught:
                 await _end_response(send)
         except OSError:
@@ -450,8 +495,43 @@ class McpEndpoint:
         finally:
             self.router.governance.inflight.close(opened)
             if session.outbox is outbox:
-                session.outbox = None
+                still_open = self.sessions.get(session.id) is held
+                session.outbox = _keeper(replay) if replay is not None and still_open else None
             held.stream_open = False
+
+    async def _resume(self, receive: Receive, send: Send, held: _HttpSession, stream: str, seq: int) -> None:
+        """GET with the Last-Event-ID of a POST stream: its later events, then (if its call is
+        still running) the rest as it comes; the response ends with the stream."""
+        replay = held.replay
+        assert replay is not None
+        who = held.session.principal
+        try:
+            self.router.may_open_stream(who)
+        except GatewayError as exc:
+            await _refuse(send, None, exc, default=403)
+            return
+        scope = anyio.CancelScope()
+        opened = self.router.governance.inflight.open(who, "stream", lambda how: scope.cancel())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": sse.SSE_HEADERS})
+            with scope:
+                async with anyio.create_task_group() as tg:
+
+                    async def watch_disconnect() -> None:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(watch_disconnect)
+                    async for chunk in replay.follow(stream, seq, sse.KEEPALIVE):
+                        held.last_seen = time.monotonic()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    tg.cancel_scope.cancel()
+            await _end_response(send)
+        except OSError:
+            pass  # the client is gone
+        finally:
+            self.router.governance.inflight.close(opened)
 
     async def _delete(self, send: Send, headers: dict[str, str], who: Principal) -> None:
         held = await self._session(send, headers, who, None)
@@ -473,16 +553,34 @@ class McpEndpoint:
             await self.router.close_session(held.session)
 
     async def _sweep_idle(self) -> None:
+        """Close sessions idle past `session_idle_timeout`, and those whose client sent
+        nothing after `initialize` past `session_handshake_timeout`: such a session holds a
+        place in its principal's quota and memory for nobody (an abandoned or scripted
+        handshake); until it is closed it counts like any other."""
+        options = self.options
         while True:
-            await anyio.sleep(min(60.0, self.options.session_idle_timeout / 2))
-            cutoff = time.monotonic() - self.options.session_idle_timeout
+            await anyio.sleep(min(60.0, options.session_idle_timeout / 2, options.session_handshake_timeout / 2))
+            now = time.monotonic()
             for session_id, held in list(self.sessions.items()):
-                if held.last_seen < cutoff and not held.stream_open and not held.session.calls:
-                    log.info("session %s: closed after %ss idle", session_id[:8], self.options.session_idle_timeout)
+                limit = options.session_idle_timeout if held.spoken else options.session_handshake_timeout
+                if held.last_seen < now - limit and not held.stream_open and not held.session.calls:
+                    if held.spoken:
+                        log.info("session %s: closed after %ss idle", session_id[:8], limit)
+                    else:
+                        log.info("session %s: closed, nothing sent in the %ss after initialize", session_id[:8], limit)
                     await self.close(session_id)
 
 
 _RETRY_AFTER = str(RETRY_AFTER).encode()
+
+
+def _keeper(replay: Replay) -> Callable[[Message], Awaitable[None]]:
+    """A session outbox for while no GET stream is open: keeps the events for one that resumes."""
+
+    async def keep(message: Message) -> None:
+        replay.record(GET_STREAM, message)
+
+    return keep
 
 
 async def _end_response(send: Send) -> None:

@@ -21,6 +21,7 @@ from starlette.types import Receive, Send
 from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, GatewayError, ProtocolError
 from ..jsonrpc import Message, RequestId
+from .replay import Replay
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,10 @@ async def relay(
     send: Send,
     outgoing: MemoryObjectReceiveStream[Message],
     on_sent: Callable[[], None] | None = None,
+    frame_of: Callable[[Message], bytes] = frame,
 ) -> None:
-    """Write each message from `outgoing` as an event on an open SSE response, with keepalive
-    comments when idle, until the stream ends or the client hangs up."""
+    """Write each message from `outgoing` as an event (framed by `frame_of`) on an open SSE
+    response, with keepalive comments when idle, until the stream ends or the client hangs up."""
 
     gone = False
 
@@ -92,7 +94,7 @@ async def relay(
                 chunk = b": keepalive\n\n"
                 with anyio.move_on_after(KEEPALIVE):
                     try:
-                        chunk = frame(await outgoing.receive())
+                        chunk = frame_of(await outgoing.receive())
                     except anyio.EndOfStream:
                         break
                 if on_sent is not None:
@@ -121,31 +123,57 @@ class Cancellation:
 
 
 class _Stream:
-    """The response being written: JSON until something has to stream, then SSE."""
+    """The response being written: JSON until something has to stream, then SSE.
 
-    __slots__ = ("committed", "headers", "lock", "send", "streaming")
+    With a `replay`, events get ids and are kept for `Last-Event-ID` (the stream opens with
+    a priming event), and the stream may be `detached`: the client left or the gateway let
+    it go, and events are kept without being written."""
 
-    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], streaming: bool) -> None:
+    __slots__ = ("committed", "detached", "headers", "key", "lock", "replay", "send", "streaming")
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], streaming: bool, replay: Replay | None) -> None:
         self.send = send
         self.headers = headers
         self.streaming = streaming
         self.committed = False
+        self.detached = False
         self.lock = asyncio.Lock()
+        self.replay = replay
+        self.key = replay.open_stream() if replay is not None else ""
 
-    async def _write(self, chunk: bytes) -> None:
+    async def _commit(self) -> bytes:
+        """Start the SSE response (under the lock); returns what the body opens with (the
+        priming event of a resumable stream), to go out with the first chunk."""
+        self.committed = True
+        if not self.detached:
+            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
+        return self.replay.record(self.key, None) if self.replay is not None else b""
+
+    async def _write(self, chunk: bytes | Message) -> None:
         async with self.lock:
-            if not self.committed:
-                self.committed = True
-                await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            opening = b"" if self.committed else await self._commit()
+            if isinstance(chunk, dict):
+                chunk = self.replay.record(self.key, chunk) if self.replay is not None else frame(chunk)
+            if not self.detached:
+                await self.send({"type": "http.response.body", "body": opening + chunk, "more_body": True})
 
     async def emit(self, message: Message) -> None:
         if self.streaming:
-            await self._write(frame(message))
+            await self._write(message)
 
     async def keepalive(self) -> None:
         if self.streaming:
             await self._write(b": keepalive\n\n")
+
+    async def let_go(self) -> None:
+        """End the response while the call goes on (SSE polling): the client resumes with
+        Last-Event-ID and gets the rest."""
+        async with self.lock:
+            if self.detached:
+                return
+            opening = b"" if self.committed else await self._commit()
+            self.detached = True
+            await self.send({"type": "http.response.body", "body": opening, "more_body": False})
 
 
 async def answer(
@@ -159,15 +187,22 @@ async def answer(
     prefer_sse: bool = False,
     headers: list[tuple[bytes, bytes]] | None = None,
     cancellation: Cancellation | None = None,
+    replay: Replay | None = None,
 ) -> None:
     """Run `handler(emit)` in this task and write its answer. `emit` streams a message.
+
+    With a `replay` (handshake-era sessions, SSE) the stream is resumable: a client that
+    hangs up does not cancel the call (at those revisions that takes `notifications/cancelled`),
+    whatever follows is kept for `GET` with `Last-Event-ID`, and past `replay.limits.poll_after`
+    seconds the gateway ends the response itself while the call goes on.
 
     With `streaming` false (the client accepts no SSE) emitted messages are dropped. With
     `prefer_sse` even an answer with nothing before it is sent as a one-event stream. The
     client disconnecting cancels the handler (2026-07-28's cancellation); so does
     `cancellation.cancel()`, after which no answer is written (the client asked for it).
     """
-    stream = _Stream(send, headers or [], streaming)
+    resumable = replay if streaming else None
+    stream = _Stream(send, headers or [], streaming, resumable)
     task = asyncio.current_task()
     assert task is not None
     peer_gone = False
@@ -182,6 +217,9 @@ async def answer(
                 await stream.keepalive()  # commits to SSE, so idle-timeout proxies keep it open
                 continue
             if message["type"] == "http.disconnect":
+                if resumable is not None:
+                    stream.detached = True  # the call goes on; the client may resume it
+                    return
                 peer_gone = True
                 task.cancel()
                 return
@@ -194,6 +232,15 @@ async def answer(
         watcher = loop.create_task(watch())
 
     timer = loop.call_later(WATCH_AFTER, start_watching)
+    poll: asyncio.TimerHandle | None = None
+    letting_go: asyncio.Task[None] | None = None
+    if resumable is not None and resumable.limits.poll_after is not None:
+
+        def start_letting_go() -> None:
+            nonlocal letting_go
+            letting_go = loop.create_task(stream.let_go())
+
+        poll = loop.call_later(resumable.limits.poll_after, start_letting_go)
     final: Message | None
     try:
         final = jsonrpc.result(request_id, await handler(stream.emit))
@@ -201,6 +248,8 @@ async def answer(
         final = jsonrpc.error(request_id, exc)
     except asyncio.CancelledError:
         if not peer_gone and not (cancellation is not None and cancellation.requested):
+            if resumable is not None:
+                resumable.finish(stream.key)
             raise  # the server is stopping
         task.uncancel()
         final = None
@@ -211,7 +260,17 @@ async def answer(
         timer.cancel()
         if watcher is not None:
             watcher.cancel()
+        if poll is not None:
+            poll.cancel()
+    if letting_go is not None:
+        await letting_go
     if peer_gone:
+        return
+    if resumable is not None:
+        try:
+            await _finish_resumable(stream, send, resumable, final)
+        finally:
+            resumable.finish(stream.key)
         return
     async with stream.lock:
         if final is None:  # cancelled by the client: no answer, per the protocol
@@ -227,3 +286,16 @@ async def answer(
         else:
             status = status_for.get(final["error"]["code"], 200) if "error" in final else 200
             await send_json(send, status, final, headers)
+
+
+async def _finish_resumable(stream: _Stream, send: Send, replay: Replay, final: Message | None) -> None:
+    """Write (and keep, for a client that resumes) the last event of a resumable stream."""
+    async with stream.lock:
+        opening = await stream._commit() if final is not None and not stream.committed else b""
+        chunk = replay.record(stream.key, final) if final is not None else b""
+        if stream.detached:
+            return
+        if stream.committed:
+            await send({"type": "http.response.body", "body": opening + chunk, "more_body": False})
+        else:  # cancelled with notifications/cancelled before anything was written
+            await send_status(send, 204, headers=stream.headers)

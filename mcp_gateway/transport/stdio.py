@@ -33,6 +33,10 @@ REVOKED_GRACE = 5.0
 """Seconds a revoked session's killed calls get to write their kill errors before it closes."""
 
 
+class _Rejected(ProtocolError):
+    """A request the protocol's inbound checks refused before it reached the router."""
+
+
 class StdioServer:
     """Serves one client over a pair of byte streams."""
 
@@ -145,7 +149,7 @@ class StdioServer:
         if self._modern:
             verdict = classify_inbound_request(message)
             if isinstance(verdict, InboundLadderRejection):
-                raise ProtocolError(verdict.code, verdict.message, verdict.data)
+                raise _Rejected(verdict.code, verdict.message, verdict.data)
             meta = jsonrpc.meta_of(params)
             caps, level = meta.get(CLIENT_CAPABILITIES), meta.get(LOG_LEVEL)
             return Call(
@@ -182,6 +186,9 @@ class StdioServer:
                     await self._listen(call)
                     return
                 reply = jsonrpc.result(request_id, await self.router.handle(call))
+            except _Rejected as exc:  # refused before any decision: on record if it names a target
+                await self.router.refuse_rejected(self.session.principal, message, exc.message)
+                reply = jsonrpc.error(request_id, exc)
             except GatewayError as exc:
                 reply = jsonrpc.error(request_id, exc)
             except Exception:  # the top of a request: answer, log, keep serving

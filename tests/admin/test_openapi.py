@@ -133,7 +133,14 @@ VALID_BODIES: list[tuple[str, str, dict[str, Any]]] = [
     (
         "POST",
         "/kill-switches",
-        {"scope": "tool", "server": "x", "tool": "echo", "reason": "drill", "expires_in_seconds": 60},
+        {
+            "scope": "tool",
+            "server": "x",
+            "tool": "echo",
+            "reason": "drill",
+            "expires_in_seconds": 60,
+            "unconfigured": True,
+        },
     ),
 ]
 INVALID_BODIES: list[tuple[str, str, dict[str, Any]]] = [

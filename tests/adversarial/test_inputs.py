@@ -10,17 +10,32 @@ the admin API.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from mcp_gateway import jsonrpc
 from mcp_gateway.errors import ProtocolError
 
 from ..admin.common import audit_rows
-from .common import DEEP, MODERN, Deployment, Rpc, deployment, error_of, rpc, with_nesting
+from .common import (
+    CLIENT_CAPABILITIES,
+    DEEP,
+    MODERN,
+    PROTOCOL_VERSION,
+    Deployment,
+    Rpc,
+    deployment,
+    error_of,
+    rpc,
+    with_nesting,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +107,76 @@ async def test_a_probe_with_a_huge_unknown_name_is_audited_with_the_name_cut_sho
         assert error_of(response)["code"] == -32602
     [row] = await decisions(gateway, principal=who)
     assert row["decision"] == "deny" and row["tool"].startswith("nosuch__aaa") and len(row["tool"]) <= 256
+
+
+# -- requests the protocol's inbound checks refuse (2026-07-28) --------------------------------
+
+REJECTED = [
+    # (method, params in the body, the Mcp-Name header sent, the name the row holds)
+    ("tools/call", {"name": "x__echo", "arguments": {"text": "hi"}}, "x__other", "x__echo"),
+    ("prompts/get", {"name": "x__simple-prompt"}, "x__other", "x__simple-prompt"),
+    (
+        "resources/read",
+        {"uri": "x+test://static/resource/1"},
+        "x+test://static/resource/2",
+        "x+test://static/resource/1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "params", "header", "name"), REJECTED, ids=[m for m, *_ in REJECTED])
+async def test_a_request_the_inbound_checks_refuse_forwards_nothing_and_is_audited_as_a_denial(
+    gateway: Deployment, method: str, params: dict[str, Any], header: str, name: str
+) -> None:
+    """Headers that disagree with the body: the SDK's inbound checks refuse the request
+    before governance sees it. It reaches no upstream (no allowing decision, which every
+    forward has first), and, naming a target, it is on record like any other refusal."""
+    who, key = await gateway.key()
+    async with rpc(gateway, key, MODERN) as client:
+        headers = {**client.headers(method, params), "mcp-name": header}
+        response = await client.http.post("/mcp", content=client.body(method, params), headers=headers)
+        assert response.status_code == 400, response.text
+        error = error_of(response)
+    rows = await decisions(gateway, principal=who)
+    assert [(r["decision"], r["tool"], r["rule_id"]) for r in rows] == [("deny", name, None)]
+    assert rows[0]["reason"] == f"refused before a decision: {error['message']}"
+
+
+async def test_a_refused_request_naming_no_target_leaves_no_row(gateway: Deployment) -> None:
+    who, key = await gateway.key()
+    async with rpc(gateway, key, MODERN) as client:
+        headers = {**client.headers("tools/list", {}), "mcp-method": "prompts/list"}
+        response = await client.http.post("/mcp", content=client.body("tools/list", {}), headers=headers)
+        assert response.status_code == 400, response.text
+    assert await decisions(gateway, principal=who) == []
+
+
+async def test_over_stdio_a_request_the_inbound_checks_refuse_is_audited_as_a_denial(tmp_path: Path) -> None:
+    """`mcp-gateway stdio` at 2026-07-28: a request without the envelope is refused by the
+    inbound checks before any decision, forwards nothing, and is on record."""
+    async with deployment(tmp_path) as gateway:
+        who, key = await gateway.key()
+        command = [sys.executable, "-m", "mcp_gateway", "stdio", "--config", str(tmp_path / "gateway.yaml")]
+        env = {**os.environ, "MCP_GATEWAY_KEY": key}
+        envelope = {PROTOCOL_VERSION: MODERN, CLIENT_CAPABILITIES: {}}
+        call = {"name": "x__echo", "arguments": {"text": "hi"}}
+        with (tmp_path / "stdio.log").open("wb") as stderr, anyio.fail_after(60):
+            async with await anyio.open_process(command, env=env, stderr=stderr) as process:
+                assert process.stdin is not None and process.stdout is not None
+                lines = BufferedByteReceiveStream(process.stdout)
+                answers = []
+                for request_id, params in ((1, {**call, "_meta": envelope}), (2, call)):
+                    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+                    await process.stdin.send(json.dumps(message).encode() + b"\n")
+                    answers.append(json.loads(await lines.receive_until(b"\n", 1 << 20)))
+                await process.stdin.aclose()
+                await process.wait()
+        rows = await decisions(gateway, principal=who)
+    assert answers[0]["result"]["structuredContent"] == {"text": "hi"}
+    assert answers[1]["error"]["code"] == -32602
+    # Newest first: the refusal, after the first call's allowing decision (its only forward).
+    assert [(r["decision"], r["tool"]) for r in rows] == [("deny", "x__echo"), ("allow", "echo")]
+    assert rows[0]["reason"] == f"refused before a decision: {answers[1]['error']['message']}"
 
 
 # -- arguments are checked after the decision ---------------------------------------------------

@@ -155,6 +155,29 @@ async def test_an_ambiguous_resource_uri_is_refused_with_invalid_params(
     assert refused.value.error.message == f"ambiguous resource URI {uri!r}: {problem}"
 
 
+async def test_a_resource_uri_with_a_fragment_is_refused_as_invalid_params_and_on_record(
+    deny_template_one: str,
+) -> None:
+    """A fragment is the client's (RFC 3986 §3.5): `x#a` is no other resource than `x`, so
+    a rule on `x` must not be dodged (nor a grant doubled) by adding one. It is refused
+    before anything is sent upstream, and the refusal is audited like any probe."""
+    key = await create_key(deny_template_one, "alpha", "bot")
+    uri = "x+test://template/1/data#part"
+    async with agent(deny_template_one, key) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(uri)
+        with pytest.raises(MCPError) as unlisted:
+            await client.read_resource("x+test://template/2/data#part")  # allowed without its fragment
+    for error in (refused.value.error, unlisted.value.error):
+        assert error.code == INVALID_PARAMS
+        assert "a fragment ('#...')" in error.message
+    rows = [r for r in await decisions(deny_template_one, "alpha/bot") if r["method"] == "resources/read"]
+    assert [(r["decision"], r["tool"]) for r in rows] == [
+        ("deny", "x+test://template/2/data#part"),
+        ("deny", uri),
+    ]
+
+
 # -- break 5: a path constraint in front of the real filesystem server ----------------------
 
 

@@ -142,7 +142,8 @@ async def test_a_release_sent_during_a_partition_is_not_applied_after_the_heal(t
             with anyio.fail_after(30):
                 while (
                     await admin.post(
-                        "/kill-switches", json={"scope": "tool", "server": "x", "tool": "y", "reason": "probe"}
+                        "/kill-switches",
+                        json={"scope": "tool", "server": "x", "tool": "y", "reason": "probe", "unconfigured": True},
                     )
                 ).status_code != 201:
                     await anyio.sleep(0.2)

@@ -114,7 +114,9 @@ def _modern_body(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def _answer(response: httpx2.Response) -> dict[str, Any]:
     """The JSON-RPC answer of a POST, whether sent as JSON or as an SSE stream."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        frames = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        frames = [
+            json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
+        ]
         return next(f for f in frames if "id" in f and "method" not in f)
     return response.json()  # type: ignore[no-any-return]
 
@@ -135,7 +137,7 @@ async def listen(
         async def next_frame() -> dict[str, Any] | None:
             with anyio.fail_after(20):
                 async for line in lines:
-                    if line.startswith("data:"):
+                    if line.startswith("data:") and line[5:].strip():  # not a priming event
                         return json.loads(line[5:])  # type: ignore[no-any-return]
             return None
 
@@ -511,7 +513,13 @@ async def test_one_principal_filling_its_session_quota_does_not_lock_out_another
     monkeypatch.setenv(ADMIN_ENV, ADMIN)
     write_policies(tmp_path / "policies", POLICY)
     config = write_config(
-        tmp_path, {}, auth="keys", policies="policies", admin_token={"$env": ADMIN_ENV}, max_sessions=300
+        tmp_path,
+        {},
+        auth="keys",
+        policies="policies",
+        admin_token={"$env": ADMIN_ENV},
+        max_sessions=300,
+        session_handshake_timeout=600,  # the flood never speaks after initialize: kept while it lasts
     )
     async with serve(config) as (url, _), httpx2.AsyncClient(timeout=60) as http:
         flooder = await create_key(url, "broad", "flooder", ADMIN)

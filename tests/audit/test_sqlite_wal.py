@@ -18,6 +18,7 @@ ROWS = 4000
 LIMIT = 16 * 1024 * 1024
 
 
+@pytest.mark.slow  # thousands of real commits: a stress test of the store, not a quick check
 async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     engine = open_engine(f"sqlite:///{path}")

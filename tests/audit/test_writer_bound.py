@@ -38,6 +38,9 @@ class HeldStore:
             self.lose_answer = False
             raise ConnectionResetError("the connection died after COMMIT was sent")
 
+    async def probe(self, row: dict[str, Any]) -> None:
+        pass
+
     async def aclose(self) -> None:
         pass
 
@@ -117,3 +120,38 @@ async def test_denials_the_audit_cannot_take_are_logged_and_rate_limited(caplog:
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("audit unavailable: call")]
     assert 0 < len(lines) <= 20
     assert all("denied, not audited" in line and "because" in line for line in lines)
+
+
+class RefusingStore(HeldStore):
+    """Refuses every write (commit and probe) while `refusing` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release.set()
+        self.refusing = True
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.refusing:
+            raise PermissionError("permission denied for table audit")
+        await super().append(rows)
+
+    async def probe(self, row: dict[str, Any]) -> None:
+        if self.refusing:
+            raise PermissionError("permission denied for table audit")
+
+
+async def test_a_writer_whose_store_refuses_rows_is_unhealthy_from_the_start_and_healthy_again_by_itself() -> None:
+    store = RefusingStore()
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.5)  # type: ignore[arg-type]
+        await writer.start(tg)
+        assert not writer.healthy and "permission denied" in (writer.last_error or "")
+        with anyio.fail_after(5), pytest.raises(AuditUnavailable):
+            await writer.append(_decision("refused"))
+        store.refusing = False
+        with anyio.fail_after(5):  # no row is appended meanwhile: the writer tries by itself
+            while not writer.healthy:
+                await anyio.sleep(0.02)
+        await writer.append(_decision("taken"))
+        await writer.drain()
+    assert _kinds(store) == [("decision", "taken", None)]

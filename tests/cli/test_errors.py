@@ -22,6 +22,8 @@ COMMANDS = [
     ["serve", "--port", "0"],
     ["keys", "list"],
     ["audit", "verify"],
+    ["audit", "anchor"],
+    ["audit", "prune", "--before", "30d"],
     ["policy", "plan", "POLICIES"],
     ["db", "upgrade"],
 ]

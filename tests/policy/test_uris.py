@@ -28,7 +28,7 @@ from mcp_gateway.policy.uris import AmbiguousURI, normalize, pattern_problem
         ("http://[::1]:8080/x", "http://[::1]:8080/x"),
         ("x://h/caf\u00e9 x", "x://h/caf%C3%A9%20x"),  # raw and encoded spellings of one name meet
         ("x://h/caf%c3%a9%20x", "x://h/caf%C3%A9%20x"),
-        ("x://h/p?q=%2f&r=%7e#%61", "x://h/p?q=%2F&r=~#a"),  # query and fragment: same encoding rules
+        ("x://h/p?q=%2f&r=%7e", "x://h/p?q=%2F&r=~"),  # the query: same encoding rules
         ("urn:isbn:0451450523", "urn:isbn:0451450523"),
         ("urn:a/../b", "urn:a/../b"),  # a rootless path is opaque: no dot segments to remove
         ("test://template/{id}/data", "test://template/{id}/data"),  # templates keep their braces
@@ -37,6 +37,9 @@ from mcp_gateway.policy.uris import AmbiguousURI, normalize, pattern_problem
 )
 def test_a_uri_normalises_to_its_rfc_3986_normal_form(uri: str, normal: str) -> None:
     assert normalize(uri) == normal
+
+
+_FRAGMENT = "a fragment ('#...') is the client's, no part of the resource's name: send the URI without it"
 
 
 @pytest.mark.parametrize(
@@ -73,6 +76,11 @@ def test_a_uri_normalises_to_its_rfc_3986_normal_form(uri: str, normal: str) -> 
         ("http://2130706433/", "a numeric host that is not dotted IPv4 ('2130706433'): parsers read it as an address"),
         ("http://127.1/", "a numeric host that is not dotted IPv4 ('127.1'): parsers read it as an address"),
         ("x://h" + "/a" * 5000, "a resource URI longer than 8192 characters"),
+        # A fragment is the client's (RFC 3986 §3.5): with it, one resource would have two names.
+        ("test://static/resource/1#part", _FRAGMENT),
+        ("test://static/resource/1#", _FRAGMENT),
+        ("x://h/p?q=1#%61", _FRAGMENT),
+        ("urn:isbn:0451450523#page=2", _FRAGMENT),
     ],
 )
 def test_an_ambiguous_uri_is_refused_naming_the_problem(uri: str, why: str) -> None:
@@ -102,7 +110,7 @@ uris = st.builds(
     st.sampled_from(["test", "TEST", "file", "x+y"]),
     st.sampled_from(["", "h", "H", "Host.Example", "%48ost"]),
     st.lists(segments, max_size=5),
-    st.sampled_from(["", "?a=%2f", "?q=1#F", "#%7e"]),
+    st.sampled_from(["", "?a=%2f", "?q=1&r=F", "?%7e"]),
 )
 
 

@@ -222,7 +222,7 @@ def parse_answer(text: str) -> dict[str, Any]:
         return parsed
     found: dict[str, Any] = {}
     for line in text.splitlines():
-        if line.startswith("data:"):
+        if line.startswith("data:") and line[5:].strip():  # not a priming event
             message = json.loads(line[5:])
             if isinstance(message, dict) and ("result" in message or "error" in message):
                 found = message
@@ -231,7 +231,7 @@ def parse_answer(text: str) -> dict[str, Any]:
 
 async def sse_messages(response: Any) -> AsyncIterator[dict[str, Any]]:
     async for line in response.aiter_lines():
-        if line.startswith("data:"):
+        if line.startswith("data:") and line[5:].strip():  # not a priming event
             yield json.loads(line[5:])
 
 

@@ -252,7 +252,7 @@ async def raw_listen(
         async def next_frame() -> dict[str, Any]:
             with anyio.fail_after(10):
                 async for line in lines:
-                    if line.startswith("data:"):
+                    if line.startswith("data:") and line[5:].strip():  # not a priming event
                         return json.loads(line[5:])  # type: ignore[no-any-return]
             raise AssertionError("the listen stream ended")
 

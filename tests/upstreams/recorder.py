@@ -1,7 +1,8 @@
 """A minimal MCP server for tests: its `record` tool appends each call to the file named by
 RECORDER_LOG, so a test can tell exactly which calls reached the upstream; its `trace` tool
 appends the W3C trace context the call arrived with (`_meta.traceparent` and, over HTTP,
-the `traceparent` header) as one JSON line.
+the `traceparent` header) as one JSON line. With RECORDER_GATE set, it says nothing until
+that file exists: an upstream slow to come up, for as long as a test wants.
 
     python recorder.py                # stdio
     python recorder.py --http PORT    # Streamable HTTP on 127.0.0.1:PORT/mcp
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from mcp.server import MCPServer
@@ -49,4 +51,7 @@ if __name__ == "__main__":
 
         uvicorn.run(server.streamable_http_app(host="127.0.0.1"), host="127.0.0.1", port=int(sys.argv[2]))
     else:
+        gate = os.environ.get("RECORDER_GATE")
+        while gate is not None and not os.path.exists(gate):
+            time.sleep(0.02)
         server.run("stdio")

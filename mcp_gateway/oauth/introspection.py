@@ -1,0 +1,118 @@
+"""Opaque access tokens, checked by asking the issuer (RFC 7662 token introspection).
+
+Used only for a token that is not a JWT, and only when `oauth.introspection` is configured.
+Answers are cached by the token's SHA-256 for `cache_seconds` (never past the token's `exp`),
+in a bounded table; at most `max_concurrent` questions are open at once and a token beyond
+them is refused at once, so made-up tokens cannot turn the gateway into a load on the
+identity provider. Each question is bounded by `fetch_timeout`: no answer, no access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+import anyio
+import httpx2
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .verified import TokenRejected, Verified
+
+MAX_CACHED = 10_000
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+class IntrospectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(pattern=r"^https?://")
+    """The issuer's introspection endpoint (Okta: `<issuer>/v1/introspect`; Keycloak:
+    `<issuer>/protocol/openid-connect/token/introspect`)."""
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    """The gateway's own client credentials at the issuer: a reference ({$env: NAME}) in the file."""
+    cache_seconds: float = Field(default=10.0, ge=0, le=300)
+    """How long an answer is reused: a token revoked at the provider is refused within this."""
+    max_concurrent: int = Field(default=16, gt=0, le=1024)
+
+
+class Introspector:
+    def __init__(
+        self, settings: IntrospectionSettings, issuer: str, audiences: list[str], skew: float, timeout: float
+    ) -> None:
+        self.settings = settings
+        self.issuer, self.audiences, self.skew, self.timeout = issuer, audiences, skew, timeout
+        self._client = httpx2.AsyncClient(follow_redirects=False)
+        self._cache: OrderedDict[str, tuple[float, Verified | str]] = OrderedDict()
+        self._slots = anyio.Semaphore(settings.max_concurrent)
+        self.asked = 0
+        """How many questions were sent to the issuer (for tests)."""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def verify(self, token: str, audiences: list[str] | None = None) -> Verified:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            answer = cached[1]
+        else:
+            answer = await self._ask(token)
+            until = now + self.settings.cache_seconds
+            if isinstance(answer, Verified):
+                until = min(until, now + answer.expires_at - time.time())
+            self._cache[key] = (until, answer)
+            self._cache.move_to_end(key)
+            while len(self._cache) > MAX_CACHED:
+                self._cache.popitem(last=False)
+        if isinstance(answer, str):
+            raise TokenRejected(answer)
+        self._check_audience(answer, audiences or self.audiences)
+        return answer
+
+    def _check_audience(self, verified: Verified, audiences: list[str]) -> None:
+        aud = verified.claims.get("aud")
+        held = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        if not held & set(audiences):
+            raise TokenRejected("the token is not for this resource (aud)")
+
+    async def _ask(self, token: str) -> Verified | str:
+        """The token's claims if the issuer says it is active and it holds, else why not."""
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            raise TokenRejected("too many tokens are being checked with the identity provider") from None
+        try:
+            self.asked += 1
+            with anyio.fail_after(self.timeout):
+                response = await self._client.post(
+                    self.settings.endpoint,
+                    data={"token": token, "token_type_hint": "access_token"},
+                    auth=(self.settings.client_id, self.settings.client_secret.get_secret_value()),
+                    headers={"accept": "application/json"},
+                )
+            if response.status_code != 200 or len(response.content) > MAX_ANSWER_BYTES:
+                raise TokenRejected(f"the identity provider could not check the token ({response.status_code})")
+            claims: Any = orjson.loads(response.content)
+        except (TimeoutError, httpx2.HTTPError, OSError, orjson.JSONDecodeError):
+            raise TokenRejected("the identity provider could not be asked about the token") from None
+        finally:
+            self._slots.release()
+        return self._judge(claims)
+
+    def _judge(self, claims: Any) -> Verified | str:
+        if not isinstance(claims, dict) or claims.get("active") is not True:
+            return "the token is not active"
+        if claims.get("iss", self.issuer) != self.issuer:
+            return "the token is from another issuer"
+        exp, now = claims.get("exp"), time.time()
+        if not isinstance(exp, int | float) or exp + self.skew < now:
+            return "the token has expired"
+        nbf = claims.get("nbf")
+        if isinstance(nbf, int | float) and nbf - self.skew > now:
+            return "the token is not valid yet"
+        return Verified(claims)

@@ -1,0 +1,68 @@
+"""Operators with the identity provider's access tokens on the admin API: the role comes from
+the token's `roles` claim, and each request needs its least role (a viewer reads, an
+operator engages kill switches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcp_gateway.store.audit import Filters, query
+
+from ..support import admin_client, agent, create_key, raw_client, wait_ready
+from .common import oauth_gateway
+from .provider import Provider
+
+pytestmark = pytest.mark.anyio
+
+SWITCH = {"scope": "team", "team": "sales", "reason": "incident 42"}
+
+
+async def test_a_viewer_token_is_refused_a_kill_switch_and_an_operator_token_engages_it(
+    tmp_path: Path, provider: Provider
+) -> None:
+    async with oauth_gateway(tmp_path, provider, auth="keys+oauth") as (url, gw):
+        viewer = await provider.token("ops-viewer", url, scope="admin")
+        operator = await provider.token("ops-operator", url, scope="admin")
+        no_role = await provider.token("agent-platform", url)
+        elsewhere = await provider.token("ops-operator", "https://other.example.com/mcp", scope="admin")
+        async with admin_client(url, viewer) as admin:
+            viewer_reads = await admin.get("/kill-switches")
+            viewer_engages = await admin.post("/kill-switches", json=SWITCH)
+        async with admin_client(url, no_role) as admin:
+            no_role_reads = await admin.get("/kill-switches")
+        async with admin_client(url, elsewhere) as admin:
+            elsewhere_reads = await admin.get("/kill-switches")
+        async with raw_client(url) as http:
+            ready_viewer = await http.get("/readyz", headers={"Authorization": f"Bearer {viewer}"})
+            ready_no_role = await http.get("/readyz", headers={"Authorization": f"Bearer {no_role}"})
+        async with admin_client(url, operator) as admin:
+            operator_engages = await admin.post("/kill-switches", json=SWITCH)
+            operator_creates_key = await admin.post("/keys", json={"team": "sales", "name": "bot"})
+        rows = await query(gw.engine, Filters(kind="admin"))
+
+    assert viewer_reads.status_code == 200
+    assert "snapshot" in ready_viewer.json() and "snapshot" not in ready_no_role.json()
+    assert viewer_engages.status_code == 403
+    assert "viewer" in viewer_engages.json()["error"]["message"]
+    assert no_role_reads.status_code == elsewhere_reads.status_code == 401
+    assert operator_engages.status_code == 201, operator_engages.text
+    assert operator_engages.json()["actor"] == "oidc:ops-operator"
+    assert operator_creates_key.status_code == 403  # keys are an admin's
+    assert [(r["principal_id"], r["method"]) for r in rows] == [("oidc:ops-operator", "killswitch.engage")]
+
+
+async def test_with_keys_and_oauth_an_api_key_and_an_access_token_both_reach_tools(
+    tmp_path: Path, provider: Provider
+) -> None:
+    async with oauth_gateway(tmp_path, provider, auth="keys+oauth") as (url, gw):
+        await wait_ready(gw)
+        key = await create_key(url, "platform", "keyed-bot")
+        token = await provider.token("agent-platform", url)
+        for credential in (key, token):
+            async with agent(url, credential) as client:
+                assert not (await client.call_tool("everything__echo", {"text": "x"})).is_error
+        rows = await query(gw.engine, Filters(tool="echo", kind="decision"))
+
+    assert {r["principal_id"] for r in rows} == {"platform/keyed-bot", "platform/agent-platform"}
