@@ -152,10 +152,14 @@ async def test_metrics_count_known_traffic_exactly_and_hold_each_calls_latency(g
     assert ("mcp_gateway_snapshot_age_seconds", frozenset()) in samples
 
 
-async def test_metrics_answer_the_metrics_token_and_admin_tokens_and_refuse_anyone_else(gateway: Any) -> None:
+async def test_metrics_answer_the_metrics_token_and_any_operator_role_and_refuse_anyone_else(gateway: Any) -> None:
     url, _ = gateway
     key = await create_key(url, "ops", "bot")
-    for token in (METRICS_TOKEN, ADMIN_TOKEN):
+    async with admin_client(url) as admin:
+        made = await admin.post("/admin-tokens", json={"name": "oncall", "role": "viewer"})
+        assert made.status_code == 201, made.text
+    viewer = made.json()["token"]
+    for token in (METRICS_TOKEN, ADMIN_TOKEN, viewer):
         response, samples = await scrape(url, token)
         assert response.status_code == 200 and samples
     for token in (None, key, "wrong"):
