@@ -178,6 +178,11 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+metrics.required_role = Role.viewer  # type: ignore[attr-defined]
+"""Declared like an admin route (`admin.common.required_role` reads it): viewer or better,
+or else the scrape-only `metrics_token`."""
+
+
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
