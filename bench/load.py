@@ -25,6 +25,8 @@ class Target:
     url: str
     tool: str
     key: str | None = None
+    traceparent: str | None = None
+    """Sent as the W3C `traceparent` header, as a traced agent would."""
 
     def headers(self, method: str = "tools/call", name: str | None = None) -> dict[str, str]:
         headers = {
@@ -37,6 +39,8 @@ class Target:
             headers["mcp-name"] = name
         if self.key:
             headers["authorization"] = f"Bearer {self.key}"
+        if self.traceparent:
+            headers["traceparent"] = self.traceparent
         return headers
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +28,7 @@ from .identity import LOCAL, Principal
 from .middleware.hosts import HostCheckMiddleware
 from .oauth import metadata as oauth_metadata
 from .oauth.resource import ResourceServer
+from .roles import Role
 from .runtime import Gateway, running
 from .settings import Settings
 from .transport.http import Authenticate, HttpOptions, McpEndpoint
@@ -137,6 +138,51 @@ class GatewayApp:
         return quiet
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+async def may_scrape(request: Request) -> bool:
+    """`/metrics` is for the `metrics_token`, or an operator with at least the `viewer`
+    role (the admin API's own authentication). With neither configured, for this machine
+    only: a loopback listener, peer and Host (the Host check is waived for this path, which
+    probes reach by pod IP, so a rebound name cannot read it from a browser)."""
+    gw: Gateway = request.app.state.gateway
+    configured = gw.settings.metrics_token
+    if configured is not None:
+        token = auth.bearer(request.headers.get("authorization"))
+        if token is not None and auth.any_matches(token, [auth.digest(configured.get_secret_value())]):
+            return True
+    operator = await operators.authenticate(request)
+    if operator is not None:
+        return operator.role.allows(Role.viewer)
+    if configured is not None or not operators.tokenless(gw):
+        return False
+    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+    peer = request.client.host if request.client else ""
+    return gw.settings.is_loopback() and host in _LOOPBACK and peer in _LOOPBACK
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process's metrics (each replica is scraped on its own)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    gw: Gateway = request.app.state.gateway
+    if gw.metrics is None:
+        return JSONResponse({"error": {"code": "not_found", "message": "metrics are off (metrics: false)"}}, 404)
+    if not await may_scrape(request):
+        return JSONResponse(
+            {"error": {"code": "unauthorized", "message": "send the metrics token or an admin token as a bearer"}},
+            401,
+            headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway-metrics"'},
+        )
+    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+metrics.required_role = Role.viewer  # type: ignore[attr-defined]
+"""Declared like an admin route (`admin.common.required_role` reads it): viewer or better,
+or else the scrape-only `metrics_token`."""
+
+
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -223,7 +269,7 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
                 app.startup_error = exc
             raise
 
-    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
     if uses_oauth is not None:
         prm = oauth_metadata.document(uses_oauth)
 

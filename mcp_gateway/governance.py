@@ -28,6 +28,7 @@ from .audit.writer import AuditUnavailable, AuditWriter
 from .errors import Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
 from .killswitch import PRINCIPAL_SCOPES, Inflight
+from .observe.observer import Observer
 from .policy.engine import decide
 from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import Snapshot, Snapshots
@@ -92,8 +93,11 @@ class Governance:
         writer: AuditWriter,
         arguments: ArgumentPolicy,
         on_change: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.snapshots = snapshots
+        self.observer = observer or Observer()
+        """Told each decision and outcome (metrics, the request's span, the access line)."""
         self.writer = writer
         self.arguments = arguments
         self.inflight = Inflight()
@@ -171,6 +175,7 @@ class Governance:
     ) -> tuple[Decision, str, dict[str, Any]]:
         """The decision, a call id (a new one unless this continues a call), and the decision's audit row."""
         decision = self.decide(principal, target, arguments if method == "tools/call" else None)
+        self.observer.decided(target, decision)
         call_id = call_id or f"{_ids.getrandbits(64):016x}"
         return decision, call_id, self._decision_row(principal, target, method, decision, call_id, arguments)
 
@@ -188,12 +193,15 @@ class Governance:
         decision = self.decide(principal, target)
         return None if decision.allowed else self.denial(decision)
 
-    async def _refuse(self, decision: Decision, row: dict[str, Any]) -> NoReturn:
+    async def _refuse(self, decision: Decision, row: dict[str, Any], target: Target) -> NoReturn:
         """Audit a denial if the audit can take it, and deny either way."""
         try:
-            await self.writer.append(row)
+            with self.observer.audit_wait():
+                await self.writer.append(row)
         except AuditUnavailable:
             pass
+        finally:
+            self.observer.completed(target, row["team_id"], row["method"], "deny", "denied")
         raise self.denial(decision)
 
     async def admit(
@@ -202,8 +210,13 @@ class Governance:
         """Decide and audit, for a request that is not forwarded as a call (e.g. a subscription)."""
         decision, call_id, row = self._judge(principal, target, method, arguments)
         if not decision.allowed:
-            await self._refuse(decision, row)
-        await self.writer.append(row)
+            await self._refuse(decision, row, target)
+        try:
+            with self.observer.audit_wait():
+                await self.writer.append(row)
+        except AuditUnavailable:
+            self.observer.unaudited(target, principal.team, method)
+            raise
         return Ticket(call_id, principal, target, method, decision, time.monotonic())
 
     async def refuse_unknown(
@@ -226,12 +239,17 @@ class Governance:
             reason = f"no such {kind}" if shown is not None else f"the request names no {kind}"
         decision = Decision("deny", reason, None, self.snapshots.current.policy.policy_version)
         call_id = f"{_ids.getrandbits(64):016x}"
-        row = self._decision_row(principal, Target("", kind, shown or ""), method, decision, call_id, arguments)
+        nothing = Target("", kind, shown or "")
+        self.observer.decided(nothing, decision)
+        row = self._decision_row(principal, nothing, method, decision, call_id, arguments)
         row["server"], row["tool"] = None, shown
         try:
-            await self.writer.append(row)
+            with self.observer.audit_wait():
+                await self.writer.append(row)
         except AuditUnavailable:
             log.error("audit: a %s request for an unknown %s was not recorded", method, kind)
+        finally:
+            self.observer.completed(nothing, principal.team, method, "deny", "denied")
 
     async def call(
         self,
@@ -249,13 +267,14 @@ class Governance:
         `forward` gets this leg's ticket."""
         decision, call_id, row = self._judge(principal, target, method, arguments, call_id)
         if not decision.allowed:
-            await self._refuse(decision, row)
+            await self._refuse(decision, row, target)
         ticket = Ticket(call_id, principal, target, method, decision, time.monotonic(), arguments)
         # In flight from before the audit wait: a switch engaged meanwhile must find this call.
         flight = self.inflight.add(principal, target)
         outcome, detail = "cancelled", None
         try:
-            await self.writer.append(row)  # no audit, no call
+            with self.observer.audit_wait():
+                await self.writer.append(row)  # no audit, no call
             result = await forward(ticket)
             if result.get("resultType") == "input_required":
                 outcome = "input_required"  # this leg ended; the call goes on when the client answers
@@ -280,6 +299,7 @@ class Governance:
             raise self.kill_error(switch) from None
         except AuditUnavailable:
             outcome = ""  # not admitted: nothing to complete
+            self.observer.unaudited(target, principal.team, method)
             raise
         except Denied as exc:  # stopped on the way: a kill that reached it elsewhere, or a limit
             killed = (exc.data or {}).get("reason") == "kill_switch"
@@ -331,6 +351,7 @@ class Governance:
             "latency_ms": round((time.monotonic() - ticket.started) * 1000, 3),
             "detail": _fit(detail, _MAX_TEXT),
         }
+        self.observer.completed(ticket.target, ticket.principal.team, ticket.method, ticket.decision.effect, outcome)
         try:
             self.writer.append_nowait(row)
         except AuditUnavailable:

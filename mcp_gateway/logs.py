@@ -14,7 +14,11 @@ from __future__ import annotations
 import copy
 import logging
 import sys
+import time
 import traceback
+from typing import Any, Literal
+
+import orjson
 
 from .sensitive import mask_urls
 from .text import escape, escape_lines
@@ -84,13 +88,57 @@ class SafeFormatter(logging.Formatter):
         return super().format(safe)
 
 
-def setup(level: str) -> None:
-    """The process's log: stderr, `FORMAT`, every record made safe."""
+REQUEST_FIELDS = ("principal", "team", "method", "target", "decision", "outcome", "latency_ms", "trace_id")
+"""What a request's records carry (the access line), as JSON keys of their own."""
+
+Format = Literal["text", "json"]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: `time` (UTC, ISO 8601), `level`, `logger`, `message`, a
+    request's fields when the record has them, and `exception` (the escaped traceback).
+    JSON escapes control characters itself; URL credentials are masked as in text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        millis = int((record.created - seconds) * 1000)
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask_urls(record.getMessage()),
+        }
+        for name in REQUEST_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = mask_urls(value) if isinstance(value, str) else value
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = format_exception(record.exc_info[1])
+        elif record.exc_text:
+            entry["exception"] = mask_urls(record.exc_text)
+        return orjson.dumps(entry, default=str).decode()
+
+
+_format: Format = "text"
+
+
+def formatter(inner: logging.Formatter | None = None) -> logging.Formatter:
+    """The formatter of the configured format (`inner`: a text formatter to wrap)."""
+    return JsonFormatter() if _format == "json" else SafeFormatter(inner=inner)
+
+
+def setup(level: str, format: Format = "text", access: bool = False) -> None:
+    """The process's log: stderr, `FORMAT` or JSON lines, every record made safe. The
+    access log (`mcp_gateway.access`, one line per request at INFO) is on with `access`;
+    off, its level is WARNING, so the request path does not even build its record."""
+    global _format
+    _format = format
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter())
+    handler.setFormatter(formatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     for name, quiet in QUIET.items():
         logging.getLogger(name).setLevel(quiet)
+    logging.getLogger("mcp_gateway.access").setLevel(logging.INFO if access else logging.WARNING)
 
 
 QUIET = {
@@ -104,8 +152,9 @@ warnings and errors still show."""
 
 def protect(*names: str) -> None:
     """Make safe the records of loggers that other code configured (uvicorn's): each of
-    their handlers formats through a `SafeFormatter` around the formatter it had."""
+    their handlers formats through a `SafeFormatter` around the formatter it had (or, for
+    JSON logs, the JSON formatter)."""
     for name in names:
         for handler in logging.getLogger(name).handlers:
-            if not isinstance(handler.formatter, SafeFormatter):
-                handler.setFormatter(SafeFormatter(inner=handler.formatter or logging.Formatter()))
+            if not isinstance(handler.formatter, SafeFormatter | JsonFormatter):
+                handler.setFormatter(formatter(inner=handler.formatter or logging.Formatter()))

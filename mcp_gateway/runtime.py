@@ -30,6 +30,9 @@ from .governance import Governance
 from .limits import Limits
 from .oauth.assertion import IdentitySigner
 from .oauth.resource import ResourceServer
+from .observe import gauges, tracing
+from .observe.metrics import Metrics
+from .observe.observer import Observer
 from .policy.snapshot import Snapshots
 from .policy.watch import PolicyDirectory
 from .proxy import http11, http_client, payload, rpc
@@ -63,6 +66,8 @@ class Gateway:
     """The replicas' shared secret (the store's seal key), from which per-purpose keys derive."""
     oauth: ResourceServer | None = None
     """The identity provider's tokens, checked for /mcp (`auth: oauth`) and the admin API."""
+    metrics: Metrics | None = None
+    """None when `metrics: false`."""
 
     def policy_reload_status(self) -> dict[str, Any] | None:
         return self.policies.status if self.policies is not None else None
@@ -126,6 +131,8 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
     http11.MAX_BODY = max(http11.MAX_BODY, settings.max_response_bytes)
     http_client.MAX_EVENT = max(http_client.MAX_EVENT, settings.max_response_bytes)
     rpc.configure(settings.notification_rate)
+    metrics = Metrics() if settings.metrics else None
+    traces = tracing.Tracing(tracing.endpoint(settings.otlp_endpoint), replica=settings.replica_id)
     engine = open_engine(settings.database_url, settings.store_timeout)
     try:
         await prepare_store(engine, settings)
@@ -156,7 +163,9 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
             arguments = ArgumentPolicy(
                 settings.audit_arguments, settings.audit_redact_keys, settings.audit_max_argument_bytes
             )
-            governance = Governance(snapshots, writer, arguments)
+            governance = Governance(snapshots, writer, arguments, observer=Observer(metrics, traces))
+            if metrics is not None:
+                writer.on_commit = metrics.audit_committed
             upstreams = {name: Upstream(name, cfg, Events()) for name, cfg in config.upstreams.items()}
             secret = await state_store.seal_key(engine)
             router = Router(
@@ -213,7 +222,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 len(upstreams),
             )
             try:
-                yield Gateway(
+                gateway = Gateway(
                     config,
                     settings,
                     engine,
@@ -226,7 +235,11 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     policies,
                     secret,
                     oauth,
+                    metrics,
                 )
+                if metrics is not None:
+                    metrics.gauges(partial(gauges.read, gateway))
+                yield gateway
             finally:
                 if oauth is not None:
                     await oauth.verifier.aclose()
@@ -234,3 +247,5 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 tg.cancel_scope.cancel()
     finally:
         await engine.dispose()
+        # The last spans go out (bounded by the exporter's timeout), off the event loop.
+        await anyio.to_thread.run_sync(traces.shutdown)

@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     burst of as many); past it progress is coalesced per call and log messages are dropped,
     counted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object a line (time, level, logger, message, and a request's fields)."""
+    access_log: bool = False
+    """One line per MCP request on logger `mcp_gateway.access` at INFO."""
+    metrics: bool = True
+    """Prometheus metrics at `/metrics` (admin token with at least `viewer`, or `metrics_token`)."""
+    metrics_token: SecretStr | None = None
+    """A bearer token that may read `/metrics` and nothing else. Without it or an admin
+    token, `/metrics` answers only loopback callers."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP collector for traces (base URL, `/v1/traces` added; default: the standard
+    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT). Unset: no spans are made."""
 
     database_url: str | None = None
     """SQLAlchemy URL of the store. Default: SQLite file `mcp-gateway.db` beside the config file."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -106,6 +107,13 @@ class AuditWriter:
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.on_commit: Callable[[int, float, bool], None] | None = None
+        """Told each commit's rows, seconds and success (the metrics)."""
+
+    @property
+    def depth(self) -> int:
+        """Rows queued, not yet handed to a commit."""
+        return self._queue.qsize()
 
     async def start(self, tg: TaskGroup) -> None:
         head = await self.store.head(self.chain)
@@ -290,6 +298,16 @@ class AuditWriter:
         return rows
 
     async def _commit(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        ok = False
+        try:
+            await self._write(batch)
+            ok = self.last_error is None
+        finally:
+            if self.on_commit is not None:
+                self.on_commit(len(batch), time.perf_counter() - started, ok)
+
+    async def _write(self, batch: list[_Item]) -> None:
         sent: list[dict[str, Any]] | None = None
         try:
             # The appender bounds its own work (and abandons its connection); this bounds

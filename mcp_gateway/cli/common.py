@@ -103,12 +103,14 @@ def add_config(p: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="%(choices)s (default info)",
     )
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="%(choices)s (default text)")
 
 
 OVERRIDES = (
     "host",
     "port",
     "log_level",
+    "log_format",
     "allowed_hosts",
     "allowed_origins",
     "database_url",
@@ -141,8 +143,11 @@ def warn_unknown_servers(bundle: Bundle, config: Config) -> None:
                 )
 
 
-def setup_logging(level: str) -> None:
-    logs.setup(level)
+def setup_logging(level: str, settings: Settings | None = None) -> None:
+    if settings is None:
+        logs.setup(level)
+    else:
+        logs.setup(level, settings.log_format, settings.access_log)
 
 
 def _must_exist(url: str) -> None:

@@ -95,7 +95,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config, settings = load_all(args)
     check_policies(settings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings)
     app = create_app(config, settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP explicitly: with proto=0 asyncio never sets TCP_NODELAY and small
@@ -134,7 +134,7 @@ def run_stdio(args: argparse.Namespace) -> int:
 
     config, settings = load_all(args)
     check_policies(settings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings)
     key = os.environ.get(KEY_ENV)
     if settings.auth == "oauth":
         message = "`mcp-gateway stdio` authenticates with an API key: use auth: keys+oauth (or keys)"

@@ -8,7 +8,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..transport.security import HostCheck
 
-EXEMPT = ("/healthz", "/readyz")
+EXEMPT = ("/healthz", "/readyz", "/metrics")
+"""Health and metrics: `/metrics` needs a token, or a loopback Host it checks itself."""
 
 
 class HostCheckMiddleware:

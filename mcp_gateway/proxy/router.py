@@ -181,11 +181,21 @@ class Router(Events):
 
     async def handle(self, call: Call) -> dict[str, Any]:
         """Serve one request; the result is shaped for the client's protocol revision."""
-        handler = self._handlers.get(call.method)
-        if handler is None or call.method in (_HANDSHAKE_ONLY if call.modern else _MODERN_ONLY):
-            raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {call.method}")
-        result = await handler(call)
-        return self._finish(call, result)
+        observer = self.governance.observer
+        principal = call.session.principal
+        observation = observer.begin(call.method, principal.id, principal.team, call.params, call.traceparent)
+        error: BaseException | None = None
+        try:
+            handler = self._handlers.get(call.method)
+            if handler is None or call.method in (_HANDSHAKE_ONLY if call.modern else _MODERN_ONLY):
+                raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {call.method}")
+            result = await handler(call)
+            return self._finish(call, result)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            observer.end(observation, error)
 
     async def notify(self, session: Session, message: Message) -> None:
         """A notification from a client."""
@@ -379,13 +389,21 @@ class Router(Events):
             if method == "tools/call" and "task" in params:
                 caps = {**caps, **TASKS_CAPS}
                 params = {k: v for k, v in params.items() if k != "task"}
+        observer = self.governance.observer
 
         identity = self._identity_header(upstream, call.principal)
 
         async def send(sink: Any, params: dict[str, Any]) -> dict[str, Any]:
-            return await upstream.call(
-                method, params, sink=sink, client_caps=caps, log_level=log_level, headers=identity
-            )
+            with observer.upstream(upstream.name, method) as sent:
+                return await upstream.call(
+                    method,
+                    params,
+                    sink=sink,
+                    client_caps=caps,
+                    log_level=log_level,
+                    headers=identity,
+                    traceparent=sent.traceparent,
+                )
 
         if call.modern and not upstream.modern:
             if bridge.Parking.owns(params):

@@ -177,6 +177,8 @@ class Call:
     client_info: dict[str, Any] = field(default_factory=dict)
     """What the client said it is (`initialize`'s clientInfo): for operators and logs."""
     log_level: str | None = None
+    traceparent: str | None = None
+    """The W3C trace context of the HTTP request that carried it (`params._meta` may carry one too)."""
 
     @property
     def modern(self) -> bool:

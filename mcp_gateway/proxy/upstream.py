@@ -31,6 +31,7 @@ from ..config import HttpUpstream, StdioUpstream, resolve
 from ..config import Upstream as UpstreamConfig
 from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
+from ..observe.tracing import TRACEPARENT
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
 
@@ -506,7 +507,12 @@ class Upstream:
         timeout: float | None,
         log_level: str | None = None,
         extra: dict[str, str] | None = None,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
+        if traceparent is not None:
+            # The trace this request belongs to, as MCP carries it (`_meta`) and, over HTTP,
+            # as every HTTP server reads it (the W3C header).
+            params = {**params, "_meta": {**jsonrpc.meta_of(params), TRACEPARENT: traceparent}}
         if self.modern:
             params = self._envelope(params, caps, log_level)
             headers = self._headers(method, params)
@@ -517,6 +523,8 @@ class Upstream:
             headers = None
         if extra:
             headers = {**(headers or {}), **extra}
+        if traceparent is not None and isinstance(self.config, HttpUpstream):
+            headers = {**(headers or {}), TRACEPARENT: traceparent}
         return await conn.request(method, params, sink=sink, timeout=timeout, headers=headers)
 
     async def call(
@@ -529,9 +537,11 @@ class Upstream:
         log_level: str | None = None,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
         """Forward one request (with `headers` besides the connection's own, over HTTP);
-        raises `UpstreamError` when the upstream is not there."""
+        raises `UpstreamError` when the upstream is not there. `traceparent` (W3C) names the
+        span the request is sent from."""
         conn = self._conn
         if conn is None or self.state != "ready":
             detail = f": {self.last_error}" if self.last_error else ""
@@ -545,7 +555,7 @@ class Upstream:
             # The one extension the gateway relays (its tasks are registered and governed).
             caps = {**caps, "extensions": {TASKS_EXTENSION: {}}}
         result = await self._request(
-            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers
+            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers, traceparent
         )
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:

@@ -40,6 +40,7 @@ from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending
 from ..limits import RETRY_AFTER, LimitReached
+from ..observe.tracing import TRACEPARENT
 from ..proxy.relay_tasks import TASK_METHODS
 from ..proxy.router import Router
 from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
@@ -214,7 +215,7 @@ class McpEndpoint:
             await sse.send_json(send, 400, jsonrpc.error(message.get("id"), unsupported_version(version)))
             return
         if message.get("method") == "initialize" and "id" in message:
-            await self._initialize(receive, send, who, message, wants_sse)
+            await self._initialize(receive, send, who, message, wants_sse, headers.get(TRACEPARENT))
             return
         held = await self._session(send, headers, who, message.get("id"))
         if held is None:
@@ -236,14 +237,21 @@ class McpEndpoint:
             protocol_version=session.protocol_version,
             client_capabilities=session.client_capabilities,
             log_level=session.log_level,
+            traceparent=headers.get(TRACEPARENT),
         )
         await self._serve(receive, send, call, wants_sse, held.replay)
 
     async def _initialize(
-        self, receive: Receive, send: Send, who: Principal, message: Message, wants_sse: bool
+        self,
+        receive: Receive,
+        send: Send,
+        who: Principal,
+        message: Message,
+        wants_sse: bool,
+        traceparent: str | None = None,
     ) -> None:
         session = Session(principal=who)
-        call = Call(session, message["id"], "initialize", jsonrpc.params_of(message))
+        call = Call(session, message["id"], "initialize", jsonrpc.params_of(message), traceparent=traceparent)
         try:
             result = await self.router.handle(call)
         except GatewayError as exc:
@@ -359,6 +367,7 @@ class McpEndpoint:
             protocol_version=MODERN_VERSIONS[0],
             client_capabilities=caps if isinstance(caps, dict) else {},
             log_level=level if isinstance(level, str) else None,
+            traceparent=headers.get(TRACEPARENT),
         )
         if call.method == "subscriptions/listen":
             if not wants_sse:

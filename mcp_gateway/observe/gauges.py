@@ -1,0 +1,67 @@
+"""The gateway's state as Prometheus reads it at scrape time: nothing here is on the
+request path, so what is open, engaged or up is counted when asked for."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..policy.model import SCOPES
+from .metrics import PREFIX, gauge
+
+if TYPE_CHECKING:
+    from ..runtime import Gateway
+
+
+def read(gateway: Gateway) -> Iterable[Metric]:
+    governance, snapshots = gateway.governance, gateway.snapshots
+    inflight = governance.inflight
+
+    calls = gauge("calls_in_flight", "Calls forwarded and not yet answered.")
+    calls.add_metric([], len(inflight))
+    yield calls
+
+    sessions = gauge("sessions_open", "Handshake-era client sessions open.")
+    sessions.add_metric([], len(gateway.router.sessions))
+    yield sessions
+    streams = gauge("streams_open", "GET and subscriptions/listen streams open.")
+    streams.add_metric([], inflight.open_count(kind="stream"))
+    yield streams
+
+    now = time.time()
+    engaged = dict.fromkeys(SCOPES, 0)
+    policy = snapshots.current.policy
+    for switch in policy.switches:
+        if switch.active(now):
+            engaged[switch.scope] += 1
+    switches = gauge("kill_switches_engaged", "Kill switches engaged, by scope.", ["scope"])
+    for scope, count in engaged.items():
+        switches.add_metric([scope], count)
+    yield switches
+
+    up = gauge("upstream_up", "1 while the upstream is connected and ready, else 0.", ["server"])
+    restarts = CounterMetricFamily(
+        f"{PREFIX}_upstream_restarts", "Times the upstream's connection was started again.", labels=["server"]
+    )
+    for name, upstream in gateway.upstreams.items():
+        up.add_metric([name], 1 if upstream.state == "ready" else 0)
+        restarts.add_metric([name], upstream.restarts)
+    yield up
+    yield restarts
+
+    version = gauge("policy_version", "The live policy bundle's version.")
+    version.add_metric([], policy.policy_version)
+    yield version
+    age = gauge("snapshot_age_seconds", "Seconds since the policy snapshot was last confirmed current.")
+    age.add_metric([], max(0.0, snapshots.age()) if snapshots.age() != float("inf") else -1)
+    yield age
+    stale = gauge("snapshot_stale", "1 while the snapshot is past its bound (every call denied).")
+    stale.add_metric([], 1 if snapshots.stale() else 0)
+    yield stale
+
+    queue = GaugeMetricFamily(f"{PREFIX}_audit_queue_depth", "Audit rows queued, not yet committed.")
+    queue.add_metric([], governance.writer.depth)
+    yield queue

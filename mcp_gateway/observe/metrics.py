@@ -1,0 +1,232 @@
+"""Prometheus metrics: the instruments the request path records into, and the registry
+`/metrics` exposes.
+
+Every gateway has its own `CollectorRegistry` (tests run several in one process). Label
+sets are bounded: servers and teams are configured; a tool or prompt is labelled by name
+only when it came from the catalog (a name the catalog does not have is `_unknown`, a
+resource is `_resource`: URIs under a template are unbounded); methods outside the
+protocol's are `_other`; principals are never labels.
+
+The request path records into plain dicts on the event loop's thread (see `_Counter`); the
+registry turns them into prometheus_client metric families when scraped, so the exposition
+is the library's.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+PREFIX = "mcp_gateway"
+
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Seconds: 0.1-10 ms resolved finely (the gateway's own cost lives there), then coarser to
+the upstream timeouts."""
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+METHODS = frozenset(
+    {
+        "initialize",
+        "server/discover",
+        "ping",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "tools/call",
+        "prompts/get",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "subscriptions/listen",
+    }
+)
+UNKNOWN = "_unknown"
+RESOURCE = "_resource"
+OTHER = "_other"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
+def denial_reason(reason: str, rule_id: str | None, kill_switch_id: str | None) -> str:
+    """A denial's reason as one of a few label values (the reason text itself is free)."""
+    if kill_switch_id is not None or reason.startswith("kill switch"):
+        return "kill_switch"
+    if rule_id is not None:
+        return "rule"
+    if reason.startswith("the policy snapshot is stale"):
+        return "stale_snapshot"
+    if reason.startswith("ambiguous"):
+        return "ambiguous_uri"
+    if reason.startswith(("no such", "the request names no")):
+        return "unknown_target"
+    if reason == "audit unavailable":
+        return "audit_unavailable"
+    return "no_rule"
+
+
+class _Counter:
+    """A counter family kept as a dict of label values to counts, read at scrape time.
+
+    prometheus_client's own `Counter` locks for every increment (it may be shared by
+    threads); here every increment and every scrape happen on the event loop's thread, so
+    a dict update is enough: a fifth of the cost, on a path every request takes."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, value in list(self.values.items()):
+            family.add_metric(list(key), value)
+        return family
+
+
+class _Histogram:
+    """A histogram family, as `_Counter` is a counter: per label values, the count in each
+    bucket (found by bisection) and the sum; cumulated only when scraped."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.bounds = buckets
+        self._les: list[str] = [floatToGoString(b) for b in buckets]  # type: ignore[no-untyped-call]
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        """Per label values: a count per bucket, one for +Inf, then the sum."""
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, series in list(self.series.items()):
+            total, buckets = 0.0, []
+            for le, count in zip([*self._les, "+Inf"], series[:-1], strict=True):
+                total += count
+                buckets.append((le, total))
+            family.add_metric(list(key), buckets, series[-1])
+        return family
+
+
+class Metrics:
+    """The gateway's instruments, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = _Counter(
+            f"{PREFIX}_requests",
+            "MCP requests answered, by method, team and result (ok, error).",
+            ["method", "team", "result"],
+        )
+        self.calls = _Counter(
+            f"{PREFIX}_calls",
+            "Governed requests (calls, reads, prompts, subscriptions, completions) by target, decision and outcome.",
+            ["server", "tool", "team", "method", "decision", "outcome"],
+        )
+        self.denials = _Counter(f"{PREFIX}_denials", "Requests denied, by reason.", ["reason"])
+        self.added = _Histogram(
+            f"{PREFIX}_added_latency_seconds",
+            "Time the gateway added to a request: its whole time less the time spent waiting on upstreams.",
+            ["method"],
+            LATENCY_BUCKETS,
+        )
+        self.upstream = _Histogram(
+            f"{PREFIX}_upstream_latency_seconds",
+            "Time from forwarding a request upstream to its answer, by server.",
+            ["server"],
+            LATENCY_BUCKETS,
+        )
+        self.audit_batch = _Histogram(
+            f"{PREFIX}_audit_commit_batch_rows", "Audit rows written per commit.", [], BATCH_BUCKETS
+        )
+        self.audit_commit = _Histogram(
+            f"{PREFIX}_audit_commit_seconds", "Time one audit commit took.", [], LATENCY_BUCKETS
+        )
+        self.audit_failures = _Counter(f"{PREFIX}_audit_commit_failures", "Audit commits that failed.", [])
+        families = (
+            self.requests,
+            self.calls,
+            self.denials,
+            self.added,
+            self.upstream,
+            self.audit_batch,
+            self.audit_commit,
+            self.audit_failures,
+        )
+        self.registry.register(_Read(lambda: [f.family() for f in families]))
+
+    def request(self, method: str, team: str, result: str, added: float) -> None:
+        method = method_label(method)  # first: a caller's made-up method is one label value
+        self.requests.inc((method, team, result))
+        self.added.observe((method,), added)
+
+    def call(self, server: str, tool: str, team: str, method: str, decision: str, outcome: str) -> None:
+        self.calls.inc((server, tool, team, method_label(method), decision, outcome))
+
+    def denied(self, reason: str) -> None:
+        self.denials.inc((reason,))
+
+    def upstream_latency(self, server: str, seconds: float) -> None:
+        self.upstream.observe((server,), seconds)
+
+    def audit_committed(self, rows: int, seconds: float, ok: bool) -> None:
+        self.audit_batch.observe((), rows)
+        self.audit_commit.observe((), seconds)
+        if not ok:
+            self.audit_failures.inc(())
+
+    def gauges(self, read: Callable[[], Iterable[Metric]]) -> None:
+        """Register state read at scrape time (what is open, engaged, up), not on the request path."""
+        self.registry.register(_Read(read))
+
+
+class _Read(Collector):
+    def __init__(self, read: Callable[[], Iterable[Metric]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        return self._read()
+
+
+def gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels)
