@@ -1,0 +1,144 @@
+"""An attacker's review of identity: admin roles, the OAuth resource server and the dashboard.
+
+The identity provider here is a small one of our own on loopback (a JWKS and an
+introspection endpoint, served by uvicorn), so a test can publish keys the way some real
+providers do (Entra ID's key set names no `alg`) and see what the gateway sends it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mcp_gateway.runtime import Gateway
+
+from ..support import ADMIN_TOKEN_ENV, environ, free_port, raw_client, serve, serving, write_config
+
+pytestmark = pytest.mark.anyio
+
+PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+KID = "rsa-1"
+
+
+@dataclass
+class Idp:
+    """A provider on loopback: its signing key, and what it was asked."""
+
+    issuer: str
+    key: rsa.RSAPrivateKey
+    introspected: list[str] = field(default_factory=list)
+
+    def sign(self, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
+        now = int(time.time())
+        body = {"iss": self.issuer, "iat": now, "exp": now + 300, **claims}
+        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": KID, **(header or {})})
+
+
+@asynccontextmanager
+async def idp(publish_alg: bool = False) -> AsyncIterator[Idp]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk = {**public, "kid": KID, "use": "sig", **({"alg": "RS256"} if publish_alg else {})}
+    provider = Idp("", key)
+
+    async def jwks(request: Request) -> JSONResponse:
+        return JSONResponse({"keys": [jwk]})
+
+    async def introspect(request: Request) -> JSONResponse:
+        form = await request.form()
+        provider.introspected.append(str(form.get("token")))
+        return JSONResponse({"active": False})
+
+    app = Starlette(routes=[Route("/jwks", jwks), Route("/introspect", introspect, methods=["POST"])])
+    async with serving(app) as port:
+        provider.issuer = f"http://127.0.0.1:{port}"
+        yield provider
+
+
+@asynccontextmanager
+async def gateway(
+    tmp_path: Path, provider: Idp, auth: str = "oauth", **oauth: Any
+) -> AsyncIterator[tuple[str, Gateway]]:
+    port = free_port()
+    settings = {
+        "issuer": provider.issuer,
+        "audience": f"http://127.0.0.1:{port}/mcp",
+        "jwks_uri": f"{provider.issuer}/jwks",
+        "teams": {"eng": "local"},
+        **oauth,
+    }
+    config = write_config(tmp_path, {}, auth=auth, oauth=settings, admin_token={"$env": ADMIN_TOKEN_ENV})
+    async with serve(config, port=port) as (url, gw):
+        yield url, gw
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+async def test_a_token_whose_alg_does_not_fit_the_key_type_is_refused_401_not_a_server_error(
+    tmp_path: Path,
+) -> None:
+    """A key set without `alg` (Entra ID publishes its keys so) and a made-up token whose
+    header says EdDSA over the RSA key's kid: PyJWT raises InvalidKeyError, which is not an
+    InvalidTokenError. Unauthenticated, it must be a plain 401 on /mcp and the admin API,
+    not a 500 with a traceback per request."""
+    async with idp() as provider, gateway(tmp_path, provider) as (url, gw):
+        audience = gw.settings.oauth.audience  # type: ignore[union-attr]
+        good = provider.sign({"aud": audience, "sub": "alice", "groups": ["eng"], "roles": ["viewer"]})
+        _, payload, signature = good.split(".")
+        forged = {alg: f"{_b64({'alg': alg, 'kid': KID})}.{payload}.{signature}" for alg in ("EdDSA", "ES256")}
+        async with raw_client(url) as http:
+            accepted = await http.get("/admin/api/status", headers={"Authorization": f"Bearer {good}"})
+            assert accepted.status_code == 200, "the key set works: a real token passes"
+            answers = {}
+            for alg, token in forged.items():
+                bearer = {"Authorization": f"Bearer {token}"}
+                answers[alg] = (
+                    (await http.post("/mcp", json=PING, headers=bearer)).status_code,
+                    (await http.get("/admin/api/status", headers=bearer)).status_code,
+                )
+    assert answers == {"EdDSA": (401, 401), "ES256": (401, 401)}
+
+
+@pytest.mark.parametrize("auth", ["oauth", "keys+oauth"])
+async def test_the_gateways_own_keys_and_admin_tokens_are_never_sent_to_the_providers_introspection(
+    tmp_path: Path, auth: str
+) -> None:
+    """An agent key or an admin token presented on /mcp (by mistake, or by an agent trying
+    it) is a secret of this gateway: asking the provider about it hands it to a third party."""
+    introspection = {
+        "endpoint": "",
+        "client_id": "gateway",
+        "client_secret": {"$env": "REVIEW_ID_INTROSPECTION_SECRET"},
+        "cache_seconds": 0,
+    }
+    with environ(REVIEW_ID_INTROSPECTION_SECRET="gateway-secret"):
+        async with idp() as provider:
+            introspection["endpoint"] = f"{provider.issuer}/introspect"
+            async with gateway(tmp_path, provider, auth=auth, introspection=introspection) as (url, _):
+                secrets = ["mgw_0123456789ab_" + "k" * 43, "mgwa_0123456789ab_" + "a" * 43]
+                async with raw_client(url) as http:
+                    statuses = [
+                        (await http.post("/mcp", json=PING, headers={"Authorization": f"Bearer {s}"})).status_code
+                        for s in secrets
+                    ]
+                    opaque = await http.post("/mcp", json=PING, headers={"Authorization": "Bearer opaque-token"})
+    assert statuses == [401, 401]
+    assert opaque.status_code == 401
+    assert provider.introspected == ["opaque-token"], "only the opaque token was asked about"
