@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -142,3 +143,19 @@ async def test_the_gateways_own_keys_and_admin_tokens_are_never_sent_to_the_prov
     assert statuses == [401, 401]
     assert opaque.status_code == 401
     assert provider.introspected == ["opaque-token"], "only the opaque token was asked about"
+
+
+async def test_a_flood_of_refused_dashboard_logins_writes_one_log_line_not_one_per_attempt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The login form is open to anyone: one WARNING per refused token let an unauthenticated
+    caller write the gateway's log as fast as it can post. The first refusal is logged at
+    once (an operator sees the attempt); later ones within the interval are counted."""
+    config = write_config(tmp_path, {}, auth="keys", policies=None)
+    caplog.set_level(logging.WARNING, logger="mcp_gateway.dashboard")
+    async with serve(config) as (url, _), raw_client(url) as http:
+        answers = {(await http.post("/admin/login", data={"token": f"guess-{i}"})).status_code for i in range(30)}
+    lines = [r.getMessage() for r in caplog.records if "login" in r.getMessage() and "refused" in r.getMessage()]
+    assert answers == {401}
+    assert len(lines) == 1, lines
+    assert "from 127.0.0.1" in lines[0]
