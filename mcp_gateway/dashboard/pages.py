@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..admin.common import ApiError, gateway
-from ..admin.models import EngageSwitch
+from ..admin.models import EngageSwitch, ReleaseSwitch
 from ..admin.operators import LOCAL, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
 from ..audit.writer import AuditUnavailable
@@ -226,6 +226,10 @@ async def _acting(request: Request, needed: Role, what: str) -> tuple[Session, d
             403,
             message=f"Your role, {session.operator.role.value}, cannot {what}: that needs {needed.value}.",
         )
+    if any("\x00" in value for value in form.values()):
+        # As the REST API's `body` refuses them: a NUL reaching the audit row (written first)
+        # fails its whole group commit on PostgreSQL, and the row saying who did it is lost.
+        return _render("refused.html", 400, message="A field held a NUL character: nothing was done.")
     return session, form
 
 
@@ -269,7 +273,11 @@ async def release(request: Request) -> Response:
     if isinstance(acting, Response):
         return acting
     session, form = acting
-    reason = form.get("reason", "").strip() or "released from the dashboard"
+    try:
+        spec = ReleaseSwitch(reason=form.get("reason", "").strip() or "released from the dashboard")
+    except ValidationError as exc:
+        return await _page(request, session, status=400, notice=f"reason: {exc.errors(include_url=False)[0]['msg']}")
+    reason = spec.reason
     switch_id = request.path_params["id"][:64]
     return await _done(request, session, release_switch(gateway(request), session.operator, switch_id, reason))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,7 +30,8 @@ from starlette.routing import Route
 
 from mcp_gateway.runtime import Gateway
 
-from ..support import ADMIN_TOKEN_ENV, environ, free_port, raw_client, serve, serving, write_config
+from ..stores import postgres_database
+from ..support import ADMIN_TOKEN, ADMIN_TOKEN_ENV, environ, free_port, raw_client, serve, serving, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +162,36 @@ async def test_a_flood_of_refused_dashboard_logins_writes_one_log_line_not_one_p
     assert answers == {401}
     assert len(lines) == 1, lines
     assert "from 127.0.0.1" in lines[0]
+
+
+async def _dashboard_session(http: httpx2.AsyncClient) -> str:
+    """Log `http` in with the configured admin token; the page's CSRF token."""
+    assert (await http.post("/admin/login", data={"token": ADMIN_TOKEN})).status_code == 303
+    match = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/admin")).text)
+    assert match is not None
+    return match.group(1)
+
+
+async def test_a_nul_in_a_dashboard_form_is_refused_and_fails_no_audit_batch_on_postgresql(tmp_path: Path) -> None:
+    """The REST API refuses a NUL in a body before anything is written; the dashboard's
+    forms skipped that check, so an operator's reason with a NUL reached the audit row
+    (written first), which PostgreSQL text cannot hold: the whole group commit failed, with
+    whatever agents' decision rows shared it, the writer went unhealthy (/readyz 503), and
+    the one row that would say who did it is the one that was lost."""
+    async with postgres_database() as database:
+        config = write_config(tmp_path, {}, auth="keys", policies=None, database_url=database)
+        async with serve(config) as (url, gw):
+            async with httpx2.AsyncClient(base_url=url.removesuffix("/mcp"), timeout=30) as http:
+                csrf = await _dashboard_session(http)
+                release = await http.post(
+                    "/admin/kill-switches/nothing/release", data={"csrf": csrf, "reason": "drill\x00"}
+                )
+                engage = await http.post(
+                    "/admin/kill-switches", data={"csrf": csrf, "scope": "team", "team": "ghost", "reason": "x\x00"}
+                )
+                long_reason = await http.post(
+                    "/admin/kill-switches/nothing/release", data={"csrf": csrf, "reason": "r" * 5000}
+                )
+            failures = gw.governance.writer.failures
+    assert (release.status_code, engage.status_code, long_reason.status_code) == (400, 400, 400)
+    assert failures == 0, "no audit batch failed"
