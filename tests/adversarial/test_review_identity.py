@@ -195,3 +195,24 @@ async def test_a_nul_in_a_dashboard_form_is_refused_and_fails_no_audit_batch_on_
             failures = gw.governance.writer.failures
     assert (release.status_code, engage.status_code, long_reason.status_code) == (400, 400, 400)
     assert failures == 0, "no audit batch failed"
+
+
+@pytest.mark.parametrize("name", ["alice\u200b", "\u202eecila", "alice\u00a0", " alice"])
+async def test_a_principal_name_with_invisible_or_surrounding_characters_is_refused_not_passed_off_as_another(
+    tmp_path: Path, name: str
+) -> None:
+    """`platform/alice` and `platform/alice<ZWSP>` look the same on the dashboard and in the
+    audit, but a principal kill switch on the one does not stop the other (and the
+    dashboard's audit filter drops an unprintable value, so the second cannot even be looked
+    up there). A name the provider lets a user choose must be one an operator can type."""
+    async with idp() as provider, gateway(tmp_path, provider) as (url, gw):
+        audience = gw.settings.oauth.audience  # type: ignore[union-attr]
+        tokens = {n: provider.sign({"aud": audience, "sub": n, "groups": ["eng"]}) for n in ("alice", name)}
+        async with raw_client(url) as http:
+            answers = {
+                n: await http.post("/mcp", json=PING, headers={"Authorization": f"Bearer {t}"})
+                for n, t in tokens.items()
+            }
+    assert answers["alice"].status_code not in (401, 403), answers["alice"].text
+    assert answers[name].status_code == 403, answers[name].text
+    assert "usable" in answers[name].text
