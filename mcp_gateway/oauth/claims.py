@@ -10,7 +10,7 @@ audit name the same caller whatever token it presents.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..identity import Principal
 from ..roles import Role
@@ -38,7 +38,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _usable(name: object) -> bool:
+def _usable(name: object) -> TypeGuard[str]:
     """A name an operator can read and type: no control, format (zero-width, direction
     override) or non-ASCII space characters, none around it. `platform/alice` and
     `platform/alice<U+200B>` look alike, yet a principal kill switch on one misses the other."""
