@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..admin.common import gateway
-from ..admin.operators import LOCAL, Operator, by_token, local_caller
+from ..admin.operators import LOCAL, Operator, by_token, local_caller, note_use
 from ..roles import Role
 from ..runtime import Gateway
 
@@ -78,7 +78,10 @@ async def session_of(request: Request) -> Session | None:
         operator = Operator(LOCAL, Role.admin) if local_caller(request) else None
     else:
         operator = await by_token(gw, token)
-    return Session(operator, csrf, token) if operator is not None else None
+    if operator is None:
+        return None
+    note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too
+    return Session(operator, csrf, token)
 
 
 def csrf_ok(session: Session, sent: object) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import jwt
 import pytest
@@ -31,7 +32,17 @@ from starlette.routing import Route
 from mcp_gateway.runtime import Gateway
 
 from ..stores import postgres_database
-from ..support import ADMIN_TOKEN, ADMIN_TOKEN_ENV, environ, free_port, raw_client, serve, serving, write_config
+from ..support import (
+    ADMIN_TOKEN,
+    ADMIN_TOKEN_ENV,
+    admin_client,
+    environ,
+    free_port,
+    raw_client,
+    serve,
+    serving,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -216,3 +227,25 @@ async def test_a_principal_name_with_invisible_or_surrounding_characters_is_refu
     assert answers["alice"].status_code not in (401, 403), answers["alice"].text
     assert answers[name].status_code == 403, answers[name].text
     assert "usable" in answers[name].text
+
+
+async def test_a_stored_admin_token_used_only_on_the_dashboard_shows_as_used(tmp_path: Path) -> None:
+    """`last_used_at` is what an operator reads to find tokens to revoke (and a stolen one
+    in use): the REST API noted each use, the dashboard none, so a token used only there,
+    by its owner or by whoever took it, was listed as never used."""
+    config = write_config(tmp_path, {}, auth="keys", policies=None)
+    async with serve(config) as (url, _):
+        base = url.removesuffix("/mcp")
+        async with admin_client(url) as admin:
+            made = (await admin.post("/admin-tokens", json={"name": "wall-screen", "role": "viewer"})).json()
+        async with httpx2.AsyncClient(base_url=base, timeout=30) as browser:
+            assert (await browser.post("/admin/login", data={"token": made["token"]})).status_code == 303
+            assert (await browser.get("/admin")).status_code == 200
+        used = None
+        with anyio.move_on_after(10):  # the use is written in the background, within a store round trip
+            while used is None:
+                async with admin_client(url) as admin:
+                    rows = (await admin.get("/admin-tokens")).json()["items"]
+                used = next(r["last_used_at"] for r in rows if r["id"] == made["id"])
+                await anyio.sleep(0.05)
+    assert used is not None
