@@ -249,3 +249,24 @@ async def test_a_stored_admin_token_used_only_on_the_dashboard_shows_as_used(tmp
                 used = next(r["last_used_at"] for r in rows if r["id"] == made["id"])
                 await anyio.sleep(0.05)
     assert used is not None
+
+
+async def test_an_admin_token_cannot_take_a_name_the_audit_already_gives_to_someone_else(tmp_path: Path) -> None:
+    """The audit names the actor by the token's name only: two tokens called `oncall`, or a
+    stored token called `admin-token` (the configured token's actor name), made the audit
+    unable to say which credential acted, and so which one to revoke after an incident."""
+    config = write_config(tmp_path, {}, auth="keys", policies=None)
+    async with serve(config) as (url, _), admin_client(url) as admin:
+        first = await admin.post("/admin-tokens", json={"name": "oncall", "role": "operator"})
+        await admin.delete(f"/admin-tokens/{first.json()['id']}")
+        again = await admin.post("/admin-tokens", json={"name": "oncall", "role": "admin"})
+        built_in = [
+            (await admin.post("/admin-tokens", json={"name": name, "role": "viewer"})).status_code
+            for name in ("admin-token", "local-admin")
+        ]
+        names = [t["name"] for t in (await admin.get("/admin-tokens")).json()["items"]]
+    assert first.status_code == 201
+    assert again.status_code == 409, again.text
+    assert "oncall" in again.json()["error"]["message"]
+    assert built_in == [409, 409]
+    assert names == ["oncall"]
