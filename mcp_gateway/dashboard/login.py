@@ -96,8 +96,18 @@ def set_cookie(response: Response, request: Request, value: str) -> None:
         path="/admin",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=over_https(request),
     )
+
+
+def over_https(request: Request) -> bool:
+    """Whether the browser reached the dashboard over HTTPS: directly, or through a proxy
+    that ended TLS (the gateway reads no proxy headers, so it sees http then) and says so
+    in `X-Forwarded-Proto`, or as the form's `Origin` shows. A caller can only make its own
+    cookie stricter with these, so they need no trust."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    origin = request.headers.get("origin", "").lower()
+    return request.url.scheme == "https" or forwarded == "https" or origin.startswith("https://")
 
 
 def clear_cookie(response: Response) -> None:

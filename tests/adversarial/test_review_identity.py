@@ -270,3 +270,24 @@ async def test_an_admin_token_cannot_take_a_name_the_audit_already_gives_to_some
     assert "oncall" in again.json()["error"]["message"]
     assert built_in == [409, 409]
     assert names == ["oncall"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Forwarded-Proto": "https"}, {"Origin": "https://localhost"}],
+    ids=["forwarded-proto", "origin"],
+)
+async def test_a_dashboard_login_made_over_https_through_a_tls_proxy_gets_a_secure_cookie(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    """The cookie carries the admin token (sealed): it must never go out over plain HTTP.
+    The gateway runs without proxy headers, so behind a TLS-terminating proxy every request
+    it sees is http and the cookie was never `Secure`: one visit to the http:// address (a
+    redirect to https, a typed URL) sent it in clear, replayable for eight hours."""
+    config = write_config(tmp_path, {}, auth="keys", policies=None)
+    async with serve(config) as (url, _), httpx2.AsyncClient(base_url=url.removesuffix("/mcp"), timeout=30) as http:
+        proxied = await http.post("/admin/login", data={"token": ADMIN_TOKEN}, headers=headers)
+        direct = await http.post("/admin/login", data={"token": ADMIN_TOKEN})
+    assert proxied.status_code == direct.status_code == 303
+    assert "secure" in proxied.headers["set-cookie"].lower()
+    assert "secure" not in direct.headers["set-cookie"].lower(), "plain http on loopback (development) keeps working"
