@@ -291,3 +291,29 @@ async def test_a_dashboard_login_made_over_https_through_a_tls_proxy_gets_a_secu
     assert proxied.status_code == direct.status_code == 303
     assert "secure" in proxied.headers["set-cookie"].lower()
     assert "secure" not in direct.headers["set-cookie"].lower(), "plain http on loopback (development) keeps working"
+
+
+async def test_a_page_on_another_loopback_port_cannot_act_as_the_local_admin_of_an_auth_none_gateway(
+    tmp_path: Path,
+) -> None:
+    """An `auth: none` loopback gateway lets its own machine use the admin API without a
+    token. Origins on loopback pass the DNS-rebinding check whatever their port, and a
+    browser sends a `text/plain` POST cross-origin without a preflight: any page served on
+    this machine (a dev server, a tool's web UI) could engage a global kill switch or
+    create a token that locks the local admin out. Its response is unreadable, its action
+    was not. The local admin is the gateway's own origin, or a caller with no Origin."""
+    config = write_config(tmp_path, {}, auth="none")
+    async with serve(config) as (url, _), raw_client(url) as http:
+        port = url.split(":")[2].split("/")[0]
+        body = '{"scope": "global", "reason": "drill"}'
+        plain = {"content-type": "text/plain"}
+        elsewhere = await http.post(
+            "/admin/api/kill-switches", content=body, headers={**plain, "Origin": "http://localhost:5173"}
+        )
+        itself = await http.post(
+            "/admin/api/kill-switches", content=body, headers={**plain, "Origin": f"http://127.0.0.1:{port}"}
+        )
+        no_origin = await http.get("/admin/api/kill-switches")
+    assert elsewhere.status_code == 401, elsewhere.text
+    assert itself.status_code == 201, itself.text
+    assert len(no_origin.json()["items"]) == 1, "only the gateway's own origin engaged one"
