@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mcp_gateway.oauth import introspection
 from mcp_gateway.runtime import Gateway
 
 from ..stores import postgres_database
@@ -57,6 +58,8 @@ class Idp:
     issuer: str
     key: rsa.RSAPrivateKey
     introspected: list[str] = field(default_factory=list)
+    active: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Opaque tokens the introspection endpoint calls active, with their claims."""
 
     def sign(self, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
         now = int(time.time())
@@ -76,8 +79,10 @@ async def idp(publish_alg: bool = False) -> AsyncIterator[Idp]:
 
     async def introspect(request: Request) -> JSONResponse:
         form = await request.form()
-        provider.introspected.append(str(form.get("token")))
-        return JSONResponse({"active": False})
+        token = str(form.get("token"))
+        provider.introspected.append(token)
+        claims = provider.active.get(token)
+        return JSONResponse({"active": True, **claims} if claims else {"active": False})
 
     app = Starlette(routes=[Route("/jwks", jwks), Route("/introspect", introspect, methods=["POST"])])
     async with serving(app) as port:
@@ -317,3 +322,34 @@ async def test_a_page_on_another_loopback_port_cannot_act_as_the_local_admin_of_
     assert elsewhere.status_code == 401, elsewhere.text
     assert itself.status_code == 201, itself.text
     assert len(no_origin.json()["items"]) == 1, "only the gateway's own origin engaged one"
+
+
+async def test_a_flood_of_made_up_opaque_tokens_does_not_evict_the_cached_answers_for_real_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers are cached so an agent's token is not asked about on every request. Refusals
+    shared that table: made-up tokens (free to send, no credential needed) pushed the real
+    answers out, so real tokens went back to the provider, competing with the flood for the
+    `max_concurrent` questions (past which a token is refused). The table is made small
+    here so the flood is short."""
+    monkeypatch.setattr(introspection, "MAX_CACHED", 4)
+    settings = {"endpoint": "", "client_id": "gateway", "client_secret": {"$env": "REVIEW_ID_INTROSPECTION_SECRET"}}
+    with environ(REVIEW_ID_INTROSPECTION_SECRET="gateway-secret"):
+        async with idp() as provider:
+            settings["endpoint"] = f"{provider.issuer}/introspect"
+            async with gateway(tmp_path, provider, introspection={**settings, "cache_seconds": 300}) as (url, gw):
+                audience = gw.settings.oauth.audience  # type: ignore[union-attr]
+                claims = {"iss": provider.issuer, "aud": audience, "exp": time.time() + 300, "sub": "alice"}
+                provider.active["real-token"] = {**claims, "groups": ["eng"]}
+                async with raw_client(url) as http:
+
+                    async def send(token: str) -> int:
+                        headers = {"Authorization": f"Bearer {token}"}
+                        return (await http.post("/mcp", json=PING, headers=headers)).status_code
+
+                    first = await send("real-token")
+                    flood = {await send(f"made-up-{i}") for i in range(12)}
+                    again = await send("real-token")
+    assert first == again and first not in (401, 403)
+    assert flood == {401}
+    assert provider.introspected.count("real-token") == 1, "its answer was still cached"
