@@ -54,10 +54,16 @@ def local_caller(request: Request) -> bool:
     gw: Gateway = request.app.state.gateway
     if gw.settings.auth != "none" or not tokenless(gw):
         return False
-    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+    authority = request.headers.get("host", "").lower()
+    host = authority.rsplit(":", 1)[0].strip("[]")
     peer = request.client.host if request.client else ""
     local = host in ("127.0.0.1", "localhost", "::1") and peer in ("127.0.0.1", "::1", "localhost")
-    return gw.settings.is_loopback() and local
+    # A browser page on another loopback port passes the Host and Origin check and may send
+    # a simple (text/plain) POST without a preflight: only the gateway's own pages, or a
+    # caller that sends no Origin (curl, the CLI), are this machine's admin.
+    origin = request.headers.get("origin")
+    own = origin is None or origin.lower() in (f"http://{authority}", f"https://{authority}")
+    return gw.settings.is_loopback() and local and own
 
 
 def by_admin_token(gw: Gateway, token: str) -> Operator | None:

@@ -79,7 +79,7 @@ def openapi() -> dict[str, Any]:
         }
         if "{id}" in path:
             operation["responses"]["404"] = {"description": "No such item"}
-        if creates and path != "/admin-tokens":
+        if creates:
             operation["responses"]["409"] = {"description": "It exists already, or rules are managed by policy files"}
         if query:
             operation["responses"]["400"] = {"description": "Invalid query parameters"}

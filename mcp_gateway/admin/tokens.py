@@ -11,10 +11,22 @@ from ..roles import Role
 from ..store import identity as store
 from .common import ApiError, admin, audited, body, gateway, ok, refreshed
 from .models import NewAdminToken
+from .operators import CONFIGURED, LOCAL
+
+
+class NameTaken(ValueError):
+    """The audit names an actor by its token's name, so a name stands for one credential."""
 
 
 async def make_admin_token(engine: AsyncEngine, name: str, role: Role) -> dict[str, object]:
-    """Create an admin token; the secret (`token`) appears only in what this returns."""
+    """Create an admin token; the secret (`token`) appears only in what this returns.
+    `NameTaken` if a stored token (revoked ones too: their rows stay in the audit) or a
+    built-in actor (`admin-token`, `local-admin`) has the name."""
+    if name in (CONFIGURED, LOCAL) or any(row["name"] == name for row in await store.list_admin_tokens(engine)):
+        raise NameTaken(
+            f"the name {name!r} is taken (by an admin token, revoked or not, or a built-in actor): "
+            "the audit names actors by it, so give this token a name of its own"
+        )
     token_id, secret, hashed = auth.new_key(auth.ADMIN_PREFIX)
     row = await store.add_admin_token(engine, token_id, name, hashed, role)
     return {**row, "token": secret}
@@ -32,7 +44,10 @@ async def create_admin_token(request: Request, actor: str) -> Response:
     """Create an admin token with a role. The response holds the token; it is not stored and cannot be shown again."""
     spec = await body(request, NewAdminToken)
     await audited(request, actor, "admin_token.create", f"{spec.name} ({spec.role})")
-    created = await make_admin_token(gateway(request).engine, spec.name, spec.role)
+    try:
+        created = await make_admin_token(gateway(request).engine, spec.name, spec.role)
+    except NameTaken as exc:
+        raise ApiError(409, "exists", str(exc)) from None
     await refreshed(request)
     return ok(created, 201)
 

@@ -133,7 +133,7 @@ def run_token_create(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from ..admin.models import NewAdminToken
-    from ..admin.tokens import make_admin_token
+    from ..admin.tokens import NameTaken, make_admin_token
 
     role = args.role
     if role is None:
@@ -158,7 +158,11 @@ def run_token_create(args: argparse.Namespace) -> int:
         async with store(settings) as engine:
             return await make_admin_token(engine, spec.name, spec.role)
 
-    created = run_with_store(settings, main)
+    try:
+        created = run_with_store(settings, main)
+    except NameTaken as exc:
+        print(f"error: {escape(str(exc))}", file=sys.stderr)
+        return 1
     print(
         f"created admin token {created['id']} for {spec.name}, role {spec.role} (shown once, store it now):",
         file=sys.stderr,

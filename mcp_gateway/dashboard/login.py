@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..admin.common import gateway
-from ..admin.operators import LOCAL, Operator, by_token, local_caller
+from ..admin.operators import LOCAL, Operator, by_token, local_caller, note_use
 from ..roles import Role
 from ..runtime import Gateway
 
@@ -78,7 +78,10 @@ async def session_of(request: Request) -> Session | None:
         operator = Operator(LOCAL, Role.admin) if local_caller(request) else None
     else:
         operator = await by_token(gw, token)
-    return Session(operator, csrf, token) if operator is not None else None
+    if operator is None:
+        return None
+    note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too
+    return Session(operator, csrf, token)
 
 
 def csrf_ok(session: Session, sent: object) -> bool:
@@ -93,8 +96,18 @@ def set_cookie(response: Response, request: Request, value: str) -> None:
         path="/admin",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=over_https(request),
     )
+
+
+def over_https(request: Request) -> bool:
+    """Whether the browser reached the dashboard over HTTPS: directly, or through a proxy
+    that ended TLS (the gateway reads no proxy headers, so it sees http then) and says so
+    in `X-Forwarded-Proto`, or as the form's `Origin` shows. A caller can only make its own
+    cookie stricter with these, so they need no trust."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    origin = request.headers.get("origin", "").lower()
+    return request.url.scheme == "https" or forwarded == "https" or origin.startswith("https://")
 
 
 def clear_cookie(response: Response) -> None:

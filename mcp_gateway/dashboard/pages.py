@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..admin.common import ApiError, gateway
-from ..admin.models import EngageSwitch
+from ..admin.models import EngageSwitch, ReleaseSwitch
 from ..admin.operators import LOCAL, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
 from ..audit.writer import AuditUnavailable
@@ -164,14 +164,43 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+REFUSED_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about refused dashboard logins."""
+
+
+class LoginRefusals:
+    """Refused logins, logged at once and then at most once per `REFUSED_LOG_INTERVAL` with
+    how many there were: the form is open to anyone, and a line per attempt would let an
+    unauthenticated caller write the log as fast as it can post."""
+
+    def __init__(self) -> None:
+        self.unlogged = 0
+        self.logged_at = float("-inf")
+
+    def note(self, peer: str) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.logged_at < REFUSED_LOG_INTERVAL:
+            return
+        log.warning(
+            "dashboard: %d login(s) refused (not a valid admin token), the latest from %s "
+            "(one such line a minute at most)",
+            self.unlogged,
+            peer,
+        )
+        self.unlogged, self.logged_at = 0, now
+
+
 async def login_submit(request: Request) -> Response:
     form = await _form(request)
     token = (form or {}).get("token", "").strip()
     gw = gateway(request)
     operator = await by_token(gw, token) if token else None
     if operator is None:
-        peer = request.client.host if request.client else "?"
-        log.warning("dashboard: a login from %s was refused (not a valid admin token)", peer)
+        refusals: LoginRefusals | None = getattr(request.app.state, "login_refusals", None)
+        if refusals is None:
+            refusals = request.app.state.login_refusals = LoginRefusals()
+        refusals.note(request.client.host if request.client else "?")
         return _render("login.html", 401, error="That is not a valid admin token.")
     value, _ = login.seal(gw, token)
     response = RedirectResponse("/admin", status_code=303)
@@ -197,6 +226,10 @@ async def _acting(request: Request, needed: Role, what: str) -> tuple[Session, d
             403,
             message=f"Your role, {session.operator.role.value}, cannot {what}: that needs {needed.value}.",
         )
+    if any("\x00" in value for value in form.values()):
+        # As the REST API's `body` refuses them: a NUL reaching the audit row (written first)
+        # fails its whole group commit on PostgreSQL, and the row saying who did it is lost.
+        return _render("refused.html", 400, message="A field held a NUL character: nothing was done.")
     return session, form
 
 
@@ -240,7 +273,11 @@ async def release(request: Request) -> Response:
     if isinstance(acting, Response):
         return acting
     session, form = acting
-    reason = form.get("reason", "").strip() or "released from the dashboard"
+    try:
+        spec = ReleaseSwitch(reason=form.get("reason", "").strip() or "released from the dashboard")
+    except ValidationError as exc:
+        return await _page(request, session, status=400, notice=f"reason: {exc.errors(include_url=False)[0]['msg']}")
+    reason = spec.reason
     switch_id = request.path_params["id"][:64]
     return await _done(request, session, release_switch(gateway(request), session.operator, switch_id, reason))
 

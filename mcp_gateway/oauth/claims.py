@@ -10,7 +10,7 @@ audit name the same caller whatever token it presents.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..identity import Principal
 from ..roles import Role
@@ -36,6 +36,19 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [v for v in value if isinstance(v, str)]
     return []
+
+
+def _usable(name: object) -> TypeGuard[str]:
+    """A name an operator can read and type: no control, format (zero-width, direction
+    override) or non-ASCII space characters, none around it. `platform/alice` and
+    `platform/alice<U+200B>` look alike, yet a principal kill switch on one misses the other."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_NAME
+        and name.isprintable()
+        and name == name.strip()
+        and not _CONTROL.search(name)
+    )
 
 
 def client_id(claims: dict[str, Any], settings: OAuthSettings) -> str | None:
@@ -69,7 +82,7 @@ def principal_of(verified: Verified, settings: OAuthSettings) -> Principal:
     claims = verified.claims
     sub = subject(verified, settings)
     name = sub if settings.principal_claim == "sub" else claims.get(settings.principal_claim)
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME or _CONTROL.search(name):
+    if not _usable(name):
         raise NoTeam(f"the token has no usable {settings.principal_claim!r} claim to name the caller", sub)
     team = team_of(claims, settings)
     if team is None:
@@ -100,4 +113,7 @@ def role_of(verified: Verified, settings: OAuthSettings) -> Role | None:
 def actor_of(verified: Verified, settings: OAuthSettings) -> str:
     """How the audit names an operator who came with a token: `oidc:<principal claim value>`."""
     name = verified.claims.get(settings.principal_claim)
-    return f"oidc:{name if isinstance(name, str) and name else subject(verified, settings)}"[:MAX_NAME]
+    if not _usable(name):
+        name = subject(verified, settings)
+        name = name if _usable(name) else "".join(c for c in str(name) if c.isprintable()).strip() or "?"
+    return f"oidc:{name}"[:MAX_NAME]

@@ -2,9 +2,10 @@
 
 Used only for a token that is not a JWT, and only when `oauth.introspection` is configured.
 Answers are cached by the token's SHA-256 for `cache_seconds` (never past the token's `exp`),
-in a bounded table; at most `max_concurrent` questions are open at once and a token beyond
-them is refused at once, so made-up tokens cannot turn the gateway into a load on the
-identity provider. Each question is bounded by `fetch_timeout`: no answer, no access.
+in bounded tables (refusals apart, so made-up tokens cannot push out real answers); at
+most `max_concurrent` questions are open at once and a token beyond them is refused at
+once, so made-up tokens cannot turn the gateway into a load on the identity provider.
+Each question is bounded by `fetch_timeout`: no answer, no access.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Introspector:
         self.issuer, self.audiences, self.skew, self.timeout = issuer, audiences, skew, timeout
         self._client = httpx2.AsyncClient(follow_redirects=False)
         self._cache: OrderedDict[str, tuple[float, Verified | str]] = OrderedDict()
+        self._refused: OrderedDict[str, tuple[float, Verified | str]] = OrderedDict()
         self._slots = anyio.Semaphore(settings.max_concurrent)
         self.asked = 0
         """How many questions were sent to the issuer (for tests)."""
@@ -58,6 +60,8 @@ class Introspector:
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         cached = self._cache.get(key)
+        if cached is None or cached[0] <= now:
+            cached = self._refused.get(key)
         if cached is not None and cached[0] > now:
             answer = cached[1]
         else:
@@ -65,10 +69,16 @@ class Introspector:
             until = now + self.settings.cache_seconds
             if isinstance(answer, Verified):
                 until = min(until, now + answer.expires_at - time.time())
-            self._cache[key] = (until, answer)
-            self._cache.move_to_end(key)
-            while len(self._cache) > MAX_CACHED:
-                self._cache.popitem(last=False)
+            # Refusals in a table of their own: made-up tokens cost nothing to send, and
+            # must not push out the answers for real ones (which would then be asked about
+            # again, competing with the flood for `max_concurrent`).
+            self._cache.pop(key, None)
+            self._refused.pop(key, None)
+            table = self._cache if isinstance(answer, Verified) else self._refused
+            table[key] = (until, answer)
+            table.move_to_end(key)
+            while len(table) > MAX_CACHED:
+                table.popitem(last=False)
         if isinstance(answer, str):
             raise TokenRejected(answer)
         self._check_audience(answer, audiences or self.audiences)

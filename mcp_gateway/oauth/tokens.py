@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import jwt
 
+from .. import auth
 from .config import OAuthSettings
 from .introspection import Introspector
 from .keys import Keys, KeyUnavailable
@@ -52,6 +53,9 @@ class Verifier:
     async def verify(self, token: str, audience: Sequence[str] | None = None) -> Verified:
         """The token's claims if it is valid for `audience` (default: the configured ones)."""
         settings = self.settings
+        if token.startswith((auth.KEY_PREFIX, auth.ADMIN_PREFIX)):
+            # This gateway's own secret: never handed to the provider's introspection endpoint.
+            raise TokenRejected("an API key or admin token of this gateway is not an access token")
         if self.introspector is not None and token.count(".") != 2:
             return await self.introspector.verify(token, list(audience) if audience else None)
         audiences = tuple(audience) if audience else (settings.audience, *settings.token_audiences)
@@ -108,6 +112,11 @@ class Verifier:
             raise TokenRejected("the token's signature is not valid") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenRejected(f"the token has no {exc.claim!r} claim") from None
-        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        except jwt.InvalidKeyError:
+            # A key set that names no `alg` (Entra ID's) lets a header name any accepted
+            # algorithm over any key: EdDSA over an RSA key is PyJWT's InvalidKeyError, which
+            # is no InvalidTokenError (it was a 500 with a traceback per made-up token).
+            raise TokenRejected(f"the token's algorithm {alg!r} does not fit its key") from None
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise TokenRejected(f"the token is not valid ({type(exc).__name__})") from None
         return Verified(claims)
