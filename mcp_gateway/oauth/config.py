@@ -65,8 +65,10 @@ class OAuthSettings(BaseModel):
     client_teams: dict[str, str] = Field(default_factory=dict)
     """Client id -> team, for machine clients (checked before the groups)."""
     role_claim: str = "roles"
-    roles: dict[str, Role] = Field(default_factory=lambda: {r.value: r for r in Role})
-    """Value of `role_claim` -> operator role on the admin API; the highest one a token carries counts."""
+    roles: dict[str, Role] = Field(default_factory=dict)
+    """Value of `role_claim` -> operator role on the admin API; the highest one a token carries
+    counts. Empty (the default): no access token is an operator's. Named explicitly, because an
+    organisation's identity provider may already hand out roles called `admin` for other things."""
     introspection: IntrospectionSettings | None = None
     """Opaque (non-JWT) tokens are checked with the issuer's RFC 7662 endpoint when set."""
     admin_audience: str | None = Field(default=None, pattern=r"^https?://")

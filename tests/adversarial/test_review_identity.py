@@ -100,6 +100,7 @@ async def gateway(
         "audience": f"http://127.0.0.1:{port}/mcp",
         "jwks_uri": f"{provider.issuer}/jwks",
         "teams": {"eng": "local"},
+        "roles": {role: role for role in ("viewer", "operator", "admin")},
         **oauth,
     }
     config = write_config(tmp_path, {}, auth=auth, oauth=settings, admin_token={"$env": ADMIN_TOKEN_ENV})

@@ -22,7 +22,8 @@ SWITCH = {"scope": "team", "team": "sales", "reason": "incident 42"}
 async def test_a_viewer_token_is_refused_a_kill_switch_and_an_operator_token_engages_it(
     tmp_path: Path, provider: Provider
 ) -> None:
-    async with oauth_gateway(tmp_path, provider, auth="keys+oauth") as (url, gw):
+    roles = {role: role for role in ("viewer", "operator", "admin")}
+    async with oauth_gateway(tmp_path, provider, auth="keys+oauth", roles=roles) as (url, gw):
         viewer = await provider.token("ops-viewer", url, scope="admin")
         operator = await provider.token("ops-operator", url, scope="admin")
         no_role = await provider.token("agent-platform", url)
@@ -50,7 +51,20 @@ async def test_a_viewer_token_is_refused_a_kill_switch_and_an_operator_token_eng
     assert operator_engages.status_code == 201, operator_engages.text
     assert operator_engages.json()["actor"] == "oidc:ops-operator"
     assert operator_creates_key.status_code == 403  # keys are an admin's
-    assert [(r["principal_id"], r["method"]) for r in rows] == [("oidc:ops-operator", "killswitch.engage")]
+    # Newest first: the operator's engage, its refused key, and the viewer's refused engage.
+    assert [(r["principal_id"], r["method"]) for r in rows] == [
+        ("oidc:ops-operator", "forbidden"),
+        ("oidc:ops-operator", "killswitch.engage"),
+        ("oidc:ops-viewer", "forbidden"),
+    ]
+
+
+async def test_without_a_roles_map_no_access_token_is_an_operators(tmp_path: Path, provider: Provider) -> None:
+    """An identity provider's own `admin` role means nothing here until the operator maps it."""
+    async with oauth_gateway(tmp_path, provider, auth="keys+oauth") as (url, _):
+        operator = await provider.token("ops-operator", url, scope="admin")
+        async with admin_client(url, operator) as admin:
+            assert (await admin.get("/kill-switches")).status_code == 401
 
 
 async def test_with_keys_and_oauth_an_api_key_and_an_access_token_both_reach_tools(
