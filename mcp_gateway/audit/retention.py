@@ -54,6 +54,8 @@ class Pruned:
     chains: dict[str, int] = field(default_factory=dict)
     """Rows deleted, by chain."""
     exported: int = 0
+    raced: list[str] = field(default_factory=list)
+    """Chains another prune cut meanwhile: this one left them from there (they stay verifiable)."""
 
     @property
     def rows(self) -> int:
@@ -134,7 +136,11 @@ async def prune(engine: AsyncEngine, before: float, *, export: Path | None = Non
             raise
         result = Pruned(before, exported=exported)
         for chain, last in plan.items():
-            result.chains[chain] = await retention.cut(engine, chain, last, checkpoints.get(chain), actor)
+            try:
+                result.chains[chain] = await retention.cut(engine, chain, last, checkpoints.get(chain), actor)
+            except retention.CheckpointMoved as moved:
+                result.chains[chain] = moved.deleted
+                result.raced.append(chain)
         return result
     finally:
         await retention.pg_unlock(holder)

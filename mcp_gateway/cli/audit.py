@@ -314,6 +314,8 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"pruned {result.rows} row(s) before {when} from {len(result.chains)} chain(s)")
     for chain, rows in sorted(result.chains.items()):
         print(f"  chain {escape(chain)}: {rows} row(s)")
+    for chain in result.raced:
+        print(f"  chain {escape(chain)}: another prune cut it meanwhile; left to that one from there")
     if args.export is not None:
         print(f"exported {result.exported} row(s) to {args.export}")
     return 0
