@@ -159,6 +159,24 @@ class _Walk:
 
     async def run(self, engine: AsyncEngine, report: Report) -> None:
         chain = self.head.chain
+        # No row may sit at or before where the chain starts (position 0, or its checkpoint:
+        # a prune deletes rows in the transaction that moves it). A walk never reads those,
+        # yet queries and exports show them: a forged row, or rows a forged checkpoint hides.
+        hidden = await store.at_or_before(engine, chain, self.pruned_to)
+        if hidden is not None:
+            where = (
+                f"at or before its checkpoint at #{self.pruned_to}, which verify starts after"
+                if self.checkpoint is not None
+                else "before the first position (#1)"
+            )
+            report.problems.append(
+                Problem(
+                    chain,
+                    f"is {where}: a row was inserted, or a checkpoint forged over rows still there",
+                    hidden["seq"],
+                    hidden["chain_seq"],
+                )
+            )
         async for row in store.in_chain(engine, chain, after=self.head.last_seq):
             message = self._problem(row)
             self._count(row, report)

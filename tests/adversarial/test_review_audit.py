@@ -1,0 +1,141 @@
+"""An attacker's and an on-call engineer's review of the audit's anchors, checkpoints and
+retention: rows placed where `audit verify` does not walk, prunes that race, and a prune
+time that deletes more than meant. Real stores (a SQLite file and PostgreSQL), the real
+writer, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mcp_gateway.audit.chain import GENESIS, link
+from mcp_gateway.audit.retention import prune
+from mcp_gateway.store import open_engine, retention, upgrade
+from mcp_gateway.store import tables as t
+from mcp_gateway.store.audit import checkpoints
+
+from ..audit.common import OLD, cli, config_for, row, rows_of, write_chain
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = open_engine(store_url)
+    await upgrade(engine)
+    await write_chain(store_url, "replica-a", [OLD + i for i in range(10)])
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_a_forged_checkpoint_over_rows_still_present_fails_verify(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    # A checkpoint at #5 holding row #5's hash: verify would start at #6 and never read #1..#5,
+    # which stay in the table (and in every query and export) free to be edited.
+    rows = await rows_of(engine, "replica-a")
+    fifth = rows[4]
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(t.audit_checkpoints).values(
+                chain="replica-a",
+                chain_seq=5,
+                hash=fifth["hash"],
+                ts=fifth["ts"],
+                kind=fifth["kind"],
+                rows=5,
+                pruned_at=time.time(),
+                actor="attacker",
+            )
+        )
+        await conn.execute(sa.update(t.audit).where(t.audit.c.seq == rows[1]["seq"]).values(principal_id="t/someone"))
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 1, verified.stdout
+    assert "(chain replica-a #1)" in verified.stderr
+
+
+async def test_a_row_inserted_at_position_zero_fails_verify(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    # A row linked as the writer's probe is (chain_seq 0, after the genesis hash): shown by
+    # `audit tail` and `audit export` as a real decision, skipped by a walk from #1.
+    forged = link(row(OLD - 1, 7), "replica-a", 0, GENESIS)
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(t.audit).values(**forged))
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 1, verified.stdout
+    assert "(chain replica-a #0)" in verified.stderr
+
+
+async def test_a_chain_made_only_of_rows_at_position_zero_fails_verify(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    forged = link(row(OLD - 1, 7), "replica-forged", 0, GENESIS)
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(t.audit).values(**forged))
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 1, verified.stdout
+    assert "(chain replica-forged #0)" in verified.stderr
+
+
+async def test_a_prune_planned_before_another_prune_never_moves_the_checkpoint_back(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    # Two prunes overlapping (the CLI while a replica's retention runs; on SQLite nothing
+    # keeps them apart): one planned from the checkpoint at #2 to cut at #4, the other cut
+    # at #7 first. Moving the checkpoint back to #4 would leave #5..#7 missing after it.
+    await prune(engine, OLD + 2, actor="first")
+    stale = await checkpoints(engine)
+    planned = (await rows_of(engine, "replica-a"))[1]
+    assert planned["chain_seq"] == 4
+    await prune(engine, OLD + 7, actor="first")
+    with pytest.raises(retention.CheckpointMoved):
+        await retention.cut(engine, "replica-a", planned, stale["replica-a"], "second")
+    assert (await checkpoints(engine))["replica-a"]["chain_seq"] == 7
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 0, verified.stderr
+
+
+async def test_a_first_prune_planned_before_another_prune_leaves_the_chain_to_it(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    planned = (await rows_of(engine, "replica-a"))[2]
+    await prune(engine, OLD + 7, actor="first")
+    with pytest.raises(retention.CheckpointMoved):
+        await retention.cut(engine, "replica-a", planned, None, "second")
+    assert (await checkpoints(engine))["replica-a"]["chain_seq"] == 7
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 0, verified.stderr
+
+
+async def test_a_prune_whose_checkpoint_moved_meanwhile_deletes_nothing_past_it(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    # The second prune planned from the checkpoint at #2 to cut at #9; the first moved it to #4 meanwhile.
+    await prune(engine, OLD + 2, actor="first")
+    stale = await checkpoints(engine)
+    planned = (await rows_of(engine, "replica-a"))[-2]
+    await prune(engine, OLD + 4, actor="first")
+    with pytest.raises(retention.CheckpointMoved):
+        await retention.cut(engine, "replica-a", planned, stale["replica-a"], "second", batch=2)
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 0, verified.stderr
+
+
+async def test_a_prune_time_in_the_future_is_refused_and_nothing_is_pruned(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    # Epoch milliseconds where seconds were meant: a time some 50,000 years ahead, before
+    # which every row (the ones being written now among them) lies.
+    millis = str(int(time.time() * 1000))
+    pruned = cli(config_for(tmp_path, store_url), "prune", "--before", millis)
+    assert pruned.returncode == 2
+    assert "future" in pruned.stderr and "Traceback" not in pruned.stderr
+    assert len(await rows_of(engine, "replica-a")) == 10
