@@ -5,9 +5,16 @@ writer, the CLI as a subprocess."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +27,7 @@ from mcp_gateway.store import tables as t
 from mcp_gateway.store.audit import checkpoints
 
 from ..audit.common import OLD, cli, config_for, row, rows_of, write_chain
+from ..support import write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +147,51 @@ async def test_a_prune_time_in_the_future_is_refused_and_nothing_is_pruned(
     assert pruned.returncode == 2
     assert "future" in pruned.stderr and "Traceback" not in pruned.stderr
     assert len(await rows_of(engine, "replica-a")) == 10
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers the kill switch POST with a redirect elsewhere, and records what reaches there."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/elsewhere")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.headers.get("Authorization"))
+        body = json.dumps({"id": 1, "scope": "global"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_kill_command_follows_no_redirect_with_the_admin_token_nor_reports_one_as_engaged(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = write_config(tmp_path, {}, policies=None)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        command = [sys.executable, "-m", "mcp_gateway", "kill", "--global", "--reason", "drill"]
+        done = subprocess.run(
+            [*command, "--config", str(config), "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "MCP_GATEWAY_ADMIN_TOKEN": "secret-admin-token"},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Redirecting.seen == []  # the token went nowhere but the gateway's URL
+    assert done.returncode != 0
+    assert "engaged" not in done.stdout
+    assert "302" in done.stderr and "Traceback" not in done.stderr
