@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mcp_gateway.audit.chain import GENESIS, link
 from mcp_gateway.audit.retention import prune
+from mcp_gateway.audit.writer import AuditWriter
 from mcp_gateway.store import open_engine, retention, upgrade
 from mcp_gateway.store import tables as t
-from mcp_gateway.store.audit import checkpoints
+from mcp_gateway.store.audit import appender, checkpoints
 
 from ..audit.common import OLD, cli, config_for, row, rows_of, write_chain
 from ..support import write_config
@@ -195,3 +197,28 @@ def test_the_kill_command_follows_no_redirect_with_the_admin_token_nor_reports_o
     assert done.returncode != 0
     assert "engaged" not in done.stdout
     assert "302" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("column", "value"), [("subject", None), ("issuer", None), ("subject", "someone-else")])
+async def test_clearing_or_changing_a_rows_identity_breaks_its_hash(
+    store_url: str, tmp_path: Path, column: str, value: str | None
+) -> None:
+    # `subject` and `issuer` are hashed only when set: a row that had them must not verify
+    # once they are cleared (its hash covered them), nor once they are changed.
+    engine = open_engine(store_url)
+    await upgrade(engine)
+    try:
+        async with anyio.create_task_group() as tg:
+            writer = AuditWriter(appender(store_url), "replica-oauth")
+            await writer.start(tg)
+            for i in range(3):
+                writer.append_nowait({**row(OLD + i, i), "subject": f"user-{i}", "issuer": "https://idp.example"})
+            await writer.drain(end=True)
+        target = (await rows_of(engine, "replica-oauth"))[1]
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(t.audit).where(t.audit.c.seq == target["seq"]).values({column: value}))
+    finally:
+        await engine.dispose()
+    verified = cli(config_for(tmp_path, store_url), "verify")
+    assert verified.returncode == 1, verified.stdout
+    assert "(chain replica-oauth #2): its content does not match its hash" in verified.stderr
