@@ -5,6 +5,7 @@ writer, the CLI as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -12,9 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -23,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mcp_gateway.audit.chain import GENESIS, link
 from mcp_gateway.audit.retention import prune
-from mcp_gateway.audit.writer import AuditWriter
+from mcp_gateway.audit.writer import AuditUnavailable, AuditWriter
 from mcp_gateway.store import open_engine, retention, upgrade
 from mcp_gateway.store import tables as t
-from mcp_gateway.store.audit import appender, checkpoints
+from mcp_gateway.store.audit import SqliteAppender, appender, checkpoints
 
 from ..audit.common import OLD, cli, config_for, row, rows_of, write_chain
 from ..support import write_config
@@ -222,3 +223,64 @@ async def test_clearing_or_changing_a_rows_identity_breaks_its_hash(
     verified = cli(config_for(tmp_path, store_url), "verify")
     assert verified.returncode == 1, verified.stdout
     assert "(chain replica-oauth #2): its content does not match its hash" in verified.stderr
+
+
+async def test_a_clean_stop_during_a_burst_writes_every_queued_row_before_the_end_row(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    engine = open_engine(url)
+    await upgrade(engine)
+    try:
+        async with anyio.create_task_group() as tg:
+            writer = AuditWriter(appender(url), "replica-burst")
+            await writer.start(tg)
+            for i in range(3000):  # several batches still queued when the stop comes
+                writer.append_nowait(row(OLD + i, i))
+            await writer.drain(end=True)
+        rows = await rows_of(engine, "replica-burst")
+    finally:
+        await engine.dispose()
+    assert [r["chain_seq"] for r in rows] == list(range(1, 3002))
+    assert [r["kind"] for r in rows[:-1]] == ["decision"] * 3000
+    assert rows[-1]["kind"] == "end"
+    assert rows[-1]["detail"] == "stopped cleanly after 3000 row(s) from this process"
+
+
+class _HeldAppender(SqliteAppender):
+    """A SQLite file whose commits wait until the test lets them through: a store slower
+    than the callers' wait."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self.gate.wait()
+        await super().append(rows)
+
+
+async def test_a_call_denied_while_its_row_was_committing_at_a_clean_stop_is_recorded_before_the_end_row(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    engine = open_engine(url)
+    await upgrade(engine)
+    store = _HeldAppender(str(tmp_path / "gateway.db"))
+    try:
+        async with anyio.create_task_group() as tg:
+            writer = AuditWriter(store, "replica-stop", timeout=0.05)
+            await writer.start(tg)
+            decision = {**row(OLD, 1), "call_id": "c1", "decision": "allow"}
+            with pytest.raises(AuditUnavailable):
+                await writer.append(decision)  # the caller gave up waiting: its call was denied
+            stopping = asyncio.ensure_future(writer.drain(end=True))
+            await asyncio.sleep(0)  # the end row is queued behind the decision's commit
+            store.gate.set()
+            await stopping
+        rows = await rows_of(engine, "replica-stop")
+    finally:
+        await engine.dispose()
+    assert [(r["kind"], r["outcome"]) for r in rows] == [
+        ("decision", None),
+        ("completion", "not_forwarded"),
+        ("end", "ended"),
+    ]
