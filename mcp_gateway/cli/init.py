@@ -73,12 +73,16 @@ def run_init(args: argparse.Namespace) -> int:
     writes = {target / CONFIG: _config_text(source / CONFIG), target / UPSTREAM: (source / UPSTREAM).read_text()}
     for policy in sorted(policies.glob("*.yaml")):
         writes[target / "policies" / policy.name] = policy.read_text(encoding="utf-8")
-    existing = [path for path in writes if path.exists()]
+    # A symlink counts as there (even one to nothing), and is replaced, never written
+    # through: a link planted where init writes would otherwise send the file elsewhere.
+    existing = [path for path in writes if path.exists() or path.is_symlink()]
     if existing and not args.force:
         print(f"error: {existing[0]} exists already (--force overwrites)", file=sys.stderr)
         return EXIT_CONFIG
     for path, text in writes.items():
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
         path.write_text(text, encoding="utf-8")
     config = target / CONFIG
     binary = executable()

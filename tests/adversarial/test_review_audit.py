@@ -284,3 +284,25 @@ async def test_a_call_denied_while_its_row_was_committing_at_a_clean_stop_is_rec
         ("completion", "not_forwarded"),
         ("end", "ended"),
     ]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_init_never_writes_through_a_symlink_planted_in_the_directory(tmp_path: Path, force: bool) -> None:
+    # A link where init writes gateway.yaml, pointing out of the directory: to a file not
+    # there yet (it "does not exist", so no --force was needed), or to one that is.
+    target = tmp_path / "gw"
+    target.mkdir()
+    outside = tmp_path / "outside.txt"
+    if force:
+        outside.write_text("keep me\n")
+    (target / "gateway.yaml").symlink_to(outside)
+    command = [sys.executable, "-m", "mcp_gateway", "init", str(target), *(["--force"] if force else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if force:
+        assert done.returncode == 0, done.stderr
+        assert outside.read_text() == "keep me\n"
+        assert not (target / "gateway.yaml").is_symlink()
+    else:
+        assert done.returncode == 2
+        assert "exists already" in done.stderr
+        assert not outside.exists()
