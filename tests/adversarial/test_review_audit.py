@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mcp_gateway.audit import anchor as anchors
 from mcp_gateway.audit.chain import GENESIS, link
 from mcp_gateway.audit.retention import prune
 from mcp_gateway.audit.writer import AuditUnavailable, AuditWriter
@@ -337,3 +338,21 @@ async def test_a_prune_killed_mid_way_leaves_a_verifiable_chain_and_a_complete_e
     again = {json.loads(line)["seq"] for line in second.read_text().splitlines()} if second.exists() else set()
     assert {r["seq"] for r in exported} | again == {r["seq"] for r in before}
     assert await rows_of(engine) == []
+
+
+async def test_verify_from_an_older_anchor_still_fails_a_chain_cut_short_of_the_expected_one(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    # --from-anchor last week's (where the walk starts), --expect today's off-site one: the
+    # tail cut between the two is what --expect is there to catch.
+    config = config_for(tmp_path, store_url)
+    rows = await rows_of(engine, "replica-a")
+    older, newer = tmp_path / "older.json", tmp_path / "newer.json"
+    for path, mark in ((older, rows[2]), (newer, rows[-1])):
+        heads = {"replica-a": {"chain_seq": mark["chain_seq"], "hash": mark["hash"], "kind": mark["kind"]}}
+        path.write_bytes(anchors.dumps(anchors.document(heads, time.time())))
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(t.audit).where(t.audit.c.seq.in_([r["seq"] for r in rows[-3:]])))
+    verified = cli(config, "verify", "--from-anchor", str(older), "--expect", str(newer))
+    assert verified.returncode == 1, verified.stdout
+    assert "ends at #7 where the anchor has #10" in verified.stderr
