@@ -20,18 +20,21 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mcp_gateway.audit import anchor as anchors
 from mcp_gateway.audit.chain import GENESIS, link
 from mcp_gateway.audit.retention import prune
+from mcp_gateway.audit.verify import verify
 from mcp_gateway.audit.writer import AuditUnavailable, AuditWriter
 from mcp_gateway.store import open_engine, retention, upgrade
 from mcp_gateway.store import tables as t
 from mcp_gateway.store.audit import SqliteAppender, appender, checkpoints
 
 from ..audit.common import OLD, cli, config_for, row, rows_of, write_chain
-from ..support import write_config
+from ..stores import PG_HOST, PG_PORT, postgres_database
+from ..support import TcpProxy, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -356,3 +359,49 @@ async def test_verify_from_an_older_anchor_still_fails_a_chain_cut_short_of_the_
     verified = cli(config, "verify", "--from-anchor", str(older), "--expect", str(newer))
     assert verified.returncode == 1, verified.stdout
     assert "ends at #7 where the anchor has #10" in verified.stderr
+
+
+async def test_a_prune_cut_off_by_a_postgresql_partition_fails_within_its_bound_and_leaves_a_verifiable_chain(
+    tmp_path: Path,
+) -> None:
+    async with anyio.create_task_group() as tg, postgres_database() as url:
+        proxy = TcpProxy(PG_HOST, PG_PORT)
+        await tg.start(proxy.run)
+        direct = open_engine(url)
+        await upgrade(direct)
+        for chunk in range(3):
+            await write_chain(url, "replica-p", [OLD + chunk * 5000 + i for i in range(5000)])
+        before = await rows_of(direct)
+        # The gateway's own engine (bounded by store_timeout), as its retention uses it.
+        behind = open_engine(url.replace(f"{PG_HOST}:{PG_PORT}", f"127.0.0.1:{proxy.port}"), timeout=2.0)
+        export = tmp_path / "export.jsonl"
+        failed: list[BaseException] = []
+
+        async def pruning() -> None:
+            try:
+                await prune(behind, OLD + 10**6, export=export, actor="retention (replica-p)")
+            except Exception as exc:  # what the retention loop catches and warns about
+                failed.append(exc)
+
+        try:
+            with anyio.fail_after(60):  # a hang guard, not a timing assertion
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(pruning)
+                    while "replica-p" not in await checkpoints(direct):
+                        await anyio.sleep(0.005)
+                    proxy.black_hole()
+            assert failed and isinstance(failed[0], (SQLAlchemyError, OSError, TimeoutError)), failed
+            proxy.heal()
+            report = await verify(direct)
+            assert report.ok, [str(p) for p in report.problems]
+            exported = [json.loads(line)["seq"] for line in export.read_text().splitlines()]
+            assert exported == [r["seq"] for r in before]
+            # Healed: the next prune takes the rest.
+            await prune(behind, OLD + 10**6, actor="retention (replica-p)")
+            assert await rows_of(direct) == []
+            assert (await verify(direct)).ok
+        finally:
+            proxy.heal()
+            await behind.dispose()
+            await direct.dispose()
+            proxy.cut()
