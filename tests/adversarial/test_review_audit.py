@@ -405,3 +405,24 @@ async def test_a_prune_cut_off_by_a_postgresql_partition_fails_within_its_bound_
             await behind.dispose()
             await direct.dispose()
             proxy.cut()
+
+
+async def test_a_prune_while_the_writer_appends_leaves_every_chain_verifiable(
+    engine: AsyncEngine, store_url: str, tmp_path: Path
+) -> None:
+    for chunk in range(2):
+        await write_chain(store_url, "replica-w", [OLD + 100 + chunk * 5000 + i for i in range(5000)])
+    written = 0
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(appender(store_url), "replica-w")
+        await writer.start(tg)
+        pruning = asyncio.ensure_future(prune(engine, OLD + 10**6, actor="cli (test)"))
+        while not pruning.done():  # new rows (now) keep coming while the old ones go
+            await writer.append(row(time.time(), written))
+            written += 1
+        await writer.drain(end=True)
+    pruned = pruning.result()
+    assert pruned.rows == 10_010 and not pruned.raced
+    report = await verify(engine)
+    assert report.ok, [str(p) for p in report.problems]
+    assert len(await rows_of(engine, "replica-w")) == written + 1  # every new row, and the end row
