@@ -79,11 +79,16 @@ def run_init(args: argparse.Namespace) -> int:
     if existing and not args.force:
         print(f"error: {existing[0]} exists already (--force overwrites)", file=sys.stderr)
         return EXIT_CONFIG
-    for path, text in writes.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            path.unlink()
-        path.write_text(text, encoding="utf-8")
+    try:
+        for path, text in writes.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                path.unlink()
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a file where the directory goes, no permission, a full disk
+        where = exc.filename or target
+        print(f"error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     config = target / CONFIG
     binary = executable()
     snippet = {"mcpServers": {"gateway": {"command": binary, "args": ["stdio", "--config", str(config)]}}}

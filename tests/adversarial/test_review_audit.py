@@ -426,3 +426,14 @@ async def test_a_prune_while_the_writer_appends_leaves_every_chain_verifiable(
     report = await verify(engine)
     assert report.ok, [str(p) for p in report.problems]
     assert len(await rows_of(engine, "replica-w")) == written + 1  # every new row, and the end row
+
+
+def test_init_into_a_path_that_is_a_file_is_one_error_line(tmp_path: Path) -> None:
+    target = tmp_path / "gw"
+    target.write_text("not a directory\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_gateway", "init", str(target)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: cannot write {target}: File exists"]
+    assert target.read_text() == "not a directory\n"
