@@ -133,10 +133,18 @@ async def pg_lock(engine: AsyncEngine) -> Any:
     from .notify import connect_args
 
     url = engine.url.render_as_string(hide_password=False)
-    conn = await asyncpg.connect(**connect_args(url), **bounds.connect_options(bounds.STORE_TIMEOUT))
+    try:
+        conn = await asyncpg.connect(**connect_args(url), **bounds.connect_options(bounds.STORE_TIMEOUT))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # The server refused it (restarting, at its connection limit): a store failure, as
+        # the engine's would be (the retention loop warns and tries next time).
+        raise ConnectionError(f"the prune lock's connection was refused: {exc}") from exc
     bounds.harden(conn, bounds.STORE_TIMEOUT)
     try:
         got = await conn.fetchval(f"SELECT pg_try_advisory_lock({PRUNE_LOCK})")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        bounds.abandon(conn)
+        raise ConnectionError(f"the prune lock was not taken: {exc}") from exc
     except BaseException:
         bounds.abandon(conn)
         raise

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,7 +34,7 @@ from mcp_gateway.store import tables as t
 from mcp_gateway.store.audit import SqliteAppender, appender, checkpoints
 
 from ..audit.common import OLD, cli, config_for, row, rows_of, write_chain
-from ..stores import PG_HOST, PG_PORT, postgres_database
+from ..stores import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, postgres_database
 from ..support import TcpProxy, write_config
 
 pytestmark = pytest.mark.anyio
@@ -437,3 +438,30 @@ def test_init_into_a_path_that_is_a_file_is_one_error_line(tmp_path: Path) -> No
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"error: cannot write {target}: File exists"]
     assert target.read_text() == "not a directory\n"
+
+
+async def test_a_prune_whose_lock_connection_the_server_refuses_fails_as_a_store_error(tmp_path: Path) -> None:
+    # PostgreSQL restarting, or at its connection limit, refuses the prune lock's own
+    # connection while the engine's pooled ones still work: the retention loop must see a
+    # store failure it warns about (and the CLI one it names), not an unexpected error.
+    async with postgres_database() as url:
+        engine = open_engine(url)
+        try:
+            await upgrade(engine)
+            await write_chain(url, "replica-l", [OLD + i for i in range(3)])
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))  # a pooled connection, kept
+            name = url.rsplit("/", 1)[1]
+            admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB)
+            try:
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                try:
+                    with pytest.raises((SQLAlchemyError, OSError, TimeoutError)):
+                        await prune(engine, OLD + 10, actor="retention (replica-l)")
+                finally:
+                    await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            finally:
+                await admin.close()
+            assert len(await rows_of(engine, "replica-l")) == 3
+        finally:
+            await engine.dispose()
