@@ -178,6 +178,11 @@ async def retain(
             # What was done is consistent (each batch commits with its checkpoint); the rest waits.
             log.warning("audit retention: the store failed during the prune (%s); again next time", exc)
             continue
+        if result.raced:
+            log.warning(
+                "audit retention: another prune cut chain(s) %s meanwhile; left to it from there",
+                ", ".join(result.raced),
+            )
         if export is not None and result.exported == 0:
             await anyio.Path(export).unlink(missing_ok=True)
         if result.rows:
