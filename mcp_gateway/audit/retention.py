@@ -54,6 +54,8 @@ class Pruned:
     chains: dict[str, int] = field(default_factory=dict)
     """Rows deleted, by chain."""
     exported: int = 0
+    raced: list[str] = field(default_factory=list)
+    """Chains another prune cut meanwhile: this one left them from there (they stay verifiable)."""
 
     @property
     def rows(self) -> int:
@@ -134,7 +136,11 @@ async def prune(engine: AsyncEngine, before: float, *, export: Path | None = Non
             raise
         result = Pruned(before, exported=exported)
         for chain, last in plan.items():
-            result.chains[chain] = await retention.cut(engine, chain, last, checkpoints.get(chain), actor)
+            try:
+                result.chains[chain] = await retention.cut(engine, chain, last, checkpoints.get(chain), actor)
+            except retention.CheckpointMoved as moved:
+                result.chains[chain] = moved.deleted
+                result.raced.append(chain)
         return result
     finally:
         await retention.pg_unlock(holder)
@@ -172,6 +178,11 @@ async def retain(
             # What was done is consistent (each batch commits with its checkpoint); the rest waits.
             log.warning("audit retention: the store failed during the prune (%s); again next time", exc)
             continue
+        if result.raced:
+            log.warning(
+                "audit retention: another prune cut chain(s) %s meanwhile; left to it from there",
+                ", ".join(result.raced),
+            )
         if export is not None and result.exported == 0:
             await anyio.Path(export).unlink(missing_ok=True)
         if result.rows:

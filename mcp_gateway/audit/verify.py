@@ -99,8 +99,10 @@ async def verify(
         )
     for chain in names:
         report.chains += 1
-        mark = anchors.get(chain)
-        walk = _Walk(chain, checkpoints.get(chain), (start_at or {}).get(chain), mark)
+        # Both anchors' marks are checked when both are given (the walk's start and the one
+        # expected may be different anchors: a cut between them must still fail).
+        marks = [m for m in ((expect or {}).get(chain), (start_at or {}).get(chain)) if m is not None]
+        walk = _Walk(chain, checkpoints.get(chain), (start_at or {}).get(chain), marks)
         await walk.run(engine, report)
         if walk.head.origin == "anchor" and walk.head.rows == 0:
             # Nothing from the anchored row on: the chain ends before it. Say where.
@@ -108,7 +110,7 @@ async def verify(
             if head is not None:
                 walk.head.last_seq, walk.head.last_hash, walk.head.kind = head["chain_seq"], head["hash"], head["kind"]
         report.heads.append(walk.head)
-        if mark is not None:
+        for mark in dict.fromkeys(marks):
             walk.check_anchor(mark, report)
     return report
 
@@ -117,12 +119,12 @@ class _Walk:
     """One chain's walk: from its first row, its checkpoint, or an anchor."""
 
     def __init__(
-        self, chain: str, checkpoint: dict[str, object] | None, start: Mark | None, anchored: Mark | None
+        self, chain: str, checkpoint: dict[str, object] | None, start: Mark | None, anchored: list[Mark]
     ) -> None:
         self.checkpoint = checkpoint
-        self.anchored = anchored
-        self.seen: str | None = None
-        """The hash of the row at the anchored position, if the walk passed it."""
+        self.anchored = {mark.seq for mark in anchored}
+        self.seen: dict[int, str] = {}
+        """The hash of the row at each anchored position the walk passed."""
         self.pruned_to = 0
         self.head = Head(chain, 0, 0, GENESIS, None)
         self.expected_prev: str | None = GENESIS
@@ -154,11 +156,29 @@ class _Walk:
         report.rows += 1
         self.head.rows += 1
         self.head.last_seq, self.head.last_hash, self.head.kind = row["chain_seq"], row["hash"], row["kind"]  # type: ignore[assignment]
-        if self.anchored is not None and row["chain_seq"] == self.anchored.seq:
-            self.seen = str(row["hash"])
+        if row["chain_seq"] in self.anchored:
+            self.seen[row["chain_seq"]] = str(row["hash"])
 
     async def run(self, engine: AsyncEngine, report: Report) -> None:
         chain = self.head.chain
+        # No row may sit at or before where the chain starts (position 0, or its checkpoint:
+        # a prune deletes rows in the transaction that moves it). A walk never reads those,
+        # yet queries and exports show them: a forged row, or rows a forged checkpoint hides.
+        hidden = await store.at_or_before(engine, chain, self.pruned_to)
+        if hidden is not None:
+            where = (
+                f"at or before its checkpoint at #{self.pruned_to}, which verify starts after"
+                if self.checkpoint is not None
+                else "before the first position (#1)"
+            )
+            report.problems.append(
+                Problem(
+                    chain,
+                    f"is {where}: a row was inserted, or a checkpoint forged over rows still there",
+                    hidden["seq"],
+                    hidden["chain_seq"],
+                )
+            )
         async for row in store.in_chain(engine, chain, after=self.head.last_seq):
             message = self._problem(row)
             self._count(row, report)
@@ -189,7 +209,7 @@ class _Walk:
         elif mark.seq == self.pruned_to and self.checkpoint is not None:
             if self.checkpoint["hash"] != mark.hash:
                 report.problems.append(Problem(chain, f"its checkpoint at #{mark.seq} does not hold the anchored hash"))
-        elif self.seen is not None and self.seen != mark.hash:
+        elif mark.seq in self.seen and self.seen[mark.seq] != mark.hash:
             report.problems.append(
                 Problem(chain, f"its row #{mark.seq} is not the anchored one (another hash): the chain was rewritten")
             )

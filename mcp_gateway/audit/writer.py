@@ -99,6 +99,8 @@ class AuditWriter:
         self._resync = False
         self._closed = False
         self._stopped = asyncio.Event()
+        self._end = False
+        """Whether the stop writes an `end` row (`drain(end=True)`), after every other row."""
         self._unsure: tuple[int, list[dict[str, Any]]] | None = None
         """A failed batch that may have committed after all: its last chain_seq and its waited-for rows."""
         self._log_window = 0.0
@@ -152,9 +154,8 @@ class AuditWriter:
         (a crash, or rows deleted from its end), which stays `open`."""
         if not self._closed:
             self._closed = True
+            self._end = end
             with anyio.move_on_after(timeout, shield=True):
-                if end:
-                    await self._queue.put((self._end_row(), None))
                 await self._queue.put(None)
                 await self._stopped.wait()
         with anyio.CancelScope(shield=True):
@@ -165,8 +166,19 @@ class AuditWriter:
             "ts": time.time(),
             "kind": "end",
             "outcome": "ended",
-            "detail": f"stopped cleanly after {self.written + self._queue.qsize()} row(s) from this process",
+            "detail": f"stopped cleanly after {self.written} row(s) from this process",
         }
+
+    async def _finish(self) -> None:
+        """At the stop: what the last commits queued (a completion row for a call denied while
+        its decision row was committing), then, last of all, the end row."""
+        while not self._queue.empty():
+            taken = [self._queue.get_nowait() for _ in range(min(BATCH, self._queue.qsize()))]
+            batch = [item for item in taken if item is not None]
+            if batch:
+                await self._commit(batch)
+        if self._end:
+            await self._commit([(self._end_row(), None)])
 
     def append_nowait(self, row: dict[str, Any]) -> None:
         """Queue a row whose caller does not wait for it; raises `AuditUnavailable` if the queue is full."""
@@ -264,6 +276,7 @@ class AuditWriter:
                         await self.probe()
                         continue
                 if first is None:
+                    await self._finish()
                     return
                 batch = [first]
                 # One loop turn more: the calls that are ready now reach their audit row
@@ -283,6 +296,7 @@ class AuditWriter:
                     batch.append(item)
                 await self._commit(batch)
                 if stop:
+                    await self._finish()
                     return
         finally:
             self._stopped.set()

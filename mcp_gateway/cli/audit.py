@@ -52,10 +52,16 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 
 def _before(value: str) -> float:
+    now = time.time()
     try:
-        return parse_before(value, time.time())
+        before = parse_before(value, now)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if before > now:
+        # Every row lies before a time to come, the ones being written now among them: a
+        # slip (epoch milliseconds for seconds, a year mistyped) would empty the audit.
+        raise argparse.ArgumentTypeError(f"{value!r} is in the future: a prune takes rows older than now")
+    return before
 
 
 def _count(value: str) -> int:
@@ -314,6 +320,8 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"pruned {result.rows} row(s) before {when} from {len(result.chains)} chain(s)")
     for chain, rows in sorted(result.chains.items()):
         print(f"  chain {escape(chain)}: {rows} row(s)")
+    for chain in result.raced:
+        print(f"  chain {escape(chain)}: another prune cut it meanwhile; left to that one from there")
     if args.export is not None:
         print(f"exported {result.exported} row(s) to {args.export}")
     return 0

@@ -73,13 +73,22 @@ def run_init(args: argparse.Namespace) -> int:
     writes = {target / CONFIG: _config_text(source / CONFIG), target / UPSTREAM: (source / UPSTREAM).read_text()}
     for policy in sorted(policies.glob("*.yaml")):
         writes[target / "policies" / policy.name] = policy.read_text(encoding="utf-8")
-    existing = [path for path in writes if path.exists()]
+    # A symlink counts as there (even one to nothing), and is replaced, never written
+    # through: a link planted where init writes would otherwise send the file elsewhere.
+    existing = [path for path in writes if path.exists() or path.is_symlink()]
     if existing and not args.force:
         print(f"error: {existing[0]} exists already (--force overwrites)", file=sys.stderr)
         return EXIT_CONFIG
-    for path, text in writes.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    try:
+        for path, text in writes.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                path.unlink()
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a file where the directory goes, no permission, a full disk
+        where = exc.filename or target
+        print(f"error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     config = target / CONFIG
     binary = executable()
     snippet = {"mcpServers": {"gateway": {"command": binary, "args": ["stdio", "--config", str(config)]}}}

@@ -86,8 +86,10 @@ def run_kill(args: argparse.Namespace) -> int:
     request = urllib.request.Request(
         f"{base}/admin/api/kill-switches", data=json.dumps(_switch(args)).encode(), headers=headers, method="POST"
     )
-    # No proxy from the environment: the admin token goes to the gateway and nowhere else.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    # No proxy from the environment and no redirect: the admin token goes to the gateway
+    # and nowhere else (urllib would resend it to wherever a redirect points, as a GET
+    # whose answer would then read as the switch engaged).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
     try:
         with opener.open(request, timeout=TIMEOUT) as response:
             row = json.loads(response.read())
@@ -98,11 +100,21 @@ def run_kill(args: argparse.Namespace) -> int:
         reason = getattr(exc, "reason", exc)
         print(f"error: the gateway's admin API at {base} cannot be reached: {reason}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    if not isinstance(row, dict) or "id" not in row or "scope" not in row:
+        print(f"error: {base} answered, but not with a kill switch: is it the gateway's admin API?", file=sys.stderr)
+        return EXIT_FAILED
     if row.get("warning"):
         print(f"warning: {row['warning']}", file=sys.stderr)
     target = f" {row['target']!r}" if row.get("target") else ""
     print(f"engaged {row['id']}: {row['scope']}{target}")
     return 0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the error it is here (`HTTPError` with its 3xx status)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

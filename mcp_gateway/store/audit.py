@@ -144,6 +144,16 @@ def in_chain(engine: AsyncEngine, chain: str, *, after: int = 0, page: int = 500
     return _keyset(engine, rows, "chain_seq", after, page)
 
 
+async def at_or_before(engine: AsyncEngine, chain: str, position: int) -> dict[str, Any] | None:
+    """The first row of `chain` at or before `position` (where a chain starts: 0, or its
+    checkpoint's), if any: one index probe. None belongs there; see `audit.verify`."""
+    c = t.audit.c
+    query = select(t.audit).where(c.chain == chain, c.chain_seq <= position).order_by(c.chain_seq).limit(1)
+    async with engine.connect() as conn:
+        found = (await conn.execute(query)).first()
+    return _plain(found) if found is not None else None
+
+
 async def newest(engine: AsyncEngine, chain: str) -> dict[str, Any] | None:
     """The head of `chain`: its newest row (`chain`, `chain_seq`, `hash`, `kind`, `ts`), or its
     checkpoint's if pruning left it no row past that."""

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import bounds
@@ -28,6 +29,17 @@ BATCH = 2000
 
 PRUNE_LOCK = 724_511_094
 """PostgreSQL advisory lock id: one prune at a time, whichever replica or command runs it."""
+
+
+class CheckpointMoved(Exception):
+    """Another prune moved the chain's checkpoint since this one read it: this prune stops
+    there for the chain (what it deleted before stays deleted, consistently)."""
+
+    def __init__(self, chain: str, deleted: int) -> None:
+        super().__init__(f"chain {chain}: its checkpoint was moved by another prune")
+        self.chain = chain
+        self.deleted = deleted
+        """Rows this prune deleted from the chain before it found that."""
 
 
 async def oldest(
@@ -57,7 +69,8 @@ async def cut(
 ) -> int:
     """Delete the rows of `chain` up to `upto` (a row of it: its `chain_seq`, `hash`, `ts`,
     `kind`), batch by batch, each batch in one transaction with the checkpoint moved to its
-    last row. Returns the number of rows deleted."""
+    last row. Returns the number of rows deleted; `CheckpointMoved` if another prune moved
+    the checkpoint since `checkpoint` was read (the batches before stay done)."""
     batch = batch or BATCH
     c = t.audit.c
     cp = t.audit_checkpoints
@@ -67,16 +80,21 @@ async def cut(
     exists = checkpoint is not None
     while low < upto["chain_seq"]:
         high = min(low + batch, upto["chain_seq"])
-        async with engine.begin() as conn:
-            if high == upto["chain_seq"]:
-                last: dict[str, Any] | None = upto
-            else:
+        try:
+            async with engine.begin() as conn:
+                # The row at `high` must still be there (the row planned, for the last batch):
+                # one gone means another prune got here first. And the checkpoint moves from
+                # `low` only (compare and set): a prune planned from an older checkpoint never
+                # moves it back behind rows already deleted, which would break the chain.
                 at_high = select(c.hash, c.ts, c.kind).where(c.chain == chain, c.chain_seq == high)
+                if high == upto["chain_seq"]:
+                    at_high = at_high.where(c.hash == upto["hash"])
                 found = (await conn.execute(at_high)).first()
-                last = _plain(found) if found is not None else None
-            batch_rows = delete(t.audit).where(c.chain == chain, c.chain_seq > low, c.chain_seq <= high)
-            gone = (await conn.execute(batch_rows)).rowcount
-            if last is not None:
+                if found is None:
+                    raise CheckpointMoved(chain, deleted)
+                last = _plain(found)
+                batch_rows = delete(t.audit).where(c.chain == chain, c.chain_seq > low, c.chain_seq <= high)
+                gone = (await conn.execute(batch_rows)).rowcount
                 values = {
                     "chain_seq": high,
                     "hash": last["hash"],
@@ -87,10 +105,14 @@ async def cut(
                     "actor": actor[:128],
                 }
                 if exists:
-                    await conn.execute(update(cp).where(cp.c.chain == chain).values(**values))
+                    moved = update(cp).where(cp.c.chain == chain, cp.c.chain_seq == low).values(**values)
+                    if (await conn.execute(moved)).rowcount != 1:
+                        raise CheckpointMoved(chain, deleted)
                 else:
                     await conn.execute(insert(cp).values(chain=chain, **values))
-                    exists = True
+        except IntegrityError:
+            raise CheckpointMoved(chain, deleted) from None  # another prune wrote the chain's first checkpoint
+        exists = True
         deleted += gone
         low = high
     return deleted
@@ -111,10 +133,18 @@ async def pg_lock(engine: AsyncEngine) -> Any:
     from .notify import connect_args
 
     url = engine.url.render_as_string(hide_password=False)
-    conn = await asyncpg.connect(**connect_args(url), **bounds.connect_options(bounds.STORE_TIMEOUT))
+    try:
+        conn = await asyncpg.connect(**connect_args(url), **bounds.connect_options(bounds.STORE_TIMEOUT))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # The server refused it (restarting, at its connection limit): a store failure, as
+        # the engine's would be (the retention loop warns and tries next time).
+        raise ConnectionError(f"the prune lock's connection was refused: {exc}") from exc
     bounds.harden(conn, bounds.STORE_TIMEOUT)
     try:
         got = await conn.fetchval(f"SELECT pg_try_advisory_lock({PRUNE_LOCK})")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        bounds.abandon(conn)
+        raise ConnectionError(f"the prune lock was not taken: {exc}") from exc
     except BaseException:
         bounds.abandon(conn)
         raise

@@ -192,5 +192,6 @@ audit_checkpoints = Table(
 """Where each pruned chain now starts: the position (`chain_seq`), `hash`, time and kind of
 the last row pruned from it, so the first row kept still links to something `audit verify`
 can check (its `prev_hash` is this `hash`). `rows`: how many rows pruning has removed from
-the chain in all. Written before the rows are deleted, so a prune cut short leaves rows at
-or before the checkpoint, which verify skips and the next prune deletes."""
+the chain in all. Moved in the transaction that deletes the rows up to it, so no row is ever
+left at or before it (`audit verify` fails a chain where one is: a forged row, or a forged
+checkpoint hiding rows from the walk)."""
