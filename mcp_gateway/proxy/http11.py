@@ -164,10 +164,10 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        by_server, self.closed = not self.closed, True
         response = self.response
         if response is not None and not response.complete:
-            if exc is None and self._until_close and self._head_bytes < 0:
+            if exc is None and by_server and self._until_close and self._head_bytes < 0:
                 # The close is the body's end (RFC 9112 6.3): the response is whole.
                 self.response = None
                 response.complete = True

@@ -409,3 +409,19 @@ async def test_a_configured_upstream_header_with_a_line_break_is_refused_at_once
 
     with pytest.raises(UpstreamError, match="header 'x-tenant'"):
         HttpTransport("up", "http://127.0.0.1:9/mcp", {"x-tenant": "a\r\nInjected: 1"}, feed)
+
+
+async def test_a_body_ending_at_close_is_cut_short_not_ended_when_the_gateway_closes_the_connection() -> None:
+    async def partial(state: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await state.read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"jsonrpc":')
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(partial) as server:
+        pool = http11.Pool(server.url)
+        response, _ = await pool.request("POST", {}, b"{}")
+        assert await anext(response.chunks()) == b'{"jsonrpc":'
+        pool.close()  # the gateway lets go (a shutdown), not the server's end of the body
+        with pytest.raises(http11.HttpError):
+            await response.read()
