@@ -6,6 +6,7 @@ what it writes (the Host header, header values)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -339,6 +340,16 @@ async def test_a_reader_that_does_not_read_pauses_the_connection() -> None:
 # -- what the client writes ---------------------------------------------------------------------------
 
 
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6(), reason="no IPv6 loopback here")
 async def test_an_ipv6_upstream_gets_a_bracketed_host_header() -> None:
     async with upstream(replies(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), host="::1") as server:
         pool = http11.Pool(server.url)
