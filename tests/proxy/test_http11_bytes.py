@@ -49,12 +49,17 @@ async def upstream(
 ) -> AsyncIterator[Upstream]:
     state = Upstream()
 
+    handlers: set[asyncio.Task[None]] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         try:
             await handler(state, reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # a handler still waiting when the test is over is ended quietly
         finally:
             writer.close()
 
@@ -65,6 +70,9 @@ async def upstream(
         yield state
     finally:
         server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers)
         await server.wait_closed()
 
 
