@@ -379,6 +379,7 @@ async def test_an_ipv6_upstream_gets_a_bracketed_host_header() -> None:
         ("x-note\r\nInjected", "1"),
         ("x note", "1"),
         ("", "1"),
+        ("x-note", "\u20ac"),
     ],
     ids=[
         "CRLF in a value",
@@ -388,6 +389,7 @@ async def test_an_ipv6_upstream_gets_a_bracketed_host_header() -> None:
         "CRLF in a name",
         "space in a name",
         "empty name",
+        "not Latin-1",
     ],
 )
 async def test_a_header_that_could_inject_another_is_refused_before_a_byte_is_sent(name: str, value: str) -> None:
