@@ -4,8 +4,8 @@ Why not a general-purpose client: every call through the gateway makes one upstr
 request, so the client's cost per request is the gateway's. `bench/http_client.py`
 measures it: this client, which leaves parsing to httptools (the C parser uvicorn uses)
 and does nothing MCP does not need, spent ~20-27 us of CPU per request where aiohttp
-spent ~70-90 and httpcore/httpx's transport ~280-410. What it leaves out on purpose: redirects (never followed upstream),
-proxies from the environment, HTTP/2, cookies.
+spent ~70-90 and httpcore/httpx's transport ~280-410. What it leaves out on purpose:
+redirects (never followed upstream), proxies from the environment, HTTP/2, cookies.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ MAX_BODY = 64 * 1024 * 1024
 here: its reader bounds what it keeps, and READ_AHEAD bounds what waits for it, so a
 long-lived stream may carry any amount over its life."""
 MAX_HEAD = 64 * 1024
-"""The most a response's status line and headers may take."""
+"""The most a response's status line and headers (interim responses included) may take,
+and its trailer section, and any one chunk's size line: bytes that are not body, which the
+parser gathers before it hands them over."""
 READ_AHEAD = 1024 * 1024
 """Body bytes received and not yet taken by the reader past which the connection stops
 reading (the upstream is held back by TCP) until the reader catches up: a reader slower
@@ -136,8 +138,9 @@ class _Connection(asyncio.Protocol):
         self.headers_ready: asyncio.Future[Response] | None = None
         self.closed = False
         self.idle_since = 0.0
-        self._head_bytes = 0
-        """Bytes received of the response's head so far; -1 once the final head is in."""
+        self._head_done = False
+        self._overhead = 0
+        """Bytes received that are not body, since the request or the last chunk's end."""
         self._interim = False
         self._until_close = False
         """The body is delimited by the connection's close (no length, not chunked)."""
@@ -151,23 +154,23 @@ class _Connection(asyncio.Protocol):
         if self.response is None:  # nothing was asked: whatever this is, the connection is out of step
             self.close()
             return
-        if self._head_bytes >= 0:
-            self._head_bytes += len(data)
+        self._overhead += len(data)
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(HttpError(f"invalid HTTP response: {exc}"))
             self.close()
             return
-        if self._head_bytes > MAX_HEAD:  # still in the head, and past the cap
-            self._fail(HttpError(f"the response's header block exceeded {MAX_HEAD} bytes"))
+        if self._overhead > MAX_HEAD:
+            part = "trailer section or a chunk's size line" if self._head_done else "header block"
+            self._fail(HttpError(f"the response's {part} exceeded {MAX_HEAD} bytes"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         by_server, self.closed = not self.closed, True
         response = self.response
         if response is not None and not response.complete:
-            if exc is None and by_server and self._until_close and self._head_bytes < 0:
+            if exc is None and by_server and self._until_close and self._head_done:
                 # The close is the body's end (RFC 9112 6.3): the response is whole.
                 self.response = None
                 response.complete = True
@@ -197,7 +200,8 @@ class _Connection(asyncio.Protocol):
             response.headers = {}
             return
         response.status = status
-        self._head_bytes = -1
+        self._head_done = True
+        self._overhead = 0  # what follows in this read is counted again, as body taken off: a read's slack
         headers = response.headers
         coding = headers.get("transfer-encoding")
         chunked = coding is not None and coding.rpartition(",")[2].strip().lower() == "chunked"
@@ -206,12 +210,16 @@ class _Connection(asyncio.Protocol):
             self.headers_ready.set_result(response)
 
     def on_body(self, body: bytes) -> None:
+        self._overhead -= len(body)
         if self.response is not None:
             response = self.response
             response._push(body)
             if response._buffered > READ_AHEAD and response._paused is None and self.transport is not None:
                 self.transport.pause_reading()
                 response._paused = self.transport
+
+    def on_chunk_complete(self) -> None:
+        self._overhead = 0
 
     def on_message_complete(self) -> None:
         if self._interim:  # the end of an interim response: the parser reads on to the final one
@@ -248,8 +256,8 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.response = Response()
         self.response._conn = self
-        self._head_bytes = 0
-        self._interim = self._until_close = False
+        self._overhead = 0
+        self._interim = self._until_close = self._head_done = False
         self.headers_ready = asyncio.get_running_loop().create_future()
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:

@@ -208,6 +208,23 @@ async def test_an_oversized_header_block_is_refused() -> None:
             pool.close()
 
 
+async def test_an_endless_trailer_section_is_refused_at_the_header_cap() -> None:
+    async def endless_trailer(state: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await state.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ")
+        for _ in range(64):  # 4 MiB of one trailer value, never ended
+            writer.write(b"a" * 65536)
+            await writer.drain()
+
+    async with upstream(endless_trailer) as server:
+        pool = http11.Pool(server.url)
+        try:
+            with pytest.raises(http11.HttpError, match="trailer"):
+                await fetch(pool)
+        finally:
+            pool.close()
+
+
 # -- chunked framing ---------------------------------------------------------------------------
 
 
