@@ -32,6 +32,7 @@ from . import yamlsrc
 from .errors import ConfigError, Problem
 
 SERVER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SECRET_NAME = re.compile(r"auth|token|secret|password|passwd|api[-_]?key|cookie|credential", re.I)
 
 
@@ -167,6 +168,14 @@ class HttpUpstream(_Upstream):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, Value]) -> dict[str, Value]:
+        for name, item in value.items():
+            # One header line each: a name that is a token, a value with no CR, LF or NUL
+            # (which would end the line and start another header). References are checked
+            # when resolved, by the HTTP client.
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+            if isinstance(item, str) and ("\r" in item or "\n" in item or "\0" in item):
+                raise ValueError(f"header {name!r} has a CR, LF or NUL in its value")
         return _no_secret_literals(value, "header")
 
 

@@ -302,3 +302,14 @@ def test_check_says_why_an_upstream_did_not_start_and_exits_1(tmp_path: Path) ->
     error = next(line for line in result.stdout.splitlines() if line.strip().startswith("error:"))
     assert "/nonexistent/ghost-server" in error
     assert "No such file or directory" in error
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ['{X-Tenant: "a\\r\\nInjected: 1"}', '{X-Tenant: "a\\u0000b"}', '{"X Tenant": a}', '{"X-Tenant:": a}'],
+    ids=["CRLF in a value", "NUL in a value", "space in a name", "colon in a name"],
+)
+def test_an_upstream_header_that_is_not_one_header_line_is_refused_at_load(headers: str) -> None:
+    [(line, message)] = problems(f"upstreams:\n  svc:\n    url: https://example.com/mcp\n    headers: {headers}\n")
+    assert line == 4
+    assert "header" in message

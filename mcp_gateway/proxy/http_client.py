@@ -24,7 +24,7 @@ from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, ProtocolError, UpstreamError
 from ..jsonrpc import Message, RequestId
 from . import payload
-from .http11 import ConnectError, HttpError, Pool, Response
+from .http11 import ConnectError, HttpError, InvalidHeader, Pool, Response, check_header
 from .rpc import YIELD_EVERY
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,11 @@ class HttpTransport:
     def __init__(self, name: str, url: str, headers: dict[str, str], feed: Feed) -> None:
         self.name = name
         self.url = url
+        for key, value in headers.items():
+            try:
+                check_header(key, value)
+            except InvalidHeader as exc:  # a configured header: refused before any request
+                raise UpstreamError(f"upstream {name!r}: {exc}", {"upstream": name}) from None
         self._headers = {"accept": _ACCEPT, "content-type": "application/json", **headers}
         self._pool = Pool(url)
         self._feed = feed
@@ -238,6 +243,8 @@ class HttpTransport:
             response, _ = await self._pool.request("POST", headers, jsonrpc.dumps(message))
             status = response.status
             await response.read()
+        except InvalidHeader as exc:
+            raise UpstreamError(f"not sent to upstream {self.name!r}: {exc}", {"upstream": self.name}) from None
         except HttpError as exc:
             self.break_(f"{type(exc).__name__}: {exc}")
             raise UpstreamError(f"upstream {self.name!r} is unreachable: {exc}", {"upstream": self.name}) from None
@@ -254,6 +261,10 @@ class HttpTransport:
             lease = payload.Lease()
         try:
             answered = await self._post_request(message, headers, lease)
+        except InvalidHeader as exc:  # nothing was sent; the upstream is not at fault
+            error = UpstreamError(f"not sent to upstream {self.name!r}: {exc}", {"upstream": self.name})
+            await self._feed(jsonrpc.error(request_id, error), request_id)
+            return
         except HttpError as exc:
             if isinstance(exc, ConnectError):
                 self.break_(str(exc))
@@ -428,7 +439,7 @@ class HttpTransport:
                 finally:
                     if not response.complete:
                         self._pool.abort(conn)
-            except ConnectError as exc:
+            except (ConnectError, InvalidHeader) as exc:
                 self.break_(str(exc))
                 return
             except HttpError as exc:
@@ -447,6 +458,6 @@ class HttpTransport:
                 try:
                     response, _ = await self._pool.request("DELETE", headers)
                     await response.read()
-                except HttpError:
+                except (HttpError, InvalidHeader):
                     pass
         self._pool.close()
