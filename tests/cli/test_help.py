@@ -47,7 +47,7 @@ def test_options_with_allowed_values_list_them_in_their_help() -> None:
     tail = dict(_commands(root))["audit tail"]
     choices = {a.dest: a.choices for a in tail._actions}
     assert choices["decision"] == ("allow", "deny")
-    assert choices["kind"] == ("decision", "completion", "admin", "end")
+    assert choices["kind"] == ("decision", "completion", "admin", "auth", "end")
 
 
 def test_no_help_names_a_flag_its_command_does_not_have() -> None:
