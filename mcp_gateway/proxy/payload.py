@@ -19,7 +19,9 @@ top-level `isError`/`resultType` are read from the bytes (`splice`), the result 
 relayed as it came, with only the id rewritten. Bodies are scanned as they arrive (`Scan`),
 a chunk at a time, for what would make splicing unsound (a `resource` block whose URI the
 gateway renames, `isError`/`resultType` anywhere but the result's end, a line break that
-would cut an SSE event); any of them and the answer is parsed as before.
+would cut an SSE event, an envelope name such as `"id"` that bytes closing the result early
+would need to smuggle a member or a second message, a letter written as a `\\u` escape);
+any of them and the answer is parsed as before.
 """
 
 from __future__ import annotations
@@ -173,7 +175,28 @@ def current() -> Lease | None:
 
 # -- splicing -------------------------------------------------------------------------------
 
-_WATCH = (b'"isError"', b'"resultType"', b'"resource', b"\n", b"\r")
+_WATCH = (
+    b'"isError"',
+    b'"resultType"',
+    b'"resource',
+    b"\n",
+    b"\r",
+    # The envelope's names: the result is relayed unvalidated, so bytes that close it early
+    # could add a top-level "id" (last one wins: the answer to another pending request, maybe
+    # another upstream's), an "error", or a second message after it. None of them can be
+    # written without one of these names.
+    b'"id"',
+    b'"error"',
+    b'"result"',
+    b'"jsonrpc"',
+    b'"method"',
+    # A letter written as an escape (`"\\u0069sError"`, `"\\u0072esource_link"`) is the same
+    # name to a parser but not to `bytes.find` (non-ASCII escapes, `\\u00e9`, are not these).
+    b"\\u004",
+    b"\\u005",
+    b"\\u006",
+    b"\\u007",
+)
 _OVERLAP = 11  # the longest watched token, less one
 _HEAD = re.compile(rb'\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(-?\d{1,18})\s*,\s*"result"\s*:\s*(?=\{)')
 _TAIL = re.compile(rb'((?:\s*,\s*"(?:isError|resultType)"\s*:\s*(?:true|false|"[A-Za-z_]{1,40}"))*)\s*\}\s*\}\s*\Z')
@@ -242,7 +265,9 @@ def splice(scan: Scan, offset: int, request_id: int) -> RawResult | None:
         return None
     # Every watched token must lie in the members the tail regex read: anywhere else, a
     # resource block, a nested isError or a line break means the result must be parsed.
-    if len(scan.hits) > Scan.MAX_HITS or any(hit < tail.start() or buffer[hit] in b"\r\n" for hit in scan.hits):
+    # (The head's own "jsonrpc", "id" and "result" are the envelope the regex read.)
+    body = head.end()
+    if len(scan.hits) > Scan.MAX_HITS or any(body <= hit < tail.start() or buffer[hit] in b"\r\n" for hit in scan.hits):
         return None
     members = {
         name.decode(): jsonrpc.loads(value) for name, value in _MEMBER.findall(buffer, tail.start(1), tail.end(1))

@@ -1,0 +1,67 @@
+"""Review findings on the hot paths (splicing of large results)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mcp_gateway.proxy import payload
+
+BIG = "x" * (payload.SPLICE_AT + 1000)
+
+
+def _scan(body: bytes, chunk: int = 65536) -> payload.Scan:
+    scan = payload.Scan()
+    for at in range(0, len(body), chunk):
+        scan.feed(body[at : at + chunk])
+    return scan
+
+
+def _relayed(body: bytes, client_id: Any = "client-id") -> bytes | None:
+    raw = payload.splice(_scan(body), 0, 7)
+    if raw is None:
+        return None
+    return b"".join(bytes(piece) for piece in payload.response_pieces(client_id, raw))
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'"content":[]},"id":"other-request","x":{"a":1}}}',  # a second top-level id (last one wins)
+        b'"content":[]},"error":{"code":1,"message":"m"},"x":{"a":1}}}',  # result and error both
+        b'"content":[]}}{"jsonrpc":"2.0","id":"other-request","result":{"a":{}}}',  # a second message
+    ],
+    ids=["duplicate id", "smuggled error", "second message"],
+)
+def test_a_large_result_that_closes_itself_early_is_parsed_not_spliced(tail: bytes) -> None:
+    body = b'{"jsonrpc":"2.0","id":7,"result":{"big":"' + BIG.encode() + b'",' + tail
+    assert _relayed(body) is None
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        '{"content":[{"type":"\\u0072esource_link","uri":"file:///a","name":"a"},{"type":"text","text":"%s"}]}',
+        '{"\\u0069sError":true,"content":[{"type":"text","text":"%s"}]}',
+        '{"r\\u0065sultType":"task","taskId":"t","content":[{"type":"text","text":"%s"}]}',
+    ],
+    ids=["escaped resource_link", "escaped isError", "escaped resultType"],
+)
+def test_a_large_result_hiding_a_watched_name_behind_escapes_is_parsed_not_spliced(result: str) -> None:
+    body = b'{"jsonrpc":"2.0","id":7,"result":' + (result % BIG).encode() + b"}"
+    json.loads(body)  # valid JSON whose parse says what the scan did not see
+    assert _relayed(body) is None
+
+
+def test_a_large_result_with_non_ascii_escapes_and_nested_objects_is_still_spliced() -> None:
+    result = {
+        "content": [{"type": "text", "text": 'caf\u00e9 \u4e2d <a> \\ " } ] { [ ' + BIG}],
+        "structuredContent": {"rows": [[1, {"a": [2, 3]}], {}, []]},
+        "isError": False,
+    }
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "result": result}, separators=(",", ":")).encode()
+    relayed = _relayed(body)
+    assert relayed is not None
+    assert json.loads(relayed) == {"jsonrpc": "2.0", "id": "client-id", "result": result}
