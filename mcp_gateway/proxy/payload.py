@@ -4,7 +4,11 @@ An upstream's answer is held by the gateway from its first byte until the client
 taken it. Two limits bound that:
 
 - `max_response_bytes`: one answer (or one event of an answer's stream) may not be larger;
-- `response_buffer_bytes`: all answers being held at once may not be larger.
+- `response_buffer_bytes`: all answers being held at once may not be larger, and the answers
+  held for one principal may not take more than half of it (`OWNER_SHARE`; or one answer
+  of `max_response_bytes`, if that is more): a principal that
+  starts large calls and reads none of their answers cannot hold the whole budget and have
+  every other principal's answers refused.
 
 An answer that would exceed either is refused with `ResponseRefused` (a JSON-RPC error
 naming the setting; the call is audited `upstream_error`) and its upstream connection is
@@ -47,6 +51,8 @@ TRIM_AFTER = 64 * 1024 * 1024
 """Bytes given back since the allocator was last asked to return free memory to the system."""
 TRIM_DELAY = 0.2
 SETTLE_DELAY = 2.0
+OWNER_SHARE = 2
+"""One principal's answers may hold at most 1/OWNER_SHARE of `response_buffer_bytes`."""
 
 
 class ResponseRefused(UpstreamError):
@@ -63,9 +69,16 @@ class Budget:
         self.per_response = per_response
         self.in_use = 0
         self.refused = 0
+        self.by_owner: dict[str, int] = {}
+        """Bytes held per principal (leases with an owner)."""
         self._freed = 0
         self._trim: asyncio.TimerHandle | None = None
         self._settled = False
+
+    @property
+    def share(self) -> int:
+        """What one principal's answers may hold: half the budget, or one largest answer if more."""
+        return max(self.limit // OWNER_SHARE, min(self.per_response, self.limit))
 
     def free(self, size: int) -> None:
         self.in_use -= size
@@ -111,10 +124,12 @@ def configure(response_buffer_bytes: int, max_response_bytes: int, write_timeout
 class Lease:
     """The response bytes held for one client request."""
 
-    __slots__ = ("budget", "closed", "held", "splice", "upstream")
+    __slots__ = ("budget", "closed", "held", "owner", "splice", "upstream")
 
-    def __init__(self, budget: Budget | None = None) -> None:
+    def __init__(self, budget: Budget | None = None, owner: str = "") -> None:
         self.budget = budget or BUDGET
+        self.owner = owner
+        """The principal whose request this is ("": the gateway's own), for its share."""
         self.held = 0
         self.closed = False
         self.splice = False
@@ -137,6 +152,14 @@ class Lease:
                 " retry when fewer large answers are in flight",
                 {"upstream": upstream, "limit": "response_buffer_bytes", "value": budget.limit},
             )
+        share = budget.share
+        if self.owner and budget.by_owner.get(self.owner, 0) + size > share:
+            budget.refused += 1
+            raise ResponseRefused(
+                f"the answers held for this principal reach its share of response_buffer_bytes ({share} bytes);"
+                " retry when fewer of its large answers are in flight",
+                {"upstream": upstream, "limit": "response_buffer_bytes", "value": share},
+            )
         self.adopt(size)
 
     def adopt(self, size: int) -> None:
@@ -144,26 +167,40 @@ class Lease:
         if not self.closed:
             self.held += size
             self.budget.in_use += size
+            if self.owner:
+                by_owner = self.budget.by_owner
+                by_owner[self.owner] = by_owner.get(self.owner, 0) + size
 
     def shrink(self, size: int) -> None:
         if not self.closed:
             size = min(size, self.held)
             self.held -= size
+            self._give(size)
             self.budget.free(size)
 
     def release(self) -> None:
         if not self.closed:
             self.closed = True
             held, self.held = self.held, 0
+            self._give(held)
             self.budget.free(held)
+
+    def _give(self, size: int) -> None:
+        if self.owner and size:
+            by_owner = self.budget.by_owner
+            left = by_owner.get(self.owner, 0) - size
+            if left > 0:
+                by_owner[self.owner] = left
+            else:
+                by_owner.pop(self.owner, None)
 
 
 _LEASE: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("lease", default=None)
 
 
-def open_lease() -> Lease:
-    """The lease of the client request being served in this task."""
-    lease = Lease()
+def open_lease(owner: str = "") -> Lease:
+    """The lease of the client request being served in this task (`owner`: its principal)."""
+    lease = Lease(owner=owner)
     _LEASE.set(lease)
     return lease
 

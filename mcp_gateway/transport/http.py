@@ -327,6 +327,7 @@ class McpEndpoint:
                 prefer_sse=not call.modern,
                 cancellation=cancellation,
                 replay=replay,
+                owner=call.principal.id,
             )
         finally:
             if cancellation is not None and session.calls.get(call.id) is cancellation:

@@ -65,3 +65,20 @@ def test_a_large_result_with_non_ascii_escapes_and_nested_objects_is_still_splic
     relayed = _relayed(body)
     assert relayed is not None
     assert json.loads(relayed) == {"jsonrpc": "2.0", "id": "client-id", "result": result}
+
+
+def test_one_principal_holding_answers_cannot_take_the_whole_budget_from_another() -> None:
+    budget = payload.Budget(limit=100, per_response=40)
+    greedy = [payload.Lease(budget, owner="greedy") for _ in range(10)]
+    refused = 0
+    for lease in greedy:  # many calls whose answers the client never reads
+        try:
+            lease.grow(20, "up")
+        except payload.ResponseRefused:
+            refused += 1
+    assert refused > 0
+    other = payload.Lease(budget, owner="other")
+    other.grow(40, "up")  # still served
+    for lease in [*greedy, other]:
+        lease.release()
+    assert budget.in_use == 0 and budget.by_owner == {}
