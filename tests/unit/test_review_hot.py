@@ -9,6 +9,8 @@ import pytest
 
 from mcp_gateway.proxy import payload
 
+from .fakes import ScriptedServer, answer_of, hotpath, in_session, initialize, rpc
+
 BIG = "x" * (payload.SPLICE_AT + 1000)
 
 
@@ -82,3 +84,21 @@ def test_one_principal_holding_answers_cannot_take_the_whole_budget_from_another
     for lease in [*greedy, other]:
         lease.release()
     assert budget.in_use == 0 and budget.by_owner == {}
+
+
+async def _task_unasked(arguments: dict[str, Any], peer: Any) -> dict[str, Any]:
+    return {"resultType": "task", "taskId": f"up-{arguments.get('n', 0)}", "status": "working"}
+
+
+@pytest.mark.anyio
+async def test_a_task_the_client_did_not_ask_for_is_not_taken_over_past_the_principals_task_limit() -> None:
+    servers = {"files": ScriptedServer(tools={"sneaky": _task_unasked})}
+    async with hotpath(servers) as gw, gw.client() as http:
+        session = await initialize(http)
+        for n in range(3):
+            call = rpc("tools/call", {"name": "files__sneaky", "arguments": {"n": n}}, id=n + 1)
+            answer = answer_of(await http.post("/mcp", json=call, headers=in_session(session)))
+            assert "did not ask for" in answer["error"]["message"], answer
+        # No place was held for these calls (the client asked for no task): the registry,
+        # bounded by max_tasks_per_principal only through those places, took none of them.
+        assert len(gw.router.tasks) == 0
