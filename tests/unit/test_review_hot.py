@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mcp_gateway.proxy import payload
+from mcp_gateway.transport.replay import GET_STREAM, Replay, ReplayLimits
 
 from .fakes import ScriptedServer, answer_of, hotpath, in_session, initialize, rpc
 
@@ -102,3 +103,20 @@ async def test_a_task_the_client_did_not_ask_for_is_not_taken_over_past_the_prin
         # No place was held for these calls (the client asked for no task): the registry,
         # bounded by max_tasks_per_principal only through those places, took none of them.
         assert len(gw.router.tasks) == 0
+
+
+def test_the_newest_large_event_of_many_sessions_is_kept_only_within_the_principals_share() -> None:
+    budget = payload.Budget(limit=40_000, per_response=10_000)  # a principal's share: 20 000 bytes
+    limits = ReplayLimits(events=100, bytes=1000)
+    large = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "x" * 8000}}
+    sessions = [Replay(limits, "greedy", budget) for _ in range(10)]
+    for replay in sessions:
+        replay.record(GET_STREAM, large)  # written to the client either way
+    kept = sum(len(chunk) for replay in sessions for _, chunk in replay.after(GET_STREAM, -1))
+    assert kept <= 20_000 + 10 * limits.bytes, kept  # not 10 large events outside every bound
+    other = Replay(limits, "other", budget)
+    other.record(GET_STREAM, large)
+    assert len(other.after(GET_STREAM, -1)) == 1  # another principal's sessions still keep theirs
+    for replay in [*sessions, other]:
+        replay.close()
+    assert budget.in_use == 0 and budget.by_owner == {}
