@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     one is refused with a JSON-RPC error (-32053) and audited `upstream_error`."""
     response_buffer_bytes: int = Field(default=128 * 1024 * 1024, ge=64 * 1024)
     """Upstream answer bytes the gateway holds at once, for all clients; an answer that
-    would go past it is refused like one over `max_response_bytes`."""
+    would go past it is refused like one over `max_response_bytes`. One principal's answers
+    may hold at most half of it (or one `max_response_bytes` answer, if more)."""
     response_write_timeout: float = Field(default=60.0, gt=0)
     """Seconds a client may take none of a large answer before its connection is dropped."""
     notification_rate: float = Field(default=1000.0, gt=0)

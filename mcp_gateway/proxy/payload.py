@@ -4,7 +4,11 @@ An upstream's answer is held by the gateway from its first byte until the client
 taken it. Two limits bound that:
 
 - `max_response_bytes`: one answer (or one event of an answer's stream) may not be larger;
-- `response_buffer_bytes`: all answers being held at once may not be larger.
+- `response_buffer_bytes`: all answers being held at once may not be larger, and the answers
+  held for one principal may not take more than half of it (`OWNER_SHARE`; or one answer
+  of `max_response_bytes`, if that is more): a principal that
+  starts large calls and reads none of their answers cannot hold the whole budget and have
+  every other principal's answers refused.
 
 An answer that would exceed either is refused with `ResponseRefused` (a JSON-RPC error
 naming the setting; the call is audited `upstream_error`) and its upstream connection is
@@ -19,7 +23,9 @@ top-level `isError`/`resultType` are read from the bytes (`splice`), the result 
 relayed as it came, with only the id rewritten. Bodies are scanned as they arrive (`Scan`),
 a chunk at a time, for what would make splicing unsound (a `resource` block whose URI the
 gateway renames, `isError`/`resultType` anywhere but the result's end, a line break that
-would cut an SSE event); any of them and the answer is parsed as before.
+would cut an SSE event, an envelope name such as `"id"` that bytes closing the result early
+would need to smuggle a member or a second message, a letter written as a `\\u` escape);
+any of them and the answer is parsed as before.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ TRIM_AFTER = 64 * 1024 * 1024
 """Bytes given back since the allocator was last asked to return free memory to the system."""
 TRIM_DELAY = 0.2
 SETTLE_DELAY = 2.0
+OWNER_SHARE = 2
+"""One principal's answers may hold at most 1/OWNER_SHARE of `response_buffer_bytes`."""
 
 
 class ResponseRefused(UpstreamError):
@@ -61,9 +69,16 @@ class Budget:
         self.per_response = per_response
         self.in_use = 0
         self.refused = 0
+        self.by_owner: dict[str, int] = {}
+        """Bytes held per principal (leases with an owner)."""
         self._freed = 0
         self._trim: asyncio.TimerHandle | None = None
         self._settled = False
+
+    @property
+    def share(self) -> int:
+        """What one principal's answers may hold: half the budget, or one largest answer if more."""
+        return max(self.limit // OWNER_SHARE, min(self.per_response, self.limit))
 
     def free(self, size: int) -> None:
         self.in_use -= size
@@ -109,10 +124,12 @@ def configure(response_buffer_bytes: int, max_response_bytes: int, write_timeout
 class Lease:
     """The response bytes held for one client request."""
 
-    __slots__ = ("budget", "closed", "held", "splice", "upstream")
+    __slots__ = ("budget", "closed", "held", "owner", "splice", "upstream")
 
-    def __init__(self, budget: Budget | None = None) -> None:
+    def __init__(self, budget: Budget | None = None, owner: str = "") -> None:
         self.budget = budget or BUDGET
+        self.owner = owner
+        """The principal whose request this is ("": the gateway's own), for its share."""
         self.held = 0
         self.closed = False
         self.splice = False
@@ -135,6 +152,14 @@ class Lease:
                 " retry when fewer large answers are in flight",
                 {"upstream": upstream, "limit": "response_buffer_bytes", "value": budget.limit},
             )
+        share = budget.share
+        if self.owner and budget.by_owner.get(self.owner, 0) + size > share:
+            budget.refused += 1
+            raise ResponseRefused(
+                f"the answers held for this principal reach its share of response_buffer_bytes ({share} bytes);"
+                " retry when fewer of its large answers are in flight",
+                {"upstream": upstream, "limit": "response_buffer_bytes", "value": share},
+            )
         self.adopt(size)
 
     def adopt(self, size: int) -> None:
@@ -142,26 +167,40 @@ class Lease:
         if not self.closed:
             self.held += size
             self.budget.in_use += size
+            if self.owner:
+                by_owner = self.budget.by_owner
+                by_owner[self.owner] = by_owner.get(self.owner, 0) + size
 
     def shrink(self, size: int) -> None:
         if not self.closed:
             size = min(size, self.held)
             self.held -= size
+            self._give(size)
             self.budget.free(size)
 
     def release(self) -> None:
         if not self.closed:
             self.closed = True
             held, self.held = self.held, 0
+            self._give(held)
             self.budget.free(held)
+
+    def _give(self, size: int) -> None:
+        if self.owner and size:
+            by_owner = self.budget.by_owner
+            left = by_owner.get(self.owner, 0) - size
+            if left > 0:
+                by_owner[self.owner] = left
+            else:
+                by_owner.pop(self.owner, None)
 
 
 _LEASE: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("lease", default=None)
 
 
-def open_lease() -> Lease:
-    """The lease of the client request being served in this task."""
-    lease = Lease()
+def open_lease(owner: str = "") -> Lease:
+    """The lease of the client request being served in this task (`owner`: its principal)."""
+    lease = Lease(owner=owner)
     _LEASE.set(lease)
     return lease
 
@@ -173,7 +212,28 @@ def current() -> Lease | None:
 
 # -- splicing -------------------------------------------------------------------------------
 
-_WATCH = (b'"isError"', b'"resultType"', b'"resource', b"\n", b"\r")
+_WATCH = (
+    b'"isError"',
+    b'"resultType"',
+    b'"resource',
+    b"\n",
+    b"\r",
+    # The envelope's names: the result is relayed unvalidated, so bytes that close it early
+    # could add a top-level "id" (last one wins: the answer to another pending request, maybe
+    # another upstream's), an "error", or a second message after it. None of them can be
+    # written without one of these names.
+    b'"id"',
+    b'"error"',
+    b'"result"',
+    b'"jsonrpc"',
+    b'"method"',
+    # A letter written as an escape (`"\\u0069sError"`, `"\\u0072esource_link"`) is the same
+    # name to a parser but not to `bytes.find` (non-ASCII escapes, `\\u00e9`, are not these).
+    b"\\u004",
+    b"\\u005",
+    b"\\u006",
+    b"\\u007",
+)
 _OVERLAP = 11  # the longest watched token, less one
 _HEAD = re.compile(rb'\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(-?\d{1,18})\s*,\s*"result"\s*:\s*(?=\{)')
 _TAIL = re.compile(rb'((?:\s*,\s*"(?:isError|resultType)"\s*:\s*(?:true|false|"[A-Za-z_]{1,40}"))*)\s*\}\s*\}\s*\Z')
@@ -242,7 +302,9 @@ def splice(scan: Scan, offset: int, request_id: int) -> RawResult | None:
         return None
     # Every watched token must lie in the members the tail regex read: anywhere else, a
     # resource block, a nested isError or a line break means the result must be parsed.
-    if len(scan.hits) > Scan.MAX_HITS or any(hit < tail.start() or buffer[hit] in b"\r\n" for hit in scan.hits):
+    # (The head's own "jsonrpc", "id" and "result" are the envelope the regex read.)
+    body = head.end()
+    if len(scan.hits) > Scan.MAX_HITS or any(body <= hit < tail.start() or buffer[hit] in b"\r\n" for hit in scan.hits):
         return None
     members = {
         name.decode(): jsonrpc.loads(value) for name, value in _MEMBER.findall(buffer, tail.start(1), tail.end(1))

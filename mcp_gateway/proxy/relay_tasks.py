@@ -190,6 +190,10 @@ class TaskRegistry:
         self._tg.start_soon(self._watch, task)
         return task
 
+    def abandon(self, upstream: Upstream, upstream_id: str) -> None:
+        """Cancel upstream a task the gateway does not take over."""
+        self._tg.start_soon(self._cancel_at, upstream, upstream_id)
+
     def listed(self, principal: Principal) -> list[RelayedTask]:
         """`principal`'s own tasks, oldest first."""
         return sorted(self._held(principal.id), key=lambda t: t.detail.get("createdAt", ""))
@@ -271,13 +275,16 @@ class TaskRegistry:
                 return "cancelled", None
 
     async def _cancel_upstream(self, task: RelayedTask) -> None:
+        await self._cancel_at(task.upstream, task.upstream_id)
+
+    async def _cancel_at(self, upstream: Upstream, upstream_id: str) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_TIMEOUT):
             try:
-                await task.upstream.call(
-                    "tasks/cancel", {"taskId": task.upstream_id}, client_caps=TASKS_CAPS, timeout=CANCEL_TIMEOUT
+                await upstream.call(
+                    "tasks/cancel", {"taskId": upstream_id}, client_caps=TASKS_CAPS, timeout=CANCEL_TIMEOUT
                 )
             except GatewayError as exc:
-                log.warning("%s: cancelling task %s failed: %s", task.upstream.name, task.upstream_id, exc.message)
+                log.warning("%s: cancelling task %s failed: %s", upstream.name, upstream_id, exc.message)
 
     async def _tell(self, task: RelayedTask) -> None:
         """A status change, to the handshake session that created the task (and no other)."""

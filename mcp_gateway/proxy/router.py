@@ -26,6 +26,7 @@ from ..errors import (
     Denied,
     GatewayError,
     ProtocolError,
+    UpstreamError,
 )
 from ..governance import Answered, Governance, Ticket
 from ..identity import Principal
@@ -390,6 +391,10 @@ class Router(Events):
                 caps = {**caps, **TASKS_CAPS}
                 params = {k: v for k, v in params.items() if k != "task"}
         observer = self.governance.observer
+        # Only a call that asked for a task held a place for one (`TaskRegistry.reserve`, what
+        # bounds a principal's running tasks): a task the upstream made of any other call is
+        # not taken over.
+        asked_task = declares_tasks(call.client_capabilities) if call.modern else "task" in call.params
 
         identity = self._identity_header(upstream, call.principal)
 
@@ -422,17 +427,28 @@ class Router(Events):
                 if "requestState" in result:
                     result["requestState"] = self.seal.wrap(result["requestState"], ticket)
             if (created := _created_task(method, result)) is not None:
+                self._unasked(upstream, created, asked_task)
                 return {**created, "taskId": self.tasks.register(upstream, ticket, created).id}
             return result
         for _ in range(bridge.MAX_ROUNDS):
             result = await send(sink, params)
             if (created := _created_task(method, result)) is not None:
+                self._unasked(upstream, created, asked_task)
                 session = None if call.session.ephemeral else call.session
                 return {"task": self.tasks.register(upstream, ticket, created, session).handshake()}
             if not bridge.is_input_required(result):
                 return result
             params = {**params, **await bridge.fulfil(call, payload.materialize(result))}
         raise ProtocolError(INVALID_PARAMS, f"upstream {upstream.name!r} kept asking for input; giving up")
+
+    def _unasked(self, upstream: Upstream, created: dict[str, Any], asked: bool) -> None:
+        """Refuse a task an upstream made of a call that did not ask for one (and cancel it there)."""
+        if asked:
+            return
+        self.tasks.abandon(upstream, created["taskId"])
+        raise UpstreamError(
+            f"upstream {upstream.name!r} answered with a task the client did not ask for", {"upstream": upstream.name}
+        )
 
     async def _call_tool(self, call: Call) -> dict[str, Any]:
         name = call.params.get("name")

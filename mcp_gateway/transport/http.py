@@ -267,7 +267,7 @@ class McpEndpoint:
         if len(self.sessions) >= self.options.max_sessions:
             await sse.send_status(send, 503, "Too many sessions", [(b"retry-after", _RETRY_AFTER)])
             return
-        replay = Replay(self.options.replay) if self.options.replay.enabled else None
+        replay = Replay(self.options.replay, who.id) if self.options.replay.enabled else None
         self.sessions[session.id] = _HttpSession(session, time.monotonic(), replay=replay)
         if replay is not None:
             # Until a GET stream is open, what would go on it is kept for one that resumes.
@@ -327,6 +327,7 @@ class McpEndpoint:
                 prefer_sse=not call.modern,
                 cancellation=cancellation,
                 replay=replay,
+                owner=call.principal.id,
             )
         finally:
             if cancellation is not None and session.calls.get(call.id) is cancellation:
@@ -555,6 +556,8 @@ class McpEndpoint:
             if self._per_principal[principal_id] <= 0:
                 del self._per_principal[principal_id]
             held.session.outbox = None
+            if held.replay is not None:
+                held.replay.close()
             if held.end_stream is not None:
                 held.end_stream()
             await self.router.close_session(held.session)

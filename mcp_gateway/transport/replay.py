@@ -8,7 +8,10 @@ the later events of the same stream, and, if the call behind a POST stream is st
 the rest of it as it comes.
 
 Bounds: per session at most `events` events and `bytes` bytes are kept (besides the newest
-event, whatever its size), none older than `seconds`; the oldest go first. An id that was
+event, whatever its size), none older than `seconds`; the oldest go first. A newest event
+larger than `bytes` is counted on the response budget (`payload.Budget`, under the session's
+principal's share) while it is kept, and not kept when that refuses it: otherwise each of a
+principal's sessions could hold one answer-sized event outside every bound. An id that was
 evicted, or that belongs to another session (ids carry a random per-session prefix),
 replays nothing.
 """
@@ -26,6 +29,7 @@ import anyio
 
 from .. import jsonrpc
 from ..jsonrpc import Message
+from ..proxy import payload
 
 GET_STREAM = "get"
 """The key of a session's standalone (GET) stream; POST streams are numbered."""
@@ -58,8 +62,10 @@ class ReplayLimits:
 class Replay:
     """One session's recent SSE events, by stream, for `Last-Event-ID`."""
 
-    def __init__(self, limits: ReplayLimits) -> None:
+    def __init__(self, limits: ReplayLimits, owner: str = "", budget: payload.Budget | None = None) -> None:
         self.limits = limits
+        self._lease = payload.Lease(budget, owner)
+        """What an event larger than `limits.bytes` holds of the response budget while kept."""
         self._prefix = secrets.token_urlsafe(9) + "."
         self._seq = itertools.count()
         self._streams = itertools.count(1)
@@ -102,11 +108,23 @@ class Replay:
             encoded = message if isinstance(message, bytes) else jsonrpc.dumps(message)
             chunk = b"id: " + event_id + b"\nevent: message\ndata: " + encoded + b"\n\n"
         now = time.monotonic()
+        if len(chunk) > self.limits.bytes:
+            try:
+                self._lease.grow(len(chunk), "sse replay")
+            except payload.ResponseRefused:
+                self._wake()
+                return chunk  # written, not kept: a client that missed it asks again
         self._events.append((seq, stream, chunk, now))
         self._bytes += len(chunk)
         self._evict(now)
         self._wake()
         return chunk
+
+    def close(self) -> None:
+        """The session has ended: let go of what it held."""
+        while self._events:
+            self._drop_oldest()
+        self._lease.release()
 
     def locate(self, last_event_id: str) -> tuple[str, int] | None:
         """The stream and sequence number of a kept event, or None (evicted, or not this session's)."""
@@ -156,4 +174,10 @@ class Replay:
         while events and (
             (len(events) > 1 and (len(events) > limits.events or self._bytes > limits.bytes)) or events[0][3] < cutoff
         ):
-            self._bytes -= len(events.popleft()[2])
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        size = len(self._events.popleft()[2])
+        self._bytes -= size
+        if size > self.limits.bytes:
+            self._lease.shrink(size)

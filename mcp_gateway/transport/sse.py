@@ -229,8 +229,10 @@ async def answer(
     headers: list[tuple[bytes, bytes]] | None = None,
     cancellation: Cancellation | None = None,
     replay: Replay | None = None,
+    owner: str = "",
 ) -> None:
     """Run `handler(emit)` in this task and write its answer. `emit` streams a message.
+    `owner` (the caller's principal) is charged for the answer bytes held meanwhile.
 
     With a `replay` (handshake-era sessions, SSE) the stream is resumable: a client that
     hangs up does not cancel the call (at those revisions that takes `notifications/cancelled`),
@@ -242,7 +244,7 @@ async def answer(
     client disconnecting cancels the handler (2026-07-28's cancellation); so does
     `cancellation.cancel()`, after which no answer is written (the client asked for it).
     """
-    lease = payload.open_lease()
+    lease = payload.open_lease(owner)
     try:
         await _answer(
             receive, send, request_id, handler, status_for, streaming, prefer_sse, headers, cancellation, replay
