@@ -77,7 +77,7 @@ State = Literal["connecting", "ready", "down", "disabled"]
 
 
 @dataclass
-class Catalog:
+class UpstreamCatalog:
     """What one upstream offers, as it sent it."""
 
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -121,7 +121,7 @@ class Upstream:
         self.capabilities: dict[str, Any] = {}
         self.server_info: dict[str, Any] = {}
         self.instructions: str | None = None
-        self.catalog = Catalog()
+        self.catalog = UpstreamCatalog()
         self.ready = anyio.Event()
         self._attempted = not config.enabled
         self._first_attempt_since: float | None = None
@@ -176,7 +176,7 @@ class Upstream:
         self.last_error = reason
         self.state = "down"
         self.ready = anyio.Event()
-        self.catalog = Catalog()
+        self.catalog = UpstreamCatalog()
         self._schemas = {}
 
     async def _serve_one_connection(self) -> None:
@@ -347,8 +347,8 @@ class Upstream:
 
     # -- catalog -----------------------------------------------------------------------
 
-    async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> Catalog:
-        catalog = Catalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
+    async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> UpstreamCatalog:
+        catalog = UpstreamCatalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
         for kind in kinds:
             capability = "resources" if kind == "templates" else kind
             if capability not in self.capabilities:
