@@ -102,7 +102,7 @@ def _admin_tokens(rows: list[dict[str, Any]]) -> dict[str, AdminToken]:
     return tokens
 
 
-Listener = Callable[[PolicySnapshot, PolicySnapshot], Awaitable[None]]
+SnapshotListener = Callable[[PolicySnapshot, PolicySnapshot], Awaitable[None]]
 
 
 class Snapshots:
@@ -120,11 +120,11 @@ class Snapshots:
         self.checked_at = float("-inf")
         """Monotonic time the snapshot was last confirmed current."""
         self.last_error: str | None = None
-        self._listeners: list[Listener] = []
+        self._listeners: list[SnapshotListener] = []
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
 
-    def subscribe(self, listener: Listener) -> None:
+    def subscribe(self, listener: SnapshotListener) -> None:
         self._listeners.append(listener)
 
     def stale(self) -> bool:
