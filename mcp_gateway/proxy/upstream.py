@@ -27,8 +27,7 @@ from anyio.abc import TaskGroup
 from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 
 from .. import __version__, jsonrpc
-from ..config import HttpUpstream, StdioUpstream, resolve
-from ..config import Upstream as UpstreamConfig
+from ..config import HttpUpstream, StdioUpstream, UpstreamConfig, resolve
 from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
 from ..observe.tracing import TRACEPARENT
