@@ -359,7 +359,7 @@ class Upstream:
             for _ in range(MAX_PAGES):
                 params: dict[str, Any] = {"cursor": cursor} if cursor else {}
                 try:
-                    page = await self._request(conn, method, params, CLIENT_CAPS, None, None)
+                    page = await self._request(conn, method, params, CLIENT_CAPS, sink=None, timeout=None)
                 except RpcError as exc:
                     if kind == "templates":
                         break  # optional even where resources are offered
@@ -418,7 +418,7 @@ class Upstream:
                 await transport.suspect.wait()
             transport.suspect = asyncio.Event()
             try:
-                await self._request(conn, method, {}, CLIENT_CAPS, None, self.config.health_timeout)
+                await self._request(conn, method, {}, CLIENT_CAPS, sink=None, timeout=self.config.health_timeout)
             except RpcError:
                 continue  # it answered, even if only with an error: it is alive
             except GatewayError as exc:
@@ -446,7 +446,7 @@ class Upstream:
         if self.modern:
             self._restart_listen(conn)
         else:
-            await self._request(conn, method, {"uri": uri}, CLIENT_CAPS, None, self.config.timeout)
+            await self._request(conn, method, {"uri": uri}, CLIENT_CAPS, sink=None, timeout=self.config.timeout)
 
     async def _resubscribe(self, conn: RpcConnection) -> None:
         if self.modern:
@@ -454,7 +454,9 @@ class Upstream:
             return
         for uri in sorted(self.subscriptions):
             try:
-                await self._request(conn, "resources/subscribe", {"uri": uri}, CLIENT_CAPS, None, self.config.timeout)
+                await self._request(
+                    conn, "resources/subscribe", {"uri": uri}, CLIENT_CAPS, sink=None, timeout=self.config.timeout
+                )
             except GatewayError as exc:
                 log.warning("%s: resubscribing to %s failed: %s", self.name, uri, exc)
 
@@ -484,7 +486,12 @@ class Upstream:
                 while not conn.closed.is_set():
                     try:
                         await self._request(
-                            conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None
+                            conn,
+                            "subscriptions/listen",
+                            {"notifications": wanted},
+                            CLIENT_CAPS,
+                            sink=None,
+                            timeout=None,
                         )
                     except GatewayError as exc:
                         log.debug("%s: listen stream ended: %s", self.name, exc)
@@ -502,6 +509,7 @@ class Upstream:
         method: str,
         params: dict[str, Any],
         caps: dict[str, Any],
+        *,
         sink: Sink | None,
         timeout: float | None,
         log_level: str | None = None,
@@ -554,7 +562,15 @@ class Upstream:
             # The one extension the gateway relays (its tasks are registered and governed).
             caps = {**caps, "extensions": {TASKS_EXTENSION: {}}}
         result = await self._request(
-            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers, traceparent
+            conn,
+            method,
+            params,
+            caps,
+            sink=sink,
+            timeout=timeout or self.config.timeout,
+            log_level=log_level,
+            extra=headers,
+            traceparent=traceparent,
         )
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:
