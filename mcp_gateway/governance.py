@@ -30,8 +30,8 @@ from .identity import Principal
 from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .observe.observer import Observer
 from .policy.engine import decide
-from .policy.model import Decision, KillSwitch, Kind, Target
 from .policy.snapshot import PolicySnapshot, Snapshots
+from .policy_model import Decision, KillSwitch, Kind, Target
 from .roles import Role
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..policy.model import SCOPES
+from ..policy_model import SCOPES
 from .metrics import PREFIX, gauge
 
 if TYPE_CHECKING:

@@ -24,11 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..identity import Principal
+from ..policy_model import KillSwitch
 from ..roles import Role
 from ..store import rules as rule_store
 from ..store import state as state_store
 from .engine import PolicyState
-from .model import KillSwitch
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from ..jsonrpc import Message
 from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
 from ..oauth.assertion import IdentitySigner
-from ..policy.model import Kind, Target
+from ..policy_model import Kind, Target
 from . import bridge, payload
 from .catalog import Catalog, exposed_uri
 from .relay_tasks import (

@@ -29,8 +29,8 @@ from mcp_gateway.governance import Governance
 from mcp_gateway.identity import LOCAL, Principal
 from mcp_gateway.jsonrpc import Message, RequestId
 from mcp_gateway.policy.engine import PolicyState
-from mcp_gateway.policy.model import KillSwitch, Rule
 from mcp_gateway.policy.snapshot import PolicySnapshot, Snapshots
+from mcp_gateway.policy_model import KillSwitch, Rule
 from mcp_gateway.proxy.router import Router
 from mcp_gateway.proxy.rpc import RpcConnection
 from mcp_gateway.proxy.upstream import Events, Upstream
