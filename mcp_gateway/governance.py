@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .audit.redact import ArgumentPolicy
-from .audit.writer import AuditUnavailable, AuditWriter
-from .errors import Denied, GatewayError, UpstreamTimeout
+from .audit.writer import AuditWriter
+from .errors import AuditUnavailable, Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
 from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .observe.observer import Observer

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..audit.writer import AuditUnavailable
+from ..errors import AuditUnavailable
 from ..roles import Role
 from ..runtime import Gateway
 from .operators import Operator, authenticate, note_use, tokenless

@@ -27,7 +27,7 @@ from ..admin.common import ApiError, gateway
 from ..admin.models import EngageSwitch, ReleaseSwitch
 from ..admin.operators import LOCAL, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
-from ..audit.writer import AuditUnavailable
+from ..errors import AuditUnavailable
 from ..roles import Role
 from ..store import audit as audit_store
 from ..store import identity as identity_store
