@@ -41,7 +41,7 @@ MAX_COOKIE = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class Session:
+class DashboardSession:
     operator: Operator
     csrf: str
     token: str | None
@@ -60,7 +60,7 @@ def seal(gw: Gateway, token: str | None) -> tuple[str, str]:
     return _fernet(gw).encrypt_at_time(payload, int(time.time())).decode(), csrf
 
 
-async def session_of(request: Request) -> Session | None:
+async def session_of(request: Request) -> DashboardSession | None:
     """The request's valid session, or None (absent, tampered with, expired, or its token no
     longer valid)."""
     raw = request.cookies.get(COOKIE)
@@ -81,10 +81,10 @@ async def session_of(request: Request) -> Session | None:
     if operator is None:
         return None
     note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too
-    return Session(operator, csrf, token)
+    return DashboardSession(operator, csrf, token)
 
 
-def csrf_ok(session: Session, sent: object) -> bool:
+def csrf_ok(session: DashboardSession, sent: object) -> bool:
     return isinstance(sent, str) and hmac.compare_digest(sent.encode(), session.csrf.encode())
 
 
