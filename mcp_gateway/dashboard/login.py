@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..admin.common import gateway
-from ..admin.operators import LOCAL, Operator, by_token, local_caller, note_use
+from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller, note_use
 from ..roles import Role
 from ..runtime import Gateway
 
@@ -75,7 +75,7 @@ async def session_of(request: Request) -> DashboardSession | None:
     if not isinstance(csrf, str) or not (token is None or isinstance(token, str)):
         return None
     if token is None:
-        operator = Operator(LOCAL, Role.admin) if local_caller(request) else None
+        operator = Operator(LOCAL_OPERATOR, Role.admin) if local_caller(request) else None
     else:
         operator = await by_token(gw, token)
     if operator is None:

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..admin.common import ApiError, gateway
 from ..admin.models import EngageSwitch, ReleaseSwitch
-from ..admin.operators import LOCAL, Operator, by_token, local_caller
+from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
 from ..errors import AuditUnavailable
 from ..roles import Role
@@ -129,7 +129,7 @@ async def index(request: Request) -> Response:
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
         value, csrf = login.seal(gateway(request), None)
-        session = DashboardSession(Operator(LOCAL, Role.admin), csrf, None)
+        session = DashboardSession(Operator(LOCAL_OPERATOR, Role.admin), csrf, None)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
