@@ -262,7 +262,7 @@ async def loop_lag(args: argparse.Namespace) -> dict[str, Any]:
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    server = http_server.Server(http_server.config(app, "warning", http_server.Limits()))
+    server = http_server.Server(http_server.config(app, "warning", http_server.ConnectionLimits()))
     serving = asyncio.ensure_future(server.serve([sock]))
     while not server.started:
         await asyncio.sleep(0.01)

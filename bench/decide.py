@@ -8,7 +8,7 @@ from typing import Any
 
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy.engine import PolicyState, decide
-from mcp_gateway.policy.model import KillSwitch, Rule, Target
+from mcp_gateway.policy_model import KillSwitch, Rule, Target
 
 from .load import summary
 

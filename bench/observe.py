@@ -89,7 +89,7 @@ def hot_path(iterations: int = 10_000) -> dict[str, float]:
     from mcp_gateway.identity import Principal
     from mcp_gateway.observe.metrics import Metrics
     from mcp_gateway.observe.observer import Observer
-    from mcp_gateway.policy.model import Decision, Target
+    from mcp_gateway.policy_model import Decision, Target
 
     principal = Principal("bench/load", "bench")
     target = Target("fast", "tool", "echo")

@@ -179,7 +179,7 @@ class HttpUpstream(_Upstream):
         return _no_secret_literals(value, "header")
 
 
-Upstream = StdioUpstream | HttpUpstream
+UpstreamConfig = StdioUpstream | HttpUpstream
 
 
 class ConfigFile(BaseModel):
@@ -195,7 +195,7 @@ class Config(BaseModel):
     """A loaded, validated configuration."""
 
     path: Path | None = None
-    upstreams: dict[str, Upstream] = Field(default_factory=dict)
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     gateway: dict[str, Any] = Field(default_factory=dict)
     gateway_lines: dict[str, int] = Field(default_factory=dict)
     """Line of each `gateway:` key, for errors found when settings are built."""
@@ -235,7 +235,7 @@ def _gateway_secret_problems(section: dict[str, Any], source: yamlsrc.Source) ->
 _FIELDS = {*StdioUpstream.model_fields, *HttpUpstream.model_fields}
 
 
-def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> Upstream | list[Problem]:
+def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> UpstreamConfig | list[Problem]:
     loc: yamlsrc.Loc = ("upstreams", name)
     if not SERVER_NAME.fullmatch(name):
         return [
@@ -269,7 +269,7 @@ def _upstream(name: str, raw: Any, source: yamlsrc.Source) -> Upstream | list[Pr
                 f"upstreams.{name}: give either `command` (stdio) or `url` (HTTP)",
             )
         ]
-    model: type[Upstream] = StdioUpstream if has_command else HttpUpstream
+    model: type[UpstreamConfig] = StdioUpstream if has_command else HttpUpstream
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -288,7 +288,7 @@ def parse(text: str, file: str, base: Path | None = None) -> Config:
     except ValidationError as exc:
         raise ConfigError(source.problems(exc, known=ConfigFile.model_fields)) from None
     problems: list[Problem] = []
-    upstreams: dict[str, Upstream] = {}
+    upstreams: dict[str, UpstreamConfig] = {}
     for name, raw in top.upstreams.items():
         result = _upstream(name, raw, source)
         if isinstance(result, list):

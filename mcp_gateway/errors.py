@@ -6,12 +6,16 @@ JSON-RPC code it is rendered with, so one place (`to_error`) turns it into a wir
     GatewayError                       -32603 unless a subclass says otherwise
     ├── ProtocolError                  a malformed or unsupported request (-32600 / -32602 / -32601 ...)
     ├── Denied                         the gateway refuses the call: policy, kill switch, no audit (-32050)
+    │   ├── AuditUnavailable           its audit row could not be committed, so the call is not made
+    │   └── limits.LimitReached        a principal holds as much as its limit allows
     ├── UpstreamError                  the upstream could not answer (-32051); `UpstreamTimeout` (-32052)
-    │   └── UpstreamTimeout
+    │   ├── UpstreamTimeout
+    │   └── proxy.payload.ResponseRefused  an answer too large to hold (its own code)
+    ├── RpcError                       an error *received* from a peer, forwarded as it came (its code
+    │                                  is the peer's)
     └── ConfigError                    a config or policy file is wrong; carries file:line problems
 
-`RpcError` is an error *received* from a peer, forwarded as it came (its code is the
-peer's). Denials and upstream failures carry a `data` object naming the reason, so agents
+Denials and upstream failures carry a `data` object naming the reason, so agents
 and people can see why.
 """
 
@@ -65,6 +69,10 @@ class Denied(GatewayError):
     """The gateway refuses the request; `data` names the reason, rule and policy version."""
 
     code = GATEWAY_DENIED
+
+
+class AuditUnavailable(Denied):
+    """The audit row could not be committed; the call it described does not happen."""
 
 
 class UpstreamError(GatewayError):

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .audit.redact import ArgumentPolicy
-from .audit.writer import AuditUnavailable, AuditWriter
-from .errors import Denied, GatewayError, UpstreamTimeout
+from .audit.writer import AuditWriter
+from .errors import AuditUnavailable, Denied, GatewayError, UpstreamTimeout
 from .identity import Principal
 from .killswitch import PRINCIPAL_SCOPES, Inflight
 from .observe.observer import Observer
 from .policy.engine import decide
-from .policy.model import Decision, KillSwitch, Kind, Target
-from .policy.snapshot import Snapshot, Snapshots
+from .policy.snapshot import PolicySnapshot, Snapshots
+from .policy_model import Decision, KillSwitch, Kind, Target
 from .roles import Role
 
 log = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ class Governance:
         except AuditUnavailable as exc:
             log.warning("admin refusal of %s not audited: %s", actor, exc)
 
-    def _watch_expiries(self, snapshot: Snapshot) -> None:
+    def _watch_expiries(self, snapshot: PolicySnapshot) -> None:
         """When a switch expires, what clients may see changes: tell them then."""
         for handle in self._expiries:
             handle.cancel()
@@ -433,7 +433,7 @@ class Governance:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _swapped(self, old: Snapshot, new: Snapshot) -> None:
+    async def _swapped(self, old: PolicySnapshot, new: PolicySnapshot) -> None:
         self._watch_expiries(new)
         # A key that left the snapshot was revoked (or its principal disabled): what it
         # opened ends now, as under a principal kill switch, not when it next asks.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .identity import Principal
-from .policy.model import KillSwitch, Target
+from .policy_model import KillSwitch, Target
 
 Ending = Literal["killed", "revoked"]
 OpenKind = Literal["stream", "session"]

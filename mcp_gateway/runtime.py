@@ -238,7 +238,15 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                     metrics,
                 )
                 if metrics is not None:
-                    metrics.gauges(partial(gauges.read, gateway))
+                    metrics.gauges(
+                        lambda: gauges.read(
+                            gateway.governance.inflight,
+                            gateway.snapshots,
+                            gateway.governance.writer,
+                            gateway.router.sessions,
+                            gateway.upstreams,
+                        )
+                    )
                 yield gateway
             finally:
                 if oauth is not None:

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     """Origin header values accepted besides loopback ones."""
     dns_rebinding_protection: bool = True
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    # What a connection may cost before the app sees its request (transport/server.py `Limits`).
+    # What a connection may cost before the app sees its request (transport/server.py `ConnectionLimits`).
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     """Request line and headers together; a larger head gets 431 and the connection closes."""
     max_headers: int = Field(default=100, gt=0)

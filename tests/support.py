@@ -133,7 +133,7 @@ async def http_upstream_process(env: dict[str, str] | None = None) -> AsyncItera
 
 
 @asynccontextmanager
-async def serving(app: Any, limits: http_server.Limits | None = None, port: int = 0) -> AsyncIterator[int]:
+async def serving(app: Any, limits: http_server.ConnectionLimits | None = None, port: int = 0) -> AsyncIterator[int]:
     """Run an ASGI app under the gateway's uvicorn setup on a loopback port (default: random); yields the port."""
     with loopback_socket(port) as sock:
         server = uvicorn.Server(http_server.config(app, log_level="warning", limits=limits))
@@ -154,7 +154,7 @@ async def serve(config_path: Path, port: int = 0, **overrides: Any) -> AsyncIter
     config = load(config_path)
     settings = settings_for(config, **overrides)
     app = create_app(config, settings)
-    async with serving(app, http_server.Limits.of(settings), port) as port:
+    async with serving(app, http_server.ConnectionLimits.of(settings), port) as port:
         gateway: Gateway = app.state.gateway
         yield f"http://127.0.0.1:{port}/mcp", gateway
 

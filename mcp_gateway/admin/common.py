@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..audit.writer import AuditUnavailable
+from ..errors import AuditUnavailable
 from ..roles import Role
 from ..runtime import Gateway
 from .operators import Operator, authenticate, note_use, tokenless
@@ -21,7 +21,7 @@ from .operators import Operator, authenticate, note_use, tokenless
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[Request, str], Awaitable[Response]]
+AdminHandler = Callable[[Request, str], Awaitable[Response]]
 
 MAX_PARAM = 512
 """The longest query or path parameter any route takes (names and ids are far shorter)."""
@@ -56,7 +56,7 @@ _REQUIRED = {
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def admin(role: Role) -> Callable[[Handler], Endpoint]:
+def admin(role: Role) -> Callable[[AdminHandler], Endpoint]:
     """Make `handler` an admin route open to `role` and the roles above it: authenticate the
     caller (401 without a valid credential, 403 `forbidden` with too small a role), then run
     the handler with the actor's name. Every admin route names its role here, and only here;
@@ -64,7 +64,7 @@ def admin(role: Role) -> Callable[[Handler], Endpoint]:
     if not isinstance(role, Role):
         raise TypeError("an admin route names the least role it needs: @admin(Role.viewer)")
 
-    def decorate(handler: Handler) -> Endpoint:
+    def decorate(handler: AdminHandler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             operator = await authenticate(request)
             if operator is None:

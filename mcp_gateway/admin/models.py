@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..policy.bundle import KINDS_NOTE, ArgumentConstraint, Patterns, check_resource_patterns
-from ..policy.model import SCOPES
+from ..policy_model import SCOPES
 from ..roles import Role
 
 _TEAM = r"^[a-z0-9][a-z0-9_-]{0,63}$"

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CONFIGURED = "admin-token"
 """The actor name of the `admin_token` setting."""
-LOCAL = "local-admin"
+LOCAL_OPERATOR = "local-admin"
 """The actor name of a loopback caller of an `auth: none` gateway with no admin token."""
 
 
@@ -105,7 +105,7 @@ async def authenticate(request: Request) -> Operator | None:
     credential: a bearer admin token or operator access token (`by_token`), or the local
     admin of an `auth: none` loopback gateway (`local_caller`)."""
     if local_caller(request):
-        return Operator(LOCAL, Role.admin)
+        return Operator(LOCAL_OPERATOR, Role.admin)
     token = auth.bearer(request.headers.get("authorization"))
     return await by_token(request.app.state.gateway, token) if token is not None else None
 

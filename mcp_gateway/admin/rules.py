@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..policy.model import Rule
+from ..policy_model import Rule
 from ..roles import Role
 from ..store import identity as identity_store
 from ..store import rules as store

@@ -11,7 +11,7 @@ from ..roles import Role
 from ..store import identity as store
 from .common import ApiError, admin, audited, body, gateway, ok, refreshed
 from .models import NewAdminToken
-from .operators import CONFIGURED, LOCAL
+from .operators import CONFIGURED, LOCAL_OPERATOR
 
 
 class NameTaken(ValueError):
@@ -22,7 +22,9 @@ async def make_admin_token(engine: AsyncEngine, name: str, role: Role) -> dict[s
     """Create an admin token; the secret (`token`) appears only in what this returns.
     `NameTaken` if a stored token (revoked ones too: their rows stay in the audit) or a
     built-in actor (`admin-token`, `local-admin`) has the name."""
-    if name in (CONFIGURED, LOCAL) or any(row["name"] == name for row in await store.list_admin_tokens(engine)):
+    if name in (CONFIGURED, LOCAL_OPERATOR) or any(
+        row["name"] == name for row in await store.list_admin_tokens(engine)
+    ):
         raise NameTaken(
             f"the name {name!r} is taken (by an admin token, revoked or not, or a built-in actor): "
             "the audit names actors by it, so give this token a name of its own"

@@ -31,10 +31,11 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..errors import AuditUnavailable
 from ..store import audit as store
 from ..store import retention
 from .chain import GENESIS, row_hash
-from .writer import AuditUnavailable, AuditWriter
+from .writer import AuditWriter
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from .chain import GENESIS, row_hash
 
 
 @dataclass
-class Problem:
+class ChainProblem:
     chain: str
     message: str
     seq: int | None = None
@@ -65,7 +65,7 @@ class Head:
 class Report:
     rows: int = 0
     chains: int = 0
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[ChainProblem] = field(default_factory=list)
     heads: list[Head] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What could not be checked and is not a failure (an anchored row since pruned)."""
@@ -75,7 +75,7 @@ class Report:
         return not self.problems
 
     @property
-    def first(self) -> Problem | None:
+    def first(self) -> ChainProblem | None:
         """The first bad row by `seq`, else the first chain-level problem."""
         rows = [p for p in self.problems if p.seq is not None]
         if rows:
@@ -95,7 +95,7 @@ async def verify(
     anchors = {**(expect or {}), **(start_at or {})}
     for chain in sorted(set(anchors) - set(names)):
         report.problems.append(
-            Problem(chain, f"is anchored at #{anchors[chain].seq} but has no rows left: the chain was deleted")
+            ChainProblem(chain, f"is anchored at #{anchors[chain].seq} but has no rows left: the chain was deleted")
         )
     for chain in names:
         report.chains += 1
@@ -172,7 +172,7 @@ class _Walk:
                 else "before the first position (#1)"
             )
             report.problems.append(
-                Problem(
+                ChainProblem(
                     chain,
                     f"is {where}: a row was inserted, or a checkpoint forged over rows still there",
                     hidden["seq"],
@@ -183,7 +183,7 @@ class _Walk:
             message = self._problem(row)
             self._count(row, report)
             if message is not None:
-                report.problems.append(Problem(chain, message, row["seq"], row["chain_seq"]))
+                report.problems.append(ChainProblem(chain, message, row["seq"], row["chain_seq"]))
                 # The rest is counted (the chain's head is still worth showing), not checked.
                 async for rest in store.in_chain(engine, chain, after=row["chain_seq"]):
                     self._count(rest, report)
@@ -196,7 +196,7 @@ class _Walk:
         chain, last = self.head.chain, self.head.last_seq
         if last < mark.seq:
             report.problems.append(
-                Problem(
+                ChainProblem(
                     chain,
                     f"ends at #{last} where the anchor has #{mark.seq}: "
                     f"{mark.seq - last} row(s) were deleted from its end",
@@ -208,8 +208,12 @@ class _Walk:
             )
         elif mark.seq == self.pruned_to and self.checkpoint is not None:
             if self.checkpoint["hash"] != mark.hash:
-                report.problems.append(Problem(chain, f"its checkpoint at #{mark.seq} does not hold the anchored hash"))
+                report.problems.append(
+                    ChainProblem(chain, f"its checkpoint at #{mark.seq} does not hold the anchored hash")
+                )
         elif mark.seq in self.seen and self.seen[mark.seq] != mark.hash:
             report.problems.append(
-                Problem(chain, f"its row #{mark.seq} is not the anchored one (another hash): the chain was rewritten")
+                ChainProblem(
+                    chain, f"its row #{mark.seq} is not the anchored one (another hash): the chain was rewritten"
+                )
             )

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import Denied
+from ..errors import AuditUnavailable
 from ..store.audit import PostgresAppender, SqliteAppender
 from ..store.bounds import STORE_TIMEOUT
 from .chain import GENESIS, link
@@ -64,10 +64,6 @@ _CALL_KEYS = (
     "issuer",
 )
 """What a completion row repeats of its decision row."""
-
-
-class AuditUnavailable(Denied):
-    """The audit row could not be committed; the call it described does not happen."""
 
 
 def _unavailable(detail: str) -> AuditUnavailable:

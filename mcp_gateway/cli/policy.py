@@ -15,9 +15,9 @@ from ..policy import bundle as policy_bundle
 from ..policy.apply import apply, plan
 from ..policy.arguments import argument_violation
 from ..policy.engine import PolicyState, comparable, decide, why
-from ..policy.model import Rule, Target
 from ..policy.snapshot import build
 from ..policy.uris import AmbiguousURI
+from ..policy_model import Rule, Target
 from ..store import state as state_store
 from .common import add_config, config_at_hand, load_all, run_with_store, store, warn_unknown_servers
 

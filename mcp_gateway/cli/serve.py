@@ -116,7 +116,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port,
         mask_urls(settings.database_url or ""),
     )
-    server = http_server.Server(http_server.config(app, settings.log_level, http_server.Limits.of(settings)))
+    server = http_server.Server(http_server.config(app, settings.log_level, http_server.ConnectionLimits.of(settings)))
     logs.protect("uvicorn", "uvicorn.error")  # configured by uvicorn's Config just now
     try:
         server.run(sockets=[sock])

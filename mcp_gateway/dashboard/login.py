@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..admin.common import gateway
-from ..admin.operators import LOCAL, Operator, by_token, local_caller, note_use
+from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller, note_use
 from ..roles import Role
 from ..runtime import Gateway
 
@@ -41,7 +41,7 @@ MAX_COOKIE = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class Session:
+class DashboardSession:
     operator: Operator
     csrf: str
     token: str | None
@@ -60,7 +60,7 @@ def seal(gw: Gateway, token: str | None) -> tuple[str, str]:
     return _fernet(gw).encrypt_at_time(payload, int(time.time())).decode(), csrf
 
 
-async def session_of(request: Request) -> Session | None:
+async def session_of(request: Request) -> DashboardSession | None:
     """The request's valid session, or None (absent, tampered with, expired, or its token no
     longer valid)."""
     raw = request.cookies.get(COOKIE)
@@ -75,16 +75,16 @@ async def session_of(request: Request) -> Session | None:
     if not isinstance(csrf, str) or not (token is None or isinstance(token, str)):
         return None
     if token is None:
-        operator = Operator(LOCAL, Role.admin) if local_caller(request) else None
+        operator = Operator(LOCAL_OPERATOR, Role.admin) if local_caller(request) else None
     else:
         operator = await by_token(gw, token)
     if operator is None:
         return None
     note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too
-    return Session(operator, csrf, token)
+    return DashboardSession(operator, csrf, token)
 
 
-def csrf_ok(session: Session, sent: object) -> bool:
+def csrf_ok(session: DashboardSession, sent: object) -> bool:
     return isinstance(sent, str) and hmac.compare_digest(sent.encode(), session.csrf.encode())
 
 

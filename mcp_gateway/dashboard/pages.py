@@ -25,16 +25,16 @@ from starlette.staticfiles import StaticFiles
 
 from ..admin.common import ApiError, gateway
 from ..admin.models import EngageSwitch, ReleaseSwitch
-from ..admin.operators import LOCAL, Operator, by_token, local_caller
+from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller
 from ..admin.switches import engage_switch, release_switch
-from ..audit.writer import AuditUnavailable
+from ..errors import AuditUnavailable
 from ..roles import Role
 from ..store import audit as audit_store
 from ..store import identity as identity_store
 from ..store import rules as rule_store
 from ..store import switches as switch_store
 from . import login
-from .login import Session
+from .login import DashboardSession
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _filters(request: Request) -> dict[str, str]:
     }
 
 
-async def _part(request: Request, name: str, session: Session) -> dict[str, Any]:
+async def _part(request: Request, name: str, session: DashboardSession) -> dict[str, Any]:
     """What one part shows, read now."""
     gw = gateway(request)
     if name == "upstreams":
@@ -101,7 +101,9 @@ async def _part(request: Request, name: str, session: Session) -> dict[str, Any]
     }
 
 
-async def _page(request: Request, session: Session, *, status: int = 200, notice: str | None = None) -> Response:
+async def _page(
+    request: Request, session: DashboardSession, *, status: int = 200, notice: str | None = None
+) -> Response:
     parts = {name: await _part(request, name, session) for name in PARTS}
     return _render(
         "index.html",
@@ -127,7 +129,7 @@ async def index(request: Request) -> Response:
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
         value, csrf = login.seal(gateway(request), None)
-        session = Session(Operator(LOCAL, Role.admin), csrf, None)
+        session = DashboardSession(Operator(LOCAL_OPERATOR, Role.admin), csrf, None)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
@@ -208,7 +210,7 @@ async def login_submit(request: Request) -> Response:
     return response
 
 
-async def _acting(request: Request, needed: Role, what: str) -> tuple[Session, dict[str, str]] | Response:
+async def _acting(request: Request, needed: Role, what: str) -> tuple[DashboardSession, dict[str, str]] | Response:
     """The session and form of an action, or the page that refuses it."""
     session = await login.session_of(request)
     if session is None:
@@ -233,7 +235,7 @@ async def _acting(request: Request, needed: Role, what: str) -> tuple[Session, d
     return session, form
 
 
-async def _done(request: Request, session: Session, action: Any) -> Response:
+async def _done(request: Request, session: DashboardSession, action: Any) -> Response:
     """Run an action; back to the page on success, the page with the reason otherwise."""
     try:
         await action

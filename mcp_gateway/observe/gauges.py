@@ -4,28 +4,43 @@ request path, so what is open, engaged or up is counted when asked for."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sized
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..policy.model import SCOPES
+from ..policy_model import SCOPES
 from .metrics import PREFIX, gauge
 
 if TYPE_CHECKING:
-    from ..runtime import Gateway
+    from ..audit.writer import AuditWriter
+    from ..killswitch import Inflight
+    from ..policy.snapshot import Snapshots
 
 
-def read(gateway: Gateway) -> Iterable[Metric]:
-    governance, snapshots = gateway.governance, gateway.snapshots
-    inflight = governance.inflight
+class _Upstream(Protocol):
+    @property
+    def state(self) -> str: ...
+    @property
+    def restarts(self) -> int: ...
+
+
+def read(
+    inflight: Inflight,
+    snapshots: Snapshots,
+    writer: AuditWriter,
+    client_sessions: Sized,
+    upstreams: Mapping[str, _Upstream],
+) -> Iterable[Metric]:
+    """The parts of the running gateway it reads are passed in (see `runtime`), so this
+    module stays below the runtime that assembles them."""
 
     calls = gauge("calls_in_flight", "Calls forwarded and not yet answered.")
     calls.add_metric([], len(inflight))
     yield calls
 
     sessions = gauge("sessions_open", "Handshake-era client sessions open.")
-    sessions.add_metric([], len(gateway.router.sessions))
+    sessions.add_metric([], len(client_sessions))
     yield sessions
     streams = gauge("streams_open", "GET and subscriptions/listen streams open.")
     streams.add_metric([], inflight.open_count(kind="stream"))
@@ -46,7 +61,7 @@ def read(gateway: Gateway) -> Iterable[Metric]:
     restarts = CounterMetricFamily(
         f"{PREFIX}_upstream_restarts", "Times the upstream's connection was started again.", labels=["server"]
     )
-    for name, upstream in gateway.upstreams.items():
+    for name, upstream in upstreams.items():
         up.add_metric([name], 1 if upstream.state == "ready" else 0)
         restarts.add_metric([name], upstream.restarts)
     yield up
@@ -63,5 +78,5 @@ def read(gateway: Gateway) -> Iterable[Metric]:
     yield stale
 
     queue = GaugeMetricFamily(f"{PREFIX}_audit_queue_depth", "Audit rows queued, not yet committed.")
-    queue.add_metric([], governance.writer.depth)
+    queue.add_metric([], writer.depth)
     yield queue

@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from ..policy.model import Decision, Target
+from ..policy_model import Decision, Target
 from . import tracing
 from .metrics import RESOURCE, UNKNOWN, Metrics, denial_reason, method_label
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..policy_model import Rule
 from ..store import identity as identity_store
 from ..store import rules as rule_store
 from .bundle import Bundle
-from .model import Rule
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import yamlsrc
 from ..errors import ConfigError, Problem
+from ..policy_model import Rule
 from .arguments import under_problem
-from .model import Rule
 from .uris import pattern_problem
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -22,8 +22,8 @@ from fnmatch import fnmatchcase, translate
 from typing import Any
 
 from ..identity import Principal
+from ..policy_model import KIND_FIELDS, Decision, KillSwitch, Kind, Rule, Target
 from .arguments import argument_violation
-from .model import KIND_FIELDS, Decision, KillSwitch, Kind, Rule, Target
 from .uris import AmbiguousURI, normal_form
 
 _WILDCARD = re.compile(r"[*?\[]")

@@ -24,11 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..identity import Principal
+from ..policy_model import KillSwitch
 from ..roles import Role
 from ..store import rules as rule_store
 from ..store import state as state_store
 from .engine import PolicyState
-from .model import KillSwitch
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class AdminToken(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class PolicySnapshot:
     policy: PolicyState = field(default_factory=PolicyState)
     principals: dict[str, Principal] = field(default_factory=dict)
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -68,7 +68,7 @@ def switch_of(row: Mapping[str, Any]) -> KillSwitch:
     )
 
 
-def build(rows: state_store.StateRows) -> Snapshot:
+def build(rows: state_store.StateRows) -> PolicySnapshot:
     principals = {
         p["id"]: Principal(id=p["id"], team=p["team_id"], name=p["name"], kind=p["kind"])
         for p in rows.principals
@@ -81,7 +81,7 @@ def build(rows: state_store.StateRows) -> Snapshot:
         version=rows.version,
         policy_version=rows.policy_version,
     )
-    return Snapshot(
+    return PolicySnapshot(
         policy=policy,
         principals=principals,
         keys={k["id"]: (k["hash"], k["principal_id"]) for k in rows.keys if k["principal_id"] in principals},
@@ -102,7 +102,7 @@ def _admin_tokens(rows: list[dict[str, Any]]) -> dict[str, AdminToken]:
     return tokens
 
 
-Listener = Callable[[Snapshot, Snapshot], Awaitable[None]]
+SnapshotListener = Callable[[PolicySnapshot, PolicySnapshot], Awaitable[None]]
 
 
 class Snapshots:
@@ -116,15 +116,15 @@ class Snapshots:
         self.poll_interval = poll_interval
         self.timeout = timeout if timeout is not None else max(poll_interval * 5, 5.0)
         """Bound on one refresh."""
-        self.current = Snapshot()
+        self.current = PolicySnapshot()
         self.checked_at = float("-inf")
         """Monotonic time the snapshot was last confirmed current."""
         self.last_error: str | None = None
-        self._listeners: list[Listener] = []
+        self._listeners: list[SnapshotListener] = []
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
 
-    def subscribe(self, listener: Listener) -> None:
+    def subscribe(self, listener: SnapshotListener) -> None:
         self._listeners.append(listener)
 
     def stale(self) -> bool:

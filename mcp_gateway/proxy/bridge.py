@@ -46,7 +46,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .. import jsonrpc
 from ..errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Denied, GatewayError, ProtocolError
 from ..jsonrpc import Message
-from ..policy.model import Target
+from ..policy_model import Target
 from .session import Call, log_allowed
 
 if TYPE_CHECKING:

@@ -49,7 +49,7 @@ class Template:
 
 
 @dataclass
-class Snapshot:
+class CatalogSnapshot:
     """An immutable view of the merged catalog; replaced whole on every change."""
 
     tools: dict[str, Entry] = field(default_factory=dict)
@@ -103,11 +103,11 @@ class Catalog:
         self.upstreams = list(upstreams)
         self.by_namespace = {u.namespace: u for u in self.upstreams if u.namespace}
         self.unprefixed = [u for u in self.upstreams if not u.namespace]
-        self.snapshot = Snapshot()
+        self.snapshot = CatalogSnapshot()
 
     def rebuild(self) -> set[str]:
         """Recompute from the upstreams' current catalogs; returns the kinds that changed."""
-        new = Snapshot()
+        new = CatalogSnapshot()
         for upstream in self.upstreams:
             if upstream.state != "ready":
                 continue
@@ -132,7 +132,7 @@ class Catalog:
 
     @staticmethod
     def _add(
-        snap: Snapshot,
+        snap: CatalogSnapshot,
         into: dict[str, Entry],
         what: str,
         upstream: Upstream,

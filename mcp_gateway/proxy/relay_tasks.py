@@ -46,7 +46,7 @@ from ..governance import Governance, Ticket
 from ..identity import Principal
 from ..killswitch import revocation
 from ..limits import LimitReached
-from ..policy.model import KillSwitch, Target
+from ..policy_model import KillSwitch, Target
 from .session import Session
 from .upstream import TASKS_EXTENSION, Upstream
 

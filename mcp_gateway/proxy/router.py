@@ -34,7 +34,7 @@ from ..jsonrpc import Message
 from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
 from ..oauth.assertion import IdentitySigner
-from ..policy.model import Kind, Target
+from ..policy_model import Kind, Target
 from . import bridge, payload
 from .catalog import Catalog, exposed_uri
 from .relay_tasks import (
@@ -80,7 +80,7 @@ _LISTEN_FLAG = {
     "notifications/resources/list_changed": "resourcesListChanged",
 }
 
-Handler = Callable[[Call], Awaitable[dict[str, Any]]]
+MethodHandler = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
@@ -156,7 +156,7 @@ class Router(Events):
         self._tg = tg
         self._instructions = instructions
         self._opened: dict[Session, Opened] = {}
-        self._handlers: dict[str, Handler] = {
+        self._handlers: dict[str, MethodHandler] = {
             "initialize": self._initialize,
             "server/discover": self._discover,
             "ping": self._ping,
@@ -305,7 +305,7 @@ class Router(Events):
 
     # -- listing ---------------------------------------------------------------------------
 
-    def _list(self, kind: str, key: str) -> Handler:
+    def _list(self, kind: str, key: str) -> MethodHandler:
         async def handler(call: Call) -> dict[str, Any]:
             return {key: self.visible(call, kind)}
 

@@ -41,7 +41,7 @@ INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC
 MAX_LINE = 64 * 1024 * 1024
 GRACE = 2.0
 
-Feed = Callable[[Message, RequestId | None, int], Awaitable[None]]
+StdioFeed = Callable[[Message, RequestId | None, int], Awaitable[None]]
 """Takes a message, the request whose stream carried it (none here) and its size in bytes."""
 
 
@@ -83,7 +83,7 @@ class StdioTransport:
     def abandon(self, request_id: RequestId) -> bool:
         return True
 
-    async def read_stdout(self, feed: Feed) -> None:
+    async def read_stdout(self, feed: StdioFeed) -> None:
         """Feed each stdout line to the connection until the child closes it; then the
         transport is broken, whatever the reason."""
         try:
@@ -96,7 +96,7 @@ class StdioTransport:
         finally:
             self.break_("stdout closed")
 
-    async def _read_stdout(self, feed: Feed) -> None:
+    async def _read_stdout(self, feed: StdioFeed) -> None:
         assert self.process.stdout is not None
         buffered = BufferedByteReceiveStream(self.process.stdout)
         read = 0
@@ -183,7 +183,7 @@ def _signal_group(process: Process, sig: int) -> None:
 
 
 @asynccontextmanager
-async def open_stdio(name: str, config: StdioUpstream, tg: TaskGroup, feed: Feed) -> AsyncIterator[StdioTransport]:
+async def open_stdio(name: str, config: StdioUpstream, tg: TaskGroup, feed: StdioFeed) -> AsyncIterator[StdioTransport]:
     """Spawn the child; on exit, stop it. The reader tasks run in `tg`."""
     command = sys.executable if config.command == "python" else shutil.which(config.command) or config.command
     try:

@@ -12,7 +12,7 @@ import anyio
 
 from ..errors import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError, RpcError
 from ..governance import Governance, Ticket
-from ..policy.model import Target
+from ..policy_model import Target
 from . import bridge
 from .relay_tasks import RELATED_TASK, TASKS_CAPS, TERMINAL, RelayedTask, TaskRegistry, declares_tasks
 from .session import Call

@@ -27,8 +27,7 @@ from anyio.abc import TaskGroup
 from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 
 from .. import __version__, jsonrpc
-from ..config import HttpUpstream, StdioUpstream, resolve
-from ..config import Upstream as UpstreamConfig
+from ..config import HttpUpstream, StdioUpstream, UpstreamConfig, resolve
 from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
 from ..observe.tracing import TRACEPARENT
@@ -77,7 +76,7 @@ State = Literal["connecting", "ready", "down", "disabled"]
 
 
 @dataclass
-class Catalog:
+class UpstreamCatalog:
     """What one upstream offers, as it sent it."""
 
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -121,7 +120,7 @@ class Upstream:
         self.capabilities: dict[str, Any] = {}
         self.server_info: dict[str, Any] = {}
         self.instructions: str | None = None
-        self.catalog = Catalog()
+        self.catalog = UpstreamCatalog()
         self.ready = anyio.Event()
         self._attempted = not config.enabled
         self._first_attempt_since: float | None = None
@@ -176,7 +175,7 @@ class Upstream:
         self.last_error = reason
         self.state = "down"
         self.ready = anyio.Event()
-        self.catalog = Catalog()
+        self.catalog = UpstreamCatalog()
         self._schemas = {}
 
     async def _serve_one_connection(self) -> None:
@@ -347,8 +346,8 @@ class Upstream:
 
     # -- catalog -----------------------------------------------------------------------
 
-    async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> Catalog:
-        catalog = Catalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
+    async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> UpstreamCatalog:
+        catalog = UpstreamCatalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
         for kind in kinds:
             capability = "resources" if kind == "templates" else kind
             if capability not in self.capabilities:
@@ -360,7 +359,7 @@ class Upstream:
             for _ in range(MAX_PAGES):
                 params: dict[str, Any] = {"cursor": cursor} if cursor else {}
                 try:
-                    page = await self._request(conn, method, params, CLIENT_CAPS, None, None)
+                    page = await self._request(conn, method, params, CLIENT_CAPS, sink=None, timeout=None)
                 except RpcError as exc:
                     if kind == "templates":
                         break  # optional even where resources are offered
@@ -419,7 +418,7 @@ class Upstream:
                 await transport.suspect.wait()
             transport.suspect = asyncio.Event()
             try:
-                await self._request(conn, method, {}, CLIENT_CAPS, None, self.config.health_timeout)
+                await self._request(conn, method, {}, CLIENT_CAPS, sink=None, timeout=self.config.health_timeout)
             except RpcError:
                 continue  # it answered, even if only with an error: it is alive
             except GatewayError as exc:
@@ -447,7 +446,7 @@ class Upstream:
         if self.modern:
             self._restart_listen(conn)
         else:
-            await self._request(conn, method, {"uri": uri}, CLIENT_CAPS, None, self.config.timeout)
+            await self._request(conn, method, {"uri": uri}, CLIENT_CAPS, sink=None, timeout=self.config.timeout)
 
     async def _resubscribe(self, conn: RpcConnection) -> None:
         if self.modern:
@@ -455,7 +454,9 @@ class Upstream:
             return
         for uri in sorted(self.subscriptions):
             try:
-                await self._request(conn, "resources/subscribe", {"uri": uri}, CLIENT_CAPS, None, self.config.timeout)
+                await self._request(
+                    conn, "resources/subscribe", {"uri": uri}, CLIENT_CAPS, sink=None, timeout=self.config.timeout
+                )
             except GatewayError as exc:
                 log.warning("%s: resubscribing to %s failed: %s", self.name, uri, exc)
 
@@ -485,7 +486,12 @@ class Upstream:
                 while not conn.closed.is_set():
                     try:
                         await self._request(
-                            conn, "subscriptions/listen", {"notifications": wanted}, CLIENT_CAPS, None, None
+                            conn,
+                            "subscriptions/listen",
+                            {"notifications": wanted},
+                            CLIENT_CAPS,
+                            sink=None,
+                            timeout=None,
                         )
                     except GatewayError as exc:
                         log.debug("%s: listen stream ended: %s", self.name, exc)
@@ -503,6 +509,7 @@ class Upstream:
         method: str,
         params: dict[str, Any],
         caps: dict[str, Any],
+        *,
         sink: Sink | None,
         timeout: float | None,
         log_level: str | None = None,
@@ -555,7 +562,15 @@ class Upstream:
             # The one extension the gateway relays (its tasks are registered and governed).
             caps = {**caps, "extensions": {TASKS_EXTENSION: {}}}
         result = await self._request(
-            conn, method, params, caps, sink, timeout or self.config.timeout, log_level, headers, traceparent
+            conn,
+            method,
+            params,
+            caps,
+            sink=sink,
+            timeout=timeout or self.config.timeout,
+            log_level=log_level,
+            extra=headers,
+            traceparent=traceparent,
         )
         meta = result.get("_meta")
         if isinstance(meta, dict) and SERVER_INFO in meta:

@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..policy.model import Rule
+from ..policy_model import Rule
 from . import tables as t
 from .identity import NotFound
 from .state import bump

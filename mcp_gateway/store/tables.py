@@ -120,7 +120,7 @@ rules = Table(
 )
 """A team's allow/deny rules; list-valued columns hold JSON arrays of glob patterns. NULL in
 `tools`, `prompts` or `resources`: the rule does not name that kind (a rule that names
-none covers every kind; see `policy.model.Rule`)."""
+none covers every kind; see `policy_model.Rule`)."""
 
 kill_switches = Table(
     "kill_switches",

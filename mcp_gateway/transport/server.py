@@ -9,7 +9,7 @@ commit of the call's completion) or, for a stream, at the end of the loop turn t
 them.
 
 It also holds the limits a client meets before any ASGI code runs, so no request, however
-slow or large, costs more than a bounded amount before it is refused (see `Limits`).
+slow or large, costs more than a bounded amount before it is refused (see `ConnectionLimits`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class _Coalescing:
 
 
 @dataclasses.dataclass(frozen=True)
-class Limits:
+class ConnectionLimits:
     """What one connection may cost before the app sees a request.
 
     Sizes are checked before bytes reach the parser: httptools joins the pieces of a header
@@ -88,7 +88,7 @@ class Limits:
     """Open connections; one more is answered 503 and closed at once."""
 
     @classmethod
-    def of(cls, settings: object) -> Limits:
+    def of(cls, settings: object) -> ConnectionLimits:
         """The limits named alike on a settings object."""
         return cls(**{field.name: getattr(settings, field.name) for field in dataclasses.fields(cls)})
 
@@ -113,7 +113,7 @@ class _TooManyHeaders(Exception):
 
 
 class HttpProtocol(HttpToolsProtocol):
-    limits = Limits()  # `config()` makes a subclass carrying the configured ones
+    limits = ConnectionLimits()  # `config()` makes a subclass carrying the configured ones
 
     # Per connection: the room left for the request head being read (None while a body is
     # read), its header count, and the one timer running (head or body).
@@ -250,7 +250,7 @@ class Server(uvicorn.Server):
         gc.freeze()
 
 
-def config(app: ASGIApp, log_level: str = "info", limits: Limits | None = None) -> uvicorn.Config:
+def config(app: ASGIApp, log_level: str = "info", limits: ConnectionLimits | None = None) -> uvicorn.Config:
     protocol = type("HttpProtocol", (HttpProtocol,), {"limits": limits}) if limits is not None else HttpProtocol
     return uvicorn.Config(
         app,

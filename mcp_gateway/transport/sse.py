@@ -106,7 +106,7 @@ async def send_status(
     await send({"type": "http.response.body", "body": body})
 
 
-Handler = Callable[[Callable[[Message], Awaitable[None]]], Awaitable[dict[str, Any]]]
+StreamedHandler = Callable[[Callable[[Message], Awaitable[None]]], Awaitable[dict[str, Any]]]
 
 
 async def relay(
@@ -221,7 +221,7 @@ async def answer(
     receive: Receive,
     send: Send,
     request_id: RequestId,
-    handler: Handler,
+    handler: StreamedHandler,
     *,
     status_for: Mapping[int, int],
     streaming: bool,
@@ -257,7 +257,7 @@ async def _answer(
     receive: Receive,
     send: Send,
     request_id: RequestId,
-    handler: Handler,
+    handler: StreamedHandler,
     status_for: Mapping[int, int],
     streaming: bool,
     prefer_sse: bool,

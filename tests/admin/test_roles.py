@@ -229,7 +229,7 @@ async def test_every_route_of_the_app_names_a_role_and_each_smaller_role_gets_40
         if required_role(endpoint) is None and session_role(endpoint) is None and (m, p) not in PUBLIC
     ]
     assert undeclared == [], "every admin route names its least role with @admin(Role.X)"
-    async with serving(app, http_server.Limits.of(settings)) as port:
+    async with serving(app, http_server.ConnectionLimits.of(settings)) as port:
         base = f"http://127.0.0.1:{port}"
         url = f"{base}/mcp"
         tokens = {role: (await make_token(url, f"as-{role}", role.value))["token"] for role in Role}

@@ -15,13 +15,15 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.transport.server import Limits
+from mcp_gateway.transport.server import ConnectionLimits
 
 from ..support import serving
 
 pytestmark = pytest.mark.anyio
 
-LIMITS = Limits(max_header_bytes=8192, max_headers=20, header_timeout=0.5, body_timeout=0.5, max_connections=4)
+LIMITS = ConnectionLimits(
+    max_header_bytes=8192, max_headers=20, header_timeout=0.5, body_timeout=0.5, max_connections=4
+)
 GUARD = 15.0
 """Seconds a client waits for an answer before the test gives up on it."""
 

@@ -28,7 +28,8 @@ from mcp_gateway.audit import anchor as anchors
 from mcp_gateway.audit.chain import GENESIS, link
 from mcp_gateway.audit.retention import prune
 from mcp_gateway.audit.verify import verify
-from mcp_gateway.audit.writer import AuditUnavailable, AuditWriter
+from mcp_gateway.audit.writer import AuditWriter
+from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.store import open_engine, retention, upgrade
 from mcp_gateway.store import tables as t
 from mcp_gateway.store.audit import SqliteAppender, appender, checkpoints

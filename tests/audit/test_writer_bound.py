@@ -14,7 +14,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.audit.writer import AuditUnavailable, AuditWriter
+from mcp_gateway.audit.writer import AuditWriter
+from mcp_gateway.errors import AuditUnavailable
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 
 from mcp_gateway.identity import Principal
 from mcp_gateway.killswitch import Ending, Inflight
-from mcp_gateway.policy.model import KillSwitch, Target
+from mcp_gateway.policy_model import KillSwitch, Target
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy import Decision, KillSwitch, PolicyState, Rule, Target, decide
 from mcp_gateway.policy.engine import TeamRules
-from mcp_gateway.policy.model import Scope
+from mcp_gateway.policy_model import Scope
 
 NOW = 1_800_000_000.0
 ALICE = Principal(id="platform/alice", team="platform", name="alice")

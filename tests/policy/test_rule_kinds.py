@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy import PolicyState, Rule, Target, decide
 from mcp_gateway.policy.engine import why
-from mcp_gateway.policy.model import Kind
+from mcp_gateway.policy_model import Kind
 
 NOW = 1_800_000_000.0
 ALICE = Principal(id="platform/alice", team="platform", name="alice")

@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from mcp_gateway.admin.identity import make_key
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy.engine import PolicyState, decide
-from mcp_gateway.policy.model import Decision, KillSwitch, Rule, Target
 from mcp_gateway.policy.snapshot import switch_of
+from mcp_gateway.policy_model import Decision, KillSwitch, Rule, Target
 from mcp_gateway.runtime import Gateway
 from mcp_gateway.store import identity as identity_store
 from mcp_gateway.store import rules as rule_store

@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from mcp_gateway.policy.model import Rule
+from mcp_gateway.policy_model import Rule
 
 from .rig import PRINCIPALS, SERVERS, TEAMS
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy.engine import PolicyState, decide
-from mcp_gateway.policy.model import KillSwitch, Rule, Target
+from mcp_gateway.policy_model import KillSwitch, Rule, Target
 
 from . import strategies as s
 from .rig import DENIED, HANDSHAKE, MODERN, SERVERS, Agent, Rig, running_rig

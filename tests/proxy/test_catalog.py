@@ -14,8 +14,7 @@ import pytest
 from mcp_gateway.config import StdioUpstream
 from mcp_gateway.errors import INVALID_PARAMS, ProtocolError
 from mcp_gateway.proxy.catalog import Catalog, template_pattern
-from mcp_gateway.proxy.upstream import Catalog as UpstreamCatalog
-from mcp_gateway.proxy.upstream import Events, Upstream
+from mcp_gateway.proxy.upstream import Events, Upstream, UpstreamCatalog
 
 
 def upstream(

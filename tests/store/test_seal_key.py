@@ -6,7 +6,7 @@ import pytest
 
 from mcp_gateway.governance import Ticket
 from mcp_gateway.identity import Principal
-from mcp_gateway.policy.model import Decision, Target
+from mcp_gateway.policy_model import Decision, Target
 from mcp_gateway.proxy.bridge import Seal
 from mcp_gateway.store import open_engine, upgrade
 from mcp_gateway.store import state as state_store

@@ -11,7 +11,7 @@ import pytest
 
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.settings import load_settings
-from mcp_gateway.transport.server import Limits
+from mcp_gateway.transport.server import ConnectionLimits
 
 from ..support import serve, write_config
 
@@ -42,7 +42,7 @@ def test_the_limits_are_read_from_the_settings_of_the_same_names() -> None:
     settings = load_settings(
         {"max_header_bytes": 4096, "max_headers": 50, "header_timeout": 3, "body_timeout": 7, "max_connections": 9}
     )
-    assert Limits.of(settings) == Limits(4096, 50, 3.0, 7.0, 9)
+    assert ConnectionLimits.of(settings) == ConnectionLimits(4096, 50, 3.0, 7.0, 9)
 
 
 def test_a_header_limit_too_small_for_any_real_client_is_a_config_error() -> None:

@@ -29,8 +29,8 @@ from mcp_gateway.governance import Governance
 from mcp_gateway.identity import LOCAL, Principal
 from mcp_gateway.jsonrpc import Message, RequestId
 from mcp_gateway.policy.engine import PolicyState
-from mcp_gateway.policy.model import KillSwitch, Rule
-from mcp_gateway.policy.snapshot import Snapshot, Snapshots
+from mcp_gateway.policy.snapshot import PolicySnapshot, Snapshots
+from mcp_gateway.policy_model import KillSwitch, Rule
 from mcp_gateway.proxy.router import Router
 from mcp_gateway.proxy.rpc import RpcConnection
 from mcp_gateway.proxy.upstream import Events, Upstream
@@ -319,7 +319,7 @@ ALLOW_LOCAL = (Rule(id="local-all", team="local", effect="allow", servers=("*",)
 def snapshots_of(rules: Sequence[Rule], switches: Sequence[KillSwitch] = ()) -> Snapshots:
     """A snapshot holder that never reads a store: it holds `rules` and `switches`, always fresh."""
     snapshots = Snapshots(None, max_age=math.inf, poll_interval=3600.0)  # type: ignore[arg-type]
-    snapshots.current = Snapshot(policy=PolicyState.build(rules, switches, version=1, policy_version=1))
+    snapshots.current = PolicySnapshot(policy=PolicyState.build(rules, switches, version=1, policy_version=1))
     snapshots.checked_at = time.monotonic()
     return snapshots
 

@@ -16,7 +16,7 @@ from mcp_gateway.audit.writer import AuditWriter
 from mcp_gateway.governance import Governance, Ticket
 from mcp_gateway.identity import LOCAL, Principal
 from mcp_gateway.limits import LimitReached
-from mcp_gateway.policy.model import Decision, KillSwitch, Target
+from mcp_gateway.policy_model import Decision, KillSwitch, Target
 from mcp_gateway.proxy.relay_tasks import TaskRegistry
 from mcp_gateway.proxy.upstream import Upstream
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.policy.model import KillSwitch
+from mcp_gateway.policy_model import KillSwitch
 from mcp_gateway.transport import replay as replay_module
 from mcp_gateway.transport.http import HttpOptions
 from mcp_gateway.transport.replay import GET_STREAM, Replay, ReplayLimits

@@ -19,7 +19,7 @@ from mcp_gateway.errors import (
 )
 from mcp_gateway.identity import LOCAL
 from mcp_gateway.jsonrpc import Message
-from mcp_gateway.policy.model import KillSwitch, Rule
+from mcp_gateway.policy_model import KillSwitch, Rule
 from mcp_gateway.proxy.router import Listener
 from mcp_gateway.proxy.session import Call, Session
 

@@ -54,10 +54,10 @@ class Exchange:
         return len(self.sent) > 1 and not self.sent[-1].get("more_body", False)
 
 
-Handler = Callable[[Callable[[Message], Awaitable[None]]], Awaitable[dict[str, Any]]]
+StreamedHandler = Callable[[Callable[[Message], Awaitable[None]]], Awaitable[dict[str, Any]]]
 
 
-async def answer(handler: Handler, exchange: Exchange | None = None, **options: Any) -> Exchange:
+async def answer(handler: StreamedHandler, exchange: Exchange | None = None, **options: Any) -> Exchange:
     exchange = exchange or Exchange()
     options.setdefault("status_for", {})
     options.setdefault("streaming", True)

@@ -1,11 +1,14 @@
-"""The values the policy engine works with."""
+"""The values the policy engine works with: rules, kill switches, targets and decisions.
+
+Pure data at the bottom of the package, so the store can read and write rules without
+importing the policy package (which reads the store)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..identity import Principal
+from .identity import Principal
 
 Effect = Literal["allow", "deny"]
 Kind = Literal["tool", "prompt", "resource"]
