@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fuzz.mutate import Context, Input, make_input
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy.engine import PolicyState, decide
-from mcp_gateway.policy.model import Rule, Target
+from mcp_gateway.policy_model import Rule, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDER = ROOT / "tests" / "properties" / "recording_server.py"
