@@ -47,7 +47,7 @@ async def test_the_gateway_is_not_ready_until_its_only_upstream_is_connected(tmp
         details = await until_ready(url)
         assert [u["state"] for u in details["upstreams"]] == ["ready"]
         async with agent(url) as client:
-            assert [t.name for t in (await client.list_tools()).tools] == ["rec__record"]
+            assert "rec__record" in [t.name for t in (await client.list_tools()).tools]
 
 
 async def test_an_upstream_that_fails_its_first_connection_leaves_the_gateway_ready(tmp_path: Path) -> None:
