@@ -20,6 +20,8 @@ EXIT_CONFIG = 2
 
 CONFIG = "gateway.yaml"
 UPSTREAM = "everything_server.py"
+UPSTREAM_MODULES = ("everything_scenarios.py", "tasks_tools.py")
+"""What the example upstream imports, written beside it."""
 
 
 def register(sub: Any) -> None:
@@ -71,6 +73,8 @@ def run_init(args: argparse.Namespace) -> int:
     target = Path(args.directory).expanduser().resolve()
     source, policies = examples()
     writes = {target / CONFIG: _config_text(source / CONFIG), target / UPSTREAM: (source / UPSTREAM).read_text()}
+    for module in UPSTREAM_MODULES:
+        writes[target / module] = (source / module).read_text()
     for policy in sorted(policies.glob("*.yaml")):
         writes[target / "policies" / policy.name] = policy.read_text(encoding="utf-8")
     # A symlink counts as there (even one to nothing), and is replaced, never written

@@ -34,9 +34,11 @@ def test_init_writes_the_example_gateway_and_a_client_snippet_with_absolute_path
     result = cli("init", str(target))
     assert result.returncode == 0, result.stderr
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
+        "everything_scenarios.py",  # imported by the example upstream
         "everything_server.py",
         "gateway.yaml",
         "policies/local.yaml",
+        "tasks_tools.py",  # likewise
     ]
     assert "policies: policies" in (target / "gateway.yaml").read_text()
     out = result.stdout.decode()
@@ -85,6 +87,8 @@ def test_the_wheel_carries_the_example_migrations_and_policies_but_no_store(tmp_
     for needed in (
         "mcp_gateway/examples/gateway.yaml",
         "mcp_gateway/examples/everything_server.py",
+        "mcp_gateway/examples/everything_scenarios.py",
+        "mcp_gateway/examples/tasks_tools.py",
         "mcp_gateway/policies/local.yaml",
         "mcp_gateway/migrations/env.py",
     ):

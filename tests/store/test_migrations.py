@@ -74,6 +74,7 @@ def test_the_wheel_ships_migrations_example_and_policies(tmp_path: Path) -> None
         "mcp_gateway/examples/gateway.yaml",
         "mcp_gateway/examples/everything_server.py",
         "mcp_gateway/examples/everything_scenarios.py",  # imported by the server beside it
+        "mcp_gateway/examples/tasks_tools.py",  # likewise
         "mcp_gateway/policies/local.yaml",
         "mcp_gateway/py.typed",
     ):
