@@ -54,6 +54,10 @@ import warnings
 from typing import Annotated, Any
 
 import anyio
+
+# Its sibling modules are found however it is started (`python path/to/it`, runpy, a copy
+# made by `mcp-gateway init`).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from everything_scenarios import BoundedEventStore, register
 from mcp.server import InitializationOptions, MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve, Sample
