@@ -212,9 +212,8 @@ async def test_a_gateway_with_audit_retention_prunes_and_audits_it(store_url: st
         await engine.dispose()
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # SQLite's writes take turns by themselves
 async def test_a_second_prune_waits_its_turn_on_postgresql(engine: AsyncEngine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite's writes take turns by themselves")
     holder = await retention.pg_lock(engine)
     try:
         with pytest.raises(PruneRefused, match="another prune is running"):
@@ -224,9 +223,8 @@ async def test_a_second_prune_waits_its_turn_on_postgresql(engine: AsyncEngine) 
     assert (await prune(engine, CUT, actor="test")).rows == 14
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # the lock is PostgreSQL's
 async def test_the_prune_lock_outlasts_the_gateways_idle_transaction_bound(engine: AsyncEngine, store_url: str) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the lock is PostgreSQL's")
     bounded = open_engine(store_url, timeout=0.5)  # as the gateway opens it: idle in transaction ends at 0.5 s
     try:
         holder = await retention.pg_lock(bounded)
