@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..roles import Role
+from ..runtime import Gateway
 from ..store import rules as rule_store
-from .common import ApiError, admin, audited, gateway, ok
+from .common import ApiError, admin, gateway, ok, operator_of
+from .operators import Operator
 
 
 @admin(Role.viewer)
@@ -24,13 +28,19 @@ async def show(request: Request, actor: str) -> Response:
     )
 
 
+async def reload_policy(gw: Gateway, operator: Operator) -> dict[str, Any]:
+    """Audit, then validate and apply the policy directory (the REST route and the dashboard
+    take this path); `ApiError` 409 without a directory. `error` set: the live policy stays."""
+    if gw.settings.policies is None:
+        raise ApiError(409, "no_policy_directory", "this gateway has no policy directory (settings: policies)")
+    directory = str(gw.settings.policies)
+    await gw.governance.audit_admin(operator.name, "policy.reload", directory, role=operator.role)
+    outcome = await gw.reload_policies(operator.name)
+    return {k: outcome[k] for k in ("applied", "policy_version", "error")}
+
+
 @admin(Role.operator)
 async def reload(request: Request, actor: str) -> Response:
     """Validate and apply the policy directory now. An invalid bundle leaves the live one in force."""
-    gw = gateway(request)
-    if gw.settings.policies is None:
-        raise ApiError(409, "no_policy_directory", "this gateway has no policy directory (settings: policies)")
-    await audited(request, actor, "policy.reload", str(gw.settings.policies))
-    outcome = await gw.reload_policies(actor)
-    result = {k: outcome[k] for k in ("applied", "policy_version", "error")}
+    result = await reload_policy(gateway(request), operator_of(request))
     return ok(result, 200 if result["error"] is None else 422)

@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from ..admin.common import ApiError, gateway
 from ..admin.models import EngageSwitch, ReleaseSwitch
 from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller
+from ..admin.policy import reload_policy
 from ..admin.switches import engage_switch, release_switch
 from ..errors import AuditUnavailable
 from ..roles import Role
@@ -289,15 +290,10 @@ async def reload(request: Request) -> Response:
     if isinstance(acting, Response):
         return acting
     session, _ = acting
-    gw = gateway(request)
-    if gw.settings.policies is None:
-        return await _page(request, session, status=409, notice="This gateway has no policy directory.")
 
     async def reload_now() -> None:
-        operator = session.operator
-        await gw.governance.audit_admin(operator.name, "policy.reload", str(gw.settings.policies), role=operator.role)
-        outcome = await gw.reload_policies(session.operator.name)
-        if outcome["error"]:
+        result = await reload_policy(gateway(request), session.operator)
+        if result["error"]:
             raise ApiError(422, "invalid_policy", "The policy directory is invalid; the live policy stays.")
 
     return await _done(request, session, reload_now())
