@@ -2,12 +2,15 @@
 
 The token may be an admin token or, with `oauth:` configured, an operator's access token
 from the identity provider (its role from the role claim; the session ends when it
-expires). The cookie holds the token itself, encrypted and authenticated (Fernet, with a key derived
-from the replicas' shared secret, so any replica can read it), with the time it was issued
-and a CSRF token. Nothing is kept server-side, and the token is checked again on every
-request exactly as the REST API checks a bearer token: revoking the token, or lowering its
-role, takes effect on the next page. Someone who can read the store but holds no token
-cannot make a session (the cookie must carry a token whose digest the store holds).
+expires). A login opens a session in the store (`store.dashboard_sessions`), so any replica
+finds it and logging out ends it everywhere, a copy of the cookie included. The cookie
+carries the session id and a key; the store holds the id's digest, the CSRF token and the
+token encrypted with that key (Fernet, the key also bound to the replicas' shared secret).
+So neither half alone is a credential: someone who reads the store finds no token, and a
+cookie whose row is gone opens nothing. The cookie stays small whatever the token's size
+(an identity provider's access token can be several kilobytes). The token is checked again
+on every request exactly as the REST API checks a bearer token: revoking the token, or
+lowering its role, takes effect on the next page.
 
 The cookie is `HttpOnly`, `SameSite=Strict`, scoped to `/admin`, `Secure` behind HTTPS;
 forms carry the CSRF token besides, so a page elsewhere cannot act through the browser of
@@ -19,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,12 +34,14 @@ from ..admin.common import gateway
 from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller, note_use
 from ..roles import Role
 from ..runtime import Gateway
+from ..store import dashboard_sessions as store
 
 COOKIE = "mcp_gateway_session"
 LIFETIME = 8 * 3600
 """Seconds a login lasts, however active (an operator logs in again each working day)."""
-_PURPOSE = b"mcp-gateway dashboard session v1"
-MAX_COOKIE = 4096
+_PURPOSE = b"mcp-gateway dashboard session v2"
+MAX_COOKIE = 256
+"""A session cookie is two 43-character halves; anything longer is not one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,42 +50,67 @@ class DashboardSession:
     csrf: str
     token: str | None
     """None for the local admin of an `auth: none` loopback gateway."""
+    cookie: str
+    """The cookie's value, so logging out can end this session."""
 
 
-def _fernet(gw: Gateway) -> Fernet:
-    key = hmac.new(gw.secret, _PURPOSE, hashlib.sha256).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def seal(gw: Gateway, token: str | None) -> tuple[str, str]:
-    """A new session's cookie value and its CSRF token."""
-    csrf = secrets.token_urlsafe(24)
-    payload = json.dumps({"t": token, "c": csrf}).encode()
-    return _fernet(gw).encrypt_at_time(payload, int(time.time())).decode(), csrf
+def _fernet(gw: Gateway, key: str) -> Fernet:
+    derived = hmac.new(gw.secret, _PURPOSE + key.encode(), hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def _split(value: str) -> tuple[str, str] | None:
+    session_id, dot, key = value.partition(".")
+    return (session_id, key) if dot and session_id and key else None
+
+
+async def open_session(gw: Gateway, token: str | None) -> tuple[str, str]:
+    """Open a session in the store: the cookie's value and the session's CSRF token. Raises
+    what the store raises when it does not answer (the caller shows a 503)."""
+    session_id, key, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    now = time.time()
+    sealed = None if token is None else _fernet(gw, key).encrypt_at_time(token.encode(), int(now)).decode()
+    await store.open_session(gw.engine, _digest(session_id), sealed, csrf, now, now + LIFETIME)
+    return f"{session_id}.{key}", csrf
 
 
 async def session_of(request: Request) -> DashboardSession | None:
-    """The request's valid session, or None (absent, tampered with, expired, or its token no
-    longer valid)."""
+    """The request's valid session, or None (absent, malformed, ended, expired, or its token
+    no longer valid). Raises what the store raises when it does not answer."""
     raw = request.cookies.get(COOKIE)
-    if not raw or len(raw) > MAX_COOKIE:
+    parts = _split(raw) if raw and len(raw) <= MAX_COOKIE else None
+    if parts is None:
         return None
+    session_id, key = parts
     gw = gateway(request)
-    try:
-        data = json.loads(_fernet(gw).decrypt(raw.encode(), ttl=LIFETIME))
-        token, csrf = data["t"], data["c"]
-    except (InvalidToken, ValueError, KeyError, TypeError):
+    found = await store.find_session(gw.engine, _digest(session_id), time.time())
+    if found is None:
         return None
-    if not isinstance(csrf, str) or not (token is None or isinstance(token, str)):
-        return None
-    if token is None:
+    sealed, csrf = found
+    if sealed is None:
         operator = Operator(LOCAL_OPERATOR, Role.admin) if local_caller(request) else None
+        token = None
     else:
+        try:
+            token = _fernet(gw, key).decrypt(sealed.encode(), ttl=LIFETIME).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            return None
         operator = await by_token(gw, token)
     if operator is None:
         return None
     note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too
-    return DashboardSession(operator, csrf, token)
+    return DashboardSession(operator, csrf, token, raw or "")
+
+
+async def end_session(gw: Gateway, session: DashboardSession) -> None:
+    """Logging out: the session's row goes, so no copy of its cookie opens anything."""
+    parts = _split(session.cookie)
+    if parts is not None:
+        await store.end_session(gw.engine, _digest(parts[0]))
 
 
 def csrf_ok(session: DashboardSession, sent: object) -> bool:

@@ -129,8 +129,8 @@ async def index(request: Request) -> Response:
             return _to_login()
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
-        value, csrf = login.seal(gateway(request), None)
-        session = DashboardSession(Operator(LOCAL_OPERATOR, Role.admin), csrf, None)
+        value, csrf = await login.open_session(gateway(request), None)
+        session = DashboardSession(Operator(LOCAL_OPERATOR, Role.admin), csrf, None, value)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
@@ -205,7 +205,7 @@ async def login_submit(request: Request) -> Response:
             refusals = request.app.state.login_refusals = LoginRefusals()
         refusals.note(request.client.host if request.client else "?")
         return _render("login.html", 401, error="That is not a valid admin token.")
-    value, _ = login.seal(gw, token)
+    value, _ = await login.open_session(gw, token)
     response = RedirectResponse("/admin", status_code=303)
     login.set_cookie(response, request, value)
     return response
@@ -304,6 +304,8 @@ async def logout(request: Request) -> Response:
     form = await _form(request)
     if session is not None and (form is None or not login.csrf_ok(session, form.get("csrf"))):
         return _render("refused.html", 403, message="The form was stale or did not come from this dashboard.")
+    if session is not None:
+        await login.end_session(gateway(request), session)
     response = _to_login()
     login.clear_cookie(response)
     return response
@@ -329,7 +331,12 @@ def _guarded(
     endpoint: Callable[[Request], Awaitable[Response]], role: Role | None
 ) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
-        response = await endpoint(request)
+        try:
+            response = await endpoint(request)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # Sessions live in the store: without it no page can say who is asking.
+            log.warning("dashboard: the store did not answer (%s)", type(exc).__name__)
+            response = _render("refused.html", 503, message="The store did not answer in time: try again shortly.")
         response.headers.update(SECURITY_HEADERS)
         return response
 

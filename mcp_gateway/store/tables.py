@@ -195,3 +195,17 @@ can check (its `prev_hash` is this `hash`). `rows`: how many rows pruning has re
 the chain in all. Moved in the transaction that deletes the rows up to it, so no row is ever
 left at or before it (`audit verify` fails a chain where one is: a forged row, or a forged
 checkpoint hiding rows from the walk)."""
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("sealed", Text, nullable=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+"""Dashboard logins. `id`: the SHA-256 of the session id the cookie carries. `sealed`: the
+operator's token, encrypted with a key only the cookie holds (NULL for the local admin of an
+`auth: none` loopback gateway), so reading the store yields no token. A row deleted (logout)
+is a cookie that opens nothing, on every replica."""

@@ -15,7 +15,16 @@ from starlette.routing import Route
 
 from mcp_gateway.dashboard.login import COOKIE
 
-from ..support import ADMIN_TOKEN, admin_client, serve, stdio_upstream, wait_ready, write_config, write_policies
+from ..support import (
+    ADMIN_TOKEN,
+    admin_client,
+    free_port,
+    serve,
+    stdio_upstream,
+    wait_ready,
+    write_config,
+    write_policies,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -249,3 +258,47 @@ async def test_every_dashboard_route_serves_its_role_and_refuses_a_smaller_one(g
             async with admin_client(base + "/mcp") as admin:
                 for switch in (await admin.get("/kill-switches")).json()["items"]:
                     await admin.post(f"/kill-switches/{switch['id']}/release", json={"reason": "walked"})
+
+
+async def test_a_copy_of_the_cookie_opens_nothing_once_its_session_logged_out(gateway: Any) -> None:
+    base, _ = gateway
+    async with logged_in(base) as (client, csrf), browser(base) as thief:
+        thief.cookies.set(COOKIE, client.cookies[COOKIE], path="/admin")
+        assert (await thief.get("/admin")).status_code == 200
+        assert (await client.post("/admin/logout", data={"csrf": csrf})).status_code == 303
+        assert (await thief.get("/admin")).status_code == 303
+        assert (await thief.get("/admin/part/audit")).status_code == 401
+
+
+async def test_the_store_holds_no_usable_token_for_a_dashboard_session(gateway: Any) -> None:
+    """Reading the store (its seal key included) yields neither the token nor the session id."""
+    from sqlalchemy import select
+
+    from mcp_gateway.store.tables import dashboard_sessions
+
+    base, gw = gateway
+    async with logged_in(base) as (client, _):
+        session_id, key = client.cookies[COOKIE].split(".")
+        async with gw.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(select(dashboard_sessions))]
+    assert len(rows) == 1
+    stored = repr(rows[0])
+    assert ADMIN_TOKEN not in stored and session_id not in stored and key not in stored
+    assert rows[0]["sealed"]
+
+
+async def test_an_unreachable_store_gives_the_dashboard_a_503_page_not_a_traceback(gateway: Any) -> None:
+    from mcp_gateway.store import open_engine
+
+    base, gw = gateway
+    async with logged_in(base) as (client, _):
+        real = gw.engine
+        gw.engine = open_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/test", 2.0)
+        try:
+            page = await client.get("/admin")
+        finally:
+            await gw.engine.dispose()
+            gw.engine = real
+        assert (await client.get("/admin")).status_code == 200  # and back once it answers
+    assert page.status_code == 503
+    assert "store did not answer" in page.text

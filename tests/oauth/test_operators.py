@@ -80,3 +80,33 @@ async def test_with_keys_and_oauth_an_api_key_and_an_access_token_both_reach_too
         rows = await query(gw.engine, Filters(tool="echo", kind="decision"))
 
     assert {r["principal_id"] for r in rows} == {"platform/keyed-bot", "platform/agent-platform"}
+
+
+async def test_an_operator_whose_access_token_is_larger_than_a_cookie_logs_in_to_the_dashboard(
+    tmp_path: Path, provider: Provider
+) -> None:
+    """Identity providers put groups and more in access tokens; one of 6 KB cannot be a
+    cookie (4 KB at most), and the session must not depend on its size."""
+    import re
+    import time
+
+    roles = {"operator": "operator"}
+    async with oauth_gateway(tmp_path, provider, auth="keys+oauth", roles=roles) as (url, gw):
+        await wait_ready(gw)
+        now = int(time.time())
+        claims = {"aud": url, "sub": "ops-big", "scope": "admin", "roles": ["operator"], "iat": now, "exp": now + 600}
+        token = await provider.sign({**claims, "groups": [f"group-{i:04d}" for i in range(500)]})
+        assert len(token) > 6000
+        async with raw_client(url.removesuffix("/mcp")) as http:
+            login = await http.post("/admin/login", data={"token": token})
+            assert login.status_code == 303, login.text
+            page = await http.get("/admin")
+            assert page.status_code == 200 and "oidc:ops-big" in page.text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            engaged = await http.post(
+                "/admin/kill-switches", data={"csrf": csrf.group(1), "scope": "global", "reason": "big token"}
+            )
+            assert engaged.status_code == 303
+    assert len(gw.snapshots.current.policy.switches) == 1
+    assert max(len(c) for c in login.headers.get_list("set-cookie")) < 400
