@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -249,14 +250,17 @@ def _diff(value: float, unit: str) -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     before, after = f"`{r['before']['commit'][:7]}`", f"`{r['after']['commit']}`"
+    if not r["before"]["commit"].startswith(r["before"]["rev"]):
+        before += f" (`{r['before']['rev']}`)"
     lines = [
         "# Before and after",
         "",
         f"Produced by `{r['command']}` on {r['when']}; {r['machine']['cores']} cores ({r['machine']['cpu']}),",
-        f"Python {r['machine']['python']}. Before: {before} (`{r['before']['rev']}`), imported from",
+        f"Python {r['machine']['python']}. Before: {before}, imported from",
         f"`{r['before']['imported_from']}`; after: {after}, imported from `{r['after']['imported_from']}`.",
         "Both gateways front one fast upstream on loopback, each with its own SQLite store, API keys and the",
-        "allow-all bench policy; the load client shares the machine.",
+        "allow-all bench policy; the load client shares the machine (its 1-minute load average"
+        f" {r['load_average']['start']} at the start, {r['load_average']['end']} at the end).",
         "",
         "| measure | before | after | after - before, median of rounds | each round's difference | "
         "before's rounds | after's rounds | reading |",
@@ -365,7 +369,9 @@ async def main() -> int:
             "clients": args.clients,
         }
         with tempfile.TemporaryDirectory(prefix="mcp-gateway-compare-") as tmp, worktree(commit, Path(tmp)) as tree:
+            load = os.getloadavg()[0]
             measured = await run(args, Path(tmp), tree)
+        report["load_average"] = {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)}
     except CompareError as error:
         print(f"compare: {error}", file=sys.stderr)
         return 1
