@@ -42,10 +42,19 @@ async def wait_port(port: int, timeout: float = 30) -> None:
 
 
 class Proc:
-    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.port = port
         out = log.open("wb") if log is not None else subprocess.DEVNULL
-        self.popen = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(
+            args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
+        )
 
     @property
     def pid(self) -> int:
@@ -100,12 +109,31 @@ def write_gateway_config(directory: Path, upstreams: dict[str, Any], **gateway: 
     return path
 
 
-async def create_key(config: Path) -> str:
+LAUNCH_FROM_TREE = (
+    "import runpy, sys, mcp_gateway; "
+    "print('mcp_gateway imported from', mcp_gateway.__file__, file=sys.stderr, flush=True); "
+    "runpy.run_module('mcp_gateway', run_name='__main__', alter_sys=True)"
+)
+"""What `python -m mcp_gateway` does, after saying (first line on stderr) which file the
+package was imported from: this venv's editable install points at this checkout, so a
+gateway meant to run another checkout's code must show that it did."""
+
+
+def gateway_command(python: str = sys.executable, tree: Path | None = None) -> list[str]:
+    """`python -m mcp_gateway`, or with `tree`, the launcher above (run with cwd and
+    PYTHONPATH at that tree, so its package comes before the editable install's)."""
+    return [python, "-m", "mcp_gateway"] if tree is None else [python, "-c", LAUNCH_FROM_TREE]
+
+
+def tree_env(tree: Path | None) -> dict[str, str]:
+    return {} if tree is None else {"PYTHONPATH": str(tree)}
+
+
+async def create_key(config: Path, tree: Path | None = None) -> str:
+    """An API key for team `bench`, made by the code of `tree` (its store, its schema)."""
     out = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "mcp_gateway",
+            *gateway_command(tree=tree),
             "keys",
             "create",
             "--config",
@@ -118,23 +146,26 @@ async def create_key(config: Path) -> str:
         capture_output=True,
         text=True,
         check=True,
+        cwd=tree,
+        env={**os.environ, **tree_env(tree)},
     )
     return out.stdout.strip()
 
 
 class Gateway(Proc):
-    """`mcp-gateway serve` as a replica (under `python`, by default this interpreter)."""
+    """`mcp-gateway serve` as a replica (under `python`, by default this interpreter; with
+    `tree`, that checkout's code rather than this one's)."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, python: str = sys.executable, tree: Path | None = None
+    ) -> None:
         port = free_port()
         self.config = config
         self.started = time.perf_counter()
-        log = config.parent / f"gateway-{port}.log"
+        self.log = config.parent / f"gateway-{port}.log"
         super().__init__(
             [
-                python,
-                "-m",
-                "mcp_gateway",
+                *gateway_command(python, tree),
                 "serve",
                 "--config",
                 str(config),
@@ -144,8 +175,9 @@ class Gateway(Proc):
                 "warning",
             ],
             port,
-            {"MCP_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
-            log,
+            {"MCP_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **tree_env(tree), **(env or {})},
+            self.log,
+            tree,
         )
 
     @property
