@@ -362,6 +362,35 @@ async def test_a_reader_that_does_not_read_pauses_the_connection() -> None:
             pool.close()
 
 
+async def test_a_reader_of_a_body_already_received_gives_the_loop_a_turn_every_turn_bytes() -> None:
+    # Chunks already in are handed over without waiting: without a turn given back, one
+    # reader would take (and scan) everything buffered while every other call waits.
+    response = http11.Response()
+    chunk = b"x" * 65536
+    for _ in range(64):
+        response._push(chunk)
+    response._push(None)
+    turns = 0
+
+    async def tick() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    seen, in_turn, most, total = turns, 0, 0, 0
+    async for piece in response.chunks():
+        if turns != seen:
+            seen, in_turn = turns, 0
+        in_turn += len(piece)
+        most, total = max(most, in_turn), total + len(piece)
+    ticker.cancel()
+    assert total == 64 * len(chunk)
+    assert most <= http11.TURN_BYTES
+
+
 # -- what the client writes ---------------------------------------------------------------------------
 
 

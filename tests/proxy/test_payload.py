@@ -65,6 +65,17 @@ def test_a_watched_token_split_across_reads_is_still_seen() -> None:
     assert payload.splice(scan, 0, 7) is None
 
 
+@pytest.mark.parametrize("token", payload._WATCH)
+def test_each_watched_token_is_seen_in_a_read_of_otherwise_bare_text(token: bytes) -> None:
+    # A read with none of a token group's first byte skips that group's looks: the read
+    # that holds the token holds its first byte.
+    scan = payload.Scan()
+    scan.feed(b"x" * payload.SPLICE_AT)
+    scan.feed(b"x" * 100 + token + b"x" * 100)
+    scan.feed(b"x" * 1000)
+    assert scan.hits == [payload.SPLICE_AT + 100]
+
+
 def test_a_lease_refuses_past_either_limit_and_gives_back_what_it_held() -> None:
     budget = payload.Budget(limit=100, per_response=60)
     first, second = payload.Lease(budget), payload.Lease(budget)
