@@ -158,10 +158,10 @@ class McpEndpoint:
             error = ProtocolError(INVALID_REQUEST, reason)
             await sse.send_json(send, status, jsonrpc.error(None, error), extra)
             return
+        exchange = _Exchange(scope, receive, send, headers, who)
         method = scope["method"]
         version = headers.get("mcp-protocol-version")
         modern = version in MODERN_VERSIONS
-        exchange = _Exchange(scope, receive, send, headers, who)
         if method == "POST":
             await self._post(exchange, modern)
         elif method == "GET":
