@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import auth
-from .admin import admin_routes, operators
+from .admin import EXCEPTION_HANDLERS, admin_routes, operators
 from .admin.common import NO_TOKEN
 from .config import Config
 from .dashboard import dashboard_routes
@@ -288,6 +288,11 @@ def create_app(config: Config, settings: Settings) -> GatewayApp:
     if settings.admin_api:
         routes.append(admin_routes())
         routes.extend(dashboard_routes())
-    starlette = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostCheckMiddleware, check=hosts)])
+    starlette = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(HostCheckMiddleware, check=hosts)],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
     app = GatewayApp(starlette, hosts)
     return app

@@ -1,7 +1,9 @@
 """The gateway's error tree.
 
 Every error the gateway raises on purpose derives from `GatewayError` and carries the
-JSON-RPC code it is rendered with, so one place (`to_error`) turns it into a wire error::
+JSON-RPC code it is rendered with, so one place (`to_error`) turns it into a wire error;
+the admin API's errors carry their HTTP status instead, and one exception handler renders
+them::
 
     GatewayError                       -32603 unless a subclass says otherwise
     ├── ProtocolError                  a malformed or unsupported request (-32600 / -32602 / -32601 ...)
@@ -13,7 +15,9 @@ JSON-RPC code it is rendered with, so one place (`to_error`) turns it into a wir
     │   └── proxy.payload.ResponseRefused  an answer too large to hold (its own code)
     ├── RpcError                       an error *received* from a peer, forwarded as it came (its code
     │                                  is the peer's)
-    └── ConfigError                    a config or policy file is wrong; carries file:line problems
+    ├── ConfigError                    a config or policy file is wrong; carries file:line problems
+    └── ApiError                       an admin API request refused or failed: its HTTP status and
+                                       the API's own error code (`not_found`, `forbidden` ...)
 
 Denials and upstream failures carry a `data` object naming the reason, so agents
 and people can see why.
@@ -120,3 +124,33 @@ class ConfigError(GatewayError):
     def __init__(self, problems: Sequence[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = list(problems)
+
+
+class ApiError(GatewayError):
+    """An admin API request refused or failed. Routes raise it; the admin API's one exception
+    handler answers HTTP `status` with `{"error": to_error()}` and `headers`. `api_code` is
+    the API's own error code (`not_found`, `invalid_request` ...): the JSON-RPC `code` of the
+    base means nothing on this API, and is not sent."""
+
+    def __init__(
+        self,
+        status: int,
+        api_code: str,
+        message: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.api_code = api_code
+        self.fields = fields
+        """More members of the error object, after `code` and `message` (403 names the roles)."""
+        self.headers = headers
+
+    def to_error(self) -> dict[str, Any]:
+        """The response's `error` object."""
+        error: dict[str, Any] = {"code": self.api_code, "message": self.message}
+        if self.fields is not None:
+            error.update(self.fields)
+        return error

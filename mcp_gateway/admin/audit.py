@@ -9,10 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..audit import anchor as anchors
+from ..errors import ApiError
 from ..roles import Role
 from ..store import audit as store
 from ..when import FORMS, parse_time
-from .common import ApiError, admin, gateway, ok
+from .common import admin, gateway, ok
 
 FILTERS = ("team", "principal", "server", "tool", "decision", "kind")
 MAX_LIMIT = 1000

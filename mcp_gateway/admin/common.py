@@ -1,4 +1,7 @@
-"""What every admin route shares: the caller's identity, JSON bodies, errors, auditing."""
+"""What every admin route shares: the caller's identity, JSON bodies, errors, auditing.
+
+Routes raise `ApiError` (errors.py) for every refusal, and `handle_api_error`, the app's
+exception handler for it, renders each one: one place decides what an error looks like."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import AuditUnavailable
+from ..errors import ApiError, AuditUnavailable
 from ..roles import Role
 from ..runtime import Gateway
 from .operators import Operator, authenticate, note_use, tokenless
@@ -28,14 +31,10 @@ MAX_PARAM = 512
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    """The exception handler for `ApiError`: its status, `{"error": {...}}` and headers."""
+    assert isinstance(exc, ApiError)  # registered for ApiError alone
+    return JSONResponse({"error": exc.to_error()}, status_code=exc.status, headers=exc.headers)
 
 
 def gateway(request: Request) -> Gateway:
@@ -60,7 +59,9 @@ def admin(role: Role) -> Callable[[AdminHandler], Endpoint]:
     """Make `handler` an admin route open to `role` and the roles above it: authenticate the
     caller (401 without a valid credential, 403 `forbidden` with too small a role), then run
     the handler with the actor's name. Every admin route names its role here, and only here;
-    the endpoint carries it as `required_role` for the OpenAPI document and the tests."""
+    the endpoint carries it as `required_role` for the OpenAPI document and the tests.
+    Refusals are raised as `ApiError`, as are the handler's failures to reach the audit or
+    the store (503); `handle_api_error` renders them."""
     if not isinstance(role, Role):
         raise TypeError("an admin route names the least role it needs: @admin(Role.viewer)")
 
@@ -70,39 +71,37 @@ def admin(role: Role) -> Callable[[AdminHandler], Endpoint]:
             if operator is None:
                 gw = gateway(request)
                 unconfigured = tokenless(gw)
-                return error(
+                raise ApiError(
                     401,
                     "unauthorized",
                     NO_TOKEN if unconfigured and gw.settings.auth != "none" else _REQUIRED[gw.oauth is not None],
-                    {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
+                    headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
                 )
             note_use(request, operator)
             if not operator.role.allows(role):
                 # The handler's name, not the path: a path holds whatever the caller sent.
                 detail = f"{handler.__name__} needs {role}"
                 await gateway(request).governance.audit_admin_refusal(operator.name, operator.role, detail)
-                return forbidden(role, operator)
+                raise forbidden(role, operator)
             request.state.operator = operator
             try:
                 _check_parameters(request)
                 return await handler(request, operator.name)
-            except ApiError as exc:
-                return error(exc.status, exc.code, exc.message)
             except AuditUnavailable:
-                return error(
+                raise ApiError(
                     503, "audit_unavailable", "the action was not taken: its audit record could not be written"
-                )
+                ) from None
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 # Every store operation is bounded (`store_timeout`) and its connection abandoned
                 # past the bound, so an unconfirmed change is not applied later. The one window
                 # left: a COMMIT that had reached the store just before took effect then.
                 log.warning("admin %s %s: the store did not answer: %s", request.method, request.url.path, exc)
-                return error(
+                raise ApiError(
                     503,
                     "store_unavailable",
                     "the store did not answer in time: a change was not applied (unless its commit had reached "
                     "the store just before; check before retrying)",
-                )
+                ) from None
 
         wrapped = functools.wraps(handler)(endpoint)
         wrapped.required_role = role  # type: ignore[attr-defined]
@@ -117,17 +116,13 @@ def required_role(endpoint: object) -> Role | None:
     return role if isinstance(role, Role) else None
 
 
-def forbidden(needed: Role, operator: Operator) -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": {
-                "code": "forbidden",
-                "message": f"this needs the {needed} role; {operator.name!r} has the {operator.role} role",
-                "required_role": needed.value,
-                "role": operator.role.value,
-            }
-        },
-        status_code=403,
+def forbidden(needed: Role, operator: Operator) -> ApiError:
+    """403 `forbidden`, naming the role needed and the role held."""
+    return ApiError(
+        403,
+        "forbidden",
+        f"this needs the {needed} role; {operator.name!r} has the {operator.role} role",
+        fields={"required_role": needed.value, "role": operator.role.value},
     )
 
 

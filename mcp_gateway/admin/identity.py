@@ -6,9 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import auth
+from ..errors import ApiError
 from ..roles import Role
 from ..store import identity as store
-from .common import ApiError, admin, audited, body, gateway, ok, refreshed
+from .common import admin, audited, body, gateway, ok, refreshed
 from .models import NewKey, NewPrincipal, NewTeam
 
 

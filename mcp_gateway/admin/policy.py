@@ -7,10 +7,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import ApiError
 from ..roles import Role
 from ..runtime import Gateway
 from ..store import rules as rule_store
-from .common import ApiError, admin, gateway, ok, operator_of
+from .common import admin, gateway, ok, operator_of
 from .operators import Operator
 
 

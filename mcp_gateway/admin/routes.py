@@ -8,10 +8,12 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+from starlette.types import ExceptionHandler
 
 from .. import __version__
+from ..errors import ApiError
 from . import audit, identity, policy, rules, status, switches, tokens
-from .common import required_role
+from .common import handle_api_error, required_role
 from .models import EngageSwitch, NewAdminToken, NewKey, NewPrincipal, NewRule, NewTeam, ReleaseSwitch
 
 ROUTES: list[tuple[str, str, Any, type[BaseModel] | None, tuple[str, ...]]] = [
@@ -130,6 +132,12 @@ def openapi() -> dict[str, Any]:
 
 async def openapi_endpoint(request: Request) -> JSONResponse:
     return JSONResponse(openapi())
+
+
+EXCEPTION_HANDLERS: dict[Any, ExceptionHandler] = {ApiError: handle_api_error}
+"""The app's exception handlers for the admin API: a route raises `ApiError`, one handler
+answers. (Registered on the app, not the mount: an exception middleware on the mount would
+stand in for the app's own handlers under /admin/api.)"""
 
 
 def admin_routes() -> Mount:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import ApiError
 from ..policy_model import Rule
 from ..roles import Role
 from ..store import identity as identity_store
 from ..store import rules as store
-from .common import ApiError, admin, audited, body, gateway, ok, refreshed
+from .common import admin, audited, body, gateway, ok, refreshed
 from .models import NewRule
 
 

@@ -10,12 +10,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import ApiError
 from ..proxy.catalog import SEPARATOR
 from ..roles import Role
 from ..runtime import Gateway
 from ..store import switches as store
 from ..store.identity import NotFound
-from .common import ApiError, admin, body, gateway, ok, operator_of
+from .common import admin, body, gateway, ok, operator_of
 from .models import EngageSwitch, ReleaseSwitch
 from .operators import Operator
 

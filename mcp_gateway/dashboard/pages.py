@@ -23,12 +23,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..admin.common import ApiError, gateway
+from ..admin.common import gateway
 from ..admin.models import EngageSwitch, ReleaseSwitch
 from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller
 from ..admin.policy import reload_policy
 from ..admin.switches import engage_switch, release_switch
-from ..errors import AuditUnavailable
+from ..errors import ApiError, AuditUnavailable
 from ..roles import Role
 from ..store import audit as audit_store
 from ..store import identity as identity_store

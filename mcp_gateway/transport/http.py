@@ -92,6 +92,27 @@ class _HttpSession:
     """The session's recent SSE events, for Last-Event-ID (None: resumability is off)."""
 
 
+class _Exchange:
+    """One request to `/mcp` as its handlers share it: the ASGI channels, the headers, the
+    caller and, for a POST, its message and whether the client takes a stream. One object
+    handed down the methods that serve the request, rather than the same six values through
+    each of them; slotted, as one is made per request."""
+
+    __slots__ = ("headers", "message", "receive", "scope", "send", "wants_sse", "who")
+
+    message: Message
+    """A POST's JSON-RPC message, set once its body is read and parsed."""
+    wants_sse: bool
+    """A POST's Accept takes `text/event-stream`, set before its body is read."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], who: Principal) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.headers = headers
+        self.who = who
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     # A field value excludes the optional whitespace around it (RFC 9110 §5.5); httptools
     # leaves it in, and SEP-2243 routing headers are compared as values.
@@ -137,26 +158,28 @@ class McpEndpoint:
             error = ProtocolError(INVALID_REQUEST, reason)
             await sse.send_json(send, status, jsonrpc.error(None, error), extra)
             return
+        exchange = _Exchange(scope, receive, send, headers, who)
         method = scope["method"]
         version = headers.get("mcp-protocol-version")
         modern = version in MODERN_VERSIONS
         if method == "POST":
-            await self._post(scope, receive, send, headers, who, modern)
+            await self._post(exchange, modern)
         elif method == "GET":
             if modern:
                 await sse.send_status(send, 405, "No GET stream at 2026-07-28", [(b"allow", b"POST")])
             else:
-                await self._get(receive, send, headers, who)
+                await self._get(exchange)
         elif method == "DELETE":
-            await self._delete(send, headers, who)
+            await self._delete(exchange)
         else:
             await sse.send_status(send, 405, "Method not allowed", [(b"allow", b"GET, POST, DELETE")])
 
     # -- POST ------------------------------------------------------------------------------
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+    async def _read_body(self, exchange: _Exchange) -> bytes | None:
         limit = self.options.max_body
-        declared = headers.get("content-length")
+        receive = exchange.receive
+        declared = exchange.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return None
         chunks, size = [], 0
@@ -172,19 +195,18 @@ class McpEndpoint:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _post(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], who: Principal, modern: bool
-    ) -> None:
+    async def _post(self, exchange: _Exchange, modern: bool) -> None:
+        send, headers = exchange.send, exchange.headers
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             await sse.send_status(send, 415, "Content-Type must be application/json")
             return
-        wants_json, wants_sse = _accepts(headers.get("accept", "*/*"))
+        wants_json, exchange.wants_sse = _accepts(headers.get("accept", "*/*"))
         if not wants_json:
             await sse.send_status(send, 406, "Accept must include application/json")
             return
         try:
-            body = await self._read_body(receive, headers)
+            body = await self._read_body(exchange)
         except _Disconnected:
             return  # the client left before it finished sending
         if body is None:
@@ -192,32 +214,25 @@ class McpEndpoint:
             await sse.send_json(send, 413, jsonrpc.error(None, error))
             return
         try:
-            message = jsonrpc.parse_incoming(body)
+            exchange.message = jsonrpc.parse_incoming(body)
         except ProtocolError as exc:
             await sse.send_json(send, 400, jsonrpc.error(None, exc))
             return
         if modern:
-            await self._post_modern(scope, receive, send, headers, who, message, wants_sse)
+            await self._post_modern(exchange)
         else:
-            await self._post_handshake(receive, send, headers, who, message, wants_sse)
+            await self._post_handshake(exchange)
 
-    async def _post_handshake(
-        self,
-        receive: Receive,
-        send: Send,
-        headers: dict[str, str],
-        who: Principal,
-        message: Message,
-        wants_sse: bool,
-    ) -> None:
+    async def _post_handshake(self, exchange: _Exchange) -> None:
+        send, headers, message = exchange.send, exchange.headers, exchange.message
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_VERSIONS:
             await sse.send_json(send, 400, jsonrpc.error(message.get("id"), unsupported_version(version)))
             return
         if message.get("method") == "initialize" and "id" in message:
-            await self._initialize(receive, send, who, message, wants_sse, headers.get(TRACEPARENT))
+            await self._initialize(exchange)
             return
-        held = await self._session(send, headers, who, message.get("id"))
+        held = await self._session(exchange, message.get("id"))
         if held is None:
             return
         session = held.session
@@ -239,18 +254,12 @@ class McpEndpoint:
             log_level=session.log_level,
             traceparent=headers.get(TRACEPARENT),
         )
-        await self._serve(receive, send, call, wants_sse, held.replay)
+        await self._serve(exchange, call, held.replay)
 
-    async def _initialize(
-        self,
-        receive: Receive,
-        send: Send,
-        who: Principal,
-        message: Message,
-        wants_sse: bool,
-        traceparent: str | None = None,
-    ) -> None:
+    async def _initialize(self, exchange: _Exchange) -> None:
+        send, who, message = exchange.send, exchange.who, exchange.message
         session = Session(principal=who)
+        traceparent = exchange.headers.get(TRACEPARENT)
         call = Call(session, message["id"], "initialize", jsonrpc.params_of(message), traceparent=traceparent)
         try:
             result = await self.router.handle(call)
@@ -280,16 +289,15 @@ class McpEndpoint:
         self.router.open_session(session, close=close)
         await sse.send_json(send, 200, jsonrpc.result(call.id, result), [(b"mcp-session-id", session.id.encode())])
 
-    async def _session(
-        self, send: Send, headers: dict[str, str], who: Principal, request_id: Any
-    ) -> _HttpSession | None:
-        session_id = headers.get("mcp-session-id")
+    async def _session(self, exchange: _Exchange, request_id: Any) -> _HttpSession | None:
+        send = exchange.send
+        session_id = exchange.headers.get("mcp-session-id")
         if session_id is None:
             error = ProtocolError(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required (initialize first)")
             await sse.send_json(send, 400, jsonrpc.error(request_id, error))
             return None
         held = self.sessions.get(session_id)
-        if held is None or held.session.principal.id != who.id:
+        if held is None or held.session.principal.id != exchange.who.id:
             # Another principal's session is as unknown to this caller as a made-up one.
             error = ProtocolError(INVALID_REQUEST, "Session not found: initialize a new session")
             await sse.send_json(send, 404, jsonrpc.error(request_id, error))
@@ -298,10 +306,9 @@ class McpEndpoint:
         held.spoken = True
         return held
 
-    async def _serve(
-        self, receive: Receive, send: Send, call: Call, wants_sse: bool, replay: Replay | None = None
-    ) -> None:
+    async def _serve(self, exchange: _Exchange, call: Call, replay: Replay | None = None) -> None:
         session = call.session
+        wants_sse = exchange.wants_sse
         # At 2026-07-28 a client cancels by hanging up; earlier, with notifications/cancelled.
         cancellation = None if session.ephemeral else sse.Cancellation()
         if cancellation is not None:
@@ -318,8 +325,8 @@ class McpEndpoint:
             # Handshake-era answers are streams, as clients of those revisions expect; at
             # 2026-07-28 a plain JSON answer is sent unless the call has something to stream.
             await sse.answer(
-                receive,
-                send,
+                exchange.receive,
+                exchange.send,
                 call.id,
                 handler,
                 status_for=status_for,
@@ -333,22 +340,14 @@ class McpEndpoint:
             if cancellation is not None and session.calls.get(call.id) is cancellation:
                 del session.calls[call.id]
 
-    async def _post_modern(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: dict[str, str],
-        who: Principal,
-        message: Message,
-        wants_sse: bool,
-    ) -> None:
+    async def _post_modern(self, exchange: _Exchange) -> None:
+        send, headers, who, message = exchange.send, exchange.headers, exchange.who, exchange.message
         if jsonrpc.is_notification(message) or jsonrpc.is_response(message):
             # No client-to-server notifications at 2026-07-28; cancelling is closing the stream.
             await sse.send_status(send, 202)
             return
         request_id = message["id"]
-        rejection = self._modern_rejection(scope, headers, message)
+        rejection = self._modern_rejection(exchange.scope, headers, message)
         if rejection is not None:
             # Refused before any decision, and nothing forwarded; on record if it names a target.
             await self.router.refuse_rejected(who, message, rejection.message)
@@ -371,12 +370,12 @@ class McpEndpoint:
             traceparent=headers.get(TRACEPARENT),
         )
         if call.method == "subscriptions/listen":
-            if not wants_sse:
+            if not exchange.wants_sse:
                 await sse.send_status(send, 406, "subscriptions/listen answers with text/event-stream")
                 return
-            await self._listen(receive, send, call)
+            await self._listen(exchange, call)
             return
-        await self._serve(receive, send, call, wants_sse)
+        await self._serve(exchange, call)
 
     def _modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
@@ -403,7 +402,8 @@ class McpEndpoint:
                 return validate_mcp_param_headers(entry.exposed.get("inputSchema"), arguments, headers)
         return None
 
-    async def _listen(self, receive: Receive, send: Send, call: Call) -> None:
+    async def _listen(self, exchange: _Exchange, call: Call) -> None:
+        receive, send = exchange.receive, exchange.send
         outgoing_send, outgoing = anyio.create_memory_object_stream[Message](64)
         try:
             # Checked, decided, audited and registered before the acknowledgement: nothing
@@ -431,11 +431,12 @@ class McpEndpoint:
 
     # -- GET and DELETE ------------------------------------------------------------------------
 
-    async def _get(self, receive: Receive, send: Send, headers: dict[str, str], who: Principal) -> None:
+    async def _get(self, exchange: _Exchange) -> None:
+        receive, send, headers, who = exchange.receive, exchange.send, exchange.headers, exchange.who
         if not _accepts(headers.get("accept", ""))[1]:
             await sse.send_status(send, 406, "Accept must include text/event-stream")
             return
-        held = await self._session(send, headers, who, None)
+        held = await self._session(exchange, None)
         if held is None:
             return
         resumed = None
@@ -444,7 +445,7 @@ class McpEndpoint:
             # Another session's id (or one evicted) is not found: nothing is replayed.
             resumed = held.replay.locate(last_event_id)
         if resumed is not None and resumed[0] != GET_STREAM:
-            await self._resume(receive, send, held, *resumed)
+            await self._resume(exchange, held, *resumed)
             return
         if held.stream_open:
             await sse.send_status(send, 409, "This session already has a GET stream open")
@@ -507,9 +508,10 @@ class McpEndpoint:
                 session.outbox = _keeper(replay) if replay is not None and still_open else None
             held.stream_open = False
 
-    async def _resume(self, receive: Receive, send: Send, held: _HttpSession, stream: str, seq: int) -> None:
+    async def _resume(self, exchange: _Exchange, held: _HttpSession, stream: str, seq: int) -> None:
         """GET with the Last-Event-ID of a POST stream: its later events, then (if its call is
         still running) the rest as it comes; the response ends with the stream."""
+        receive, send = exchange.receive, exchange.send
         replay = held.replay
         assert replay is not None
         who = held.session.principal
@@ -541,12 +543,12 @@ class McpEndpoint:
         finally:
             self.router.governance.inflight.close(opened)
 
-    async def _delete(self, send: Send, headers: dict[str, str], who: Principal) -> None:
-        held = await self._session(send, headers, who, None)
+    async def _delete(self, exchange: _Exchange) -> None:
+        held = await self._session(exchange, None)
         if held is None:
             return
         await self.close(held.session.id)
-        await sse.send_status(send, 200)
+        await sse.send_status(exchange.send, 200)
 
     async def close(self, session_id: str) -> None:
         held = self.sessions.pop(session_id, None)
