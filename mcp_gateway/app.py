@@ -86,7 +86,9 @@ def authenticator(gateway: Gateway, oauth: ResourceServer | None = None) -> Auth
         if oauth is not None and (token is None or not (keys and token.startswith(auth.KEY_PREFIX))):
             if token is None:
                 return oauth.missing(hint)
-            return await oauth.principal(token, gateway.governance.audit_refused_identity)
+            client = scope.get("client")
+            peer = client[0] if client else None
+            return await oauth.principal(token, gateway.governance.audit_refused_identity, peer=peer)
         if token is None:
             return 401, f"Unauthorized: {hint}", _UNAUTHORIZED
         snapshot = snapshots.current

@@ -79,25 +79,26 @@ def by_admin_token(gw: Gateway, token: str) -> Operator | None:
     return None
 
 
-async def by_access_token(gw: Gateway, token: str) -> Operator | None:
+async def by_access_token(gw: Gateway, token: str, peer: str | None) -> Operator | None:
     """An operator who came with the identity provider's access token (`oauth:` configured):
     `oidc:<name>` and the highest role its `role_claim` maps to; None for an invalid token or
-    one with no role."""
+    one with no role. `peer`: the caller's address, whose share of introspection it takes."""
     if gw.oauth is None or token.startswith((auth.ADMIN_PREFIX, auth.KEY_PREFIX)):
         return None
     settings = gw.oauth.settings
     try:
         audience = [settings.admin_audience] if settings.admin_audience else None  # None: the /mcp audiences
-        verified = await gw.oauth.verifier.verify(token, audience)
+        verified = await gw.oauth.verifier.verify(token, audience, peer=peer)
     except TokenRejected:
         return None
     role = claims.role_of(verified, settings)
     return Operator(claims.actor_of(verified, settings), role) if role is not None else None
 
 
-async def by_token(gw: Gateway, token: str) -> Operator | None:
-    """Whoever `token` stands for now (checked on every use, so revocation and expiry hold at once)."""
-    return by_admin_token(gw, token) or await by_access_token(gw, token)
+async def by_token(gw: Gateway, token: str, peer: str | None) -> Operator | None:
+    """Whoever `token` stands for now (checked on every use, so revocation and expiry hold at
+    once), presented from address `peer` (None if unknown)."""
+    return by_admin_token(gw, token) or await by_access_token(gw, token, peer)
 
 
 async def authenticate(request: Request) -> Operator | None:
@@ -107,7 +108,9 @@ async def authenticate(request: Request) -> Operator | None:
     if local_caller(request):
         return Operator(LOCAL_OPERATOR, Role.admin)
     token = auth.bearer(request.headers.get("authorization"))
-    return await by_token(request.app.state.gateway, token) if token is not None else None
+    if token is None:
+        return None
+    return await by_token(request.app.state.gateway, token, request.client.host if request.client else None)
 
 
 USE_INTERVAL = 60.0

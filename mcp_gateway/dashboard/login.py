@@ -99,7 +99,7 @@ async def session_of(request: Request) -> DashboardSession | None:
             token = _fernet(gw, key).decrypt(sealed.encode(), ttl=LIFETIME).decode()
         except (InvalidToken, UnicodeDecodeError):
             return None
-        operator = await by_token(gw, token)
+        operator = await by_token(gw, token, request.client.host if request.client else None)
     if operator is None:
         return None
     note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too

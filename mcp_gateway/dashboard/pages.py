@@ -198,12 +198,13 @@ async def login_submit(request: Request) -> Response:
     form = await _form(request)
     token = (form or {}).get("token", "").strip()
     gw = gateway(request)
-    operator = await by_token(gw, token) if token else None
+    peer = request.client.host if request.client else None
+    operator = await by_token(gw, token, peer) if token else None
     if operator is None:
         refusals: LoginRefusals | None = getattr(request.app.state, "login_refusals", None)
         if refusals is None:
             refusals = request.app.state.login_refusals = LoginRefusals()
-        refusals.note(request.client.host if request.client else "?")
+        refusals.note(peer or "?")
         return _render("login.html", 401, error="That is not a valid admin token.")
     value, _ = await login.open_session(gw, token)
     response = RedirectResponse("/admin", status_code=303)

@@ -3,9 +3,11 @@
 Used only for a token that is not a JWT, and only when `oauth.introspection` is configured.
 Answers are cached by the token's SHA-256 for `cache_seconds` (never past the token's `exp`),
 in bounded tables (refusals apart, so made-up tokens cannot push out real answers); at
-most `max_concurrent` questions are open at once and a token beyond them is refused at
-once, so made-up tokens cannot turn the gateway into a load on the identity provider.
-Each question is bounded by `fetch_timeout`: no answer, no access.
+most `max_concurrent` questions are open at once, at most `max_concurrent_per_client` of
+them from one client address (shares.py), and a token beyond either is refused at once, so
+made-up tokens cannot turn the gateway into a load on the identity provider, nor one peer's
+made-up tokens keep everyone else's new ones out. Each question is bounded by
+`fetch_timeout`: no answer, no access.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import httpx2
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from .shares import Shares
 from .verified import TokenRejected, Verified
 
 MAX_CACHED = 10_000
@@ -38,6 +41,21 @@ class IntrospectionSettings(BaseModel):
     cache_seconds: float = Field(default=10.0, ge=0, le=300)
     """How long an answer is reused: a token revoked at the provider is refused within this."""
     max_concurrent: int = Field(default=16, gt=0, le=1024)
+    """Questions open at once; a token past them is refused at once (401)."""
+    max_concurrent_per_client: int | None = Field(default=None, gt=0, le=1024)
+    """Of those, how many one client address (an IPv6 /64) may hold: default a quarter of
+    `max_concurrent`, at least 1, so one peer's made-up tokens leave the rest to others."""
+
+    @model_validator(mode="after")
+    def _share_within_total(self) -> Self:
+        each = self.max_concurrent_per_client
+        if each is not None and each > self.max_concurrent:
+            raise ValueError(f"max_concurrent_per_client ({each}) is more than max_concurrent ({self.max_concurrent})")
+        return self
+
+    @property
+    def per_client(self) -> int:
+        return self.max_concurrent_per_client or max(1, self.max_concurrent // 4)
 
 
 class Introspector:
@@ -49,14 +67,16 @@ class Introspector:
         self._client = httpx2.AsyncClient(follow_redirects=False)
         self._cache: OrderedDict[str, tuple[float, Verified | str]] = OrderedDict()
         self._refused: OrderedDict[str, tuple[float, Verified | str]] = OrderedDict()
-        self._slots = anyio.Semaphore(settings.max_concurrent)
+        self.shares = Shares(settings.max_concurrent, settings.per_client)
         self.asked = 0
         """How many questions were sent to the issuer (for tests)."""
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def verify(self, token: str, audiences: list[str] | None = None) -> Verified:
+    async def verify(self, token: str, audiences: list[str] | None = None, *, peer: str | None) -> Verified:
+        """The token's claims; `peer` (the caller's address, None if unknown) is whose share
+        of the open questions it counts against, should the provider be asked."""
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         cached = self._cache.get(key)
@@ -65,7 +85,7 @@ class Introspector:
         if cached is not None and cached[0] > now:
             answer = cached[1]
         else:
-            answer = await self._ask(token)
+            answer = await self._ask(token, peer)
             until = now + self.settings.cache_seconds
             if isinstance(answer, Verified):
                 until = min(until, now + answer.expires_at - time.time())
@@ -90,14 +110,16 @@ class Introspector:
         if not held & set(audiences):
             raise TokenRejected("the token is not for this resource (aud)")
 
-    async def _ask(self, token: str) -> Verified | str:
-        """The token's claims if the issuer says it is active and it holds, else why not."""
-        try:
-            self._slots.acquire_nowait()
-        except anyio.WouldBlock:
-            raise TokenRejected("too many tokens are being checked with the identity provider") from None
-        try:
+    async def _ask(self, token: str, peer: str | None) -> Verified | str:
+        """The token's claims if the issuer says it is active and it holds, else why not.
+        Refused before the provider is asked when no slot is free for `peer` (not cached:
+        the same token may pass once the flood is over)."""
+        with self.shares.slot(peer):
             self.asked += 1
+            return await self._question(token)
+
+    async def _question(self, token: str) -> Verified | str:
+        try:
             with anyio.fail_after(self.timeout):
                 response = await self._client.post(
                     self.settings.endpoint,
@@ -110,8 +132,6 @@ class Introspector:
             claims: Any = orjson.loads(response.content)
         except (TimeoutError, httpx2.HTTPError, OSError, orjson.JSONDecodeError):
             raise TokenRejected("the identity provider could not be asked about the token") from None
-        finally:
-            self._slots.release()
         return self._judge(claims)
 
     def _judge(self, claims: Any) -> Verified | str:

@@ -32,10 +32,11 @@ class ResourceServer:
         """What a request without a bearer token gets."""
         return 401, f"Unauthorized: {hint}", [(b"www-authenticate", metadata.challenge(self.settings))]
 
-    async def principal(self, token: str, audit: AuditRefusal) -> Principal | Refusal:
+    async def principal(self, token: str, audit: AuditRefusal, *, peer: str | None) -> Principal | Refusal:
+        """Who `token` stands for, or the refusal; `peer` is the caller's address (see `Verifier.verify`)."""
         settings = self.settings
         try:
-            verified = await self.verifier.verify(token)
+            verified = await self.verifier.verify(token, peer=peer)
         except TokenRejected as exc:
             header = metadata.challenge(settings, "invalid_token", exc.reason)
             return 401, f"Unauthorized: {exc.reason}", [(b"www-authenticate", header)]

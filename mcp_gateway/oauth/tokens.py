@@ -50,14 +50,16 @@ class Verifier:
         if self.introspector is not None:
             await self.introspector.aclose()
 
-    async def verify(self, token: str, audience: Sequence[str] | None = None) -> Verified:
-        """The token's claims if it is valid for `audience` (default: the configured ones)."""
+    async def verify(self, token: str, audience: Sequence[str] | None = None, *, peer: str | None) -> Verified:
+        """The token's claims if it is valid for `audience` (default: the configured ones).
+        `peer`, the caller's address (None if the transport names none), is used only when
+        an opaque token is introspected: whose share of the open questions it takes."""
         settings = self.settings
         if token.startswith((auth.KEY_PREFIX, auth.ADMIN_PREFIX)):
             # This gateway's own secret: never handed to the provider's introspection endpoint.
             raise TokenRejected("an API key or admin token of this gateway is not an access token")
         if self.introspector is not None and token.count(".") != 2:
-            return await self.introspector.verify(token, list(audience) if audience else None)
+            return await self.introspector.verify(token, list(audience) if audience else None, peer=peer)
         audiences = tuple(audience) if audience else (settings.audience, *settings.token_audiences)
         remembered = (hashlib.sha256(token.encode()).digest(), audiences)
         passed = self._passed.get(remembered)

@@ -39,7 +39,7 @@ async def test_a_provider_that_never_answers_gets_tokens_refused_within_the_fetc
         with anyio.fail_after(20):
             for _ in range(3):
                 with pytest.raises(TokenRejected) as refused:
-                    await verifier.verify(token)
+                    await verifier.verify(token, peer=None)
                 reasons.append(refused.value.reason)
         tg.cancel_scope.cancel()
         await verifier.keys.aclose()
