@@ -7,7 +7,8 @@
 //   (client metadata) become claims of their tokens;
 // - people: the authorization code grant with PKCE for the public client `sdk`; the login
 //   interaction auto-approves the dev account `alice` (or the request's `login_hint`);
-// - opaque tokens for the client `agent-opaque`, checked by introspection (client `gateway`);
+// - opaque tokens for the clients `agent-opaque` and `ops-opaque` (an operator's), checked
+//   by introspection (client `gateway`);
 // - test endpoints: POST /test/rotate (a new signing key, published first in the JWKS,
 //   without a restart of the process), POST /test/sign (any claims, signed with the current
 //   key, for expired tokens and other issuers).
@@ -53,6 +54,7 @@ const clients = [
   agent('ops-viewer', { roles: ['viewer'] }),
   agent('ops-operator', { roles: ['operator'] }),
   agent('agent-opaque', { groups: ['eng-platform'] }), // gets opaque tokens (for introspection)
+  agent('ops-opaque', { roles: ['viewer'] }), // an operator with opaque tokens
   agent('gateway', { scope: 'mcp' }), // the gateway's own client, to introspect tokens
   {
     client_id: 'sdk',
@@ -69,6 +71,7 @@ function newKey() {
   return { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'RS256', use: 'sig' };
 }
 
+const OPAQUE = ['agent-opaque', 'ops-opaque'];
 let keys = [newKey()];
 let provider;
 
@@ -99,7 +102,7 @@ function build() {
             scope: client.scope.split(' ').filter((s) => !['openid', 'offline_access'].includes(s)).join(' '),
             audience: resource,
             accessTokenTTL: 300,
-            accessTokenFormat: client.clientId === 'agent-opaque' ? 'opaque' : 'jwt',
+            accessTokenFormat: OPAQUE.includes(client.clientId) ? 'opaque' : 'jwt',
             jwt: { sign: { alg: 'RS256' } },
           };
         },
