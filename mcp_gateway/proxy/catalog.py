@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import INVALID_PARAMS, ProtocolError
+from ..errors import ProtocolError
 from ..policy.uris import AmbiguousURI, normal_form, normalize
+from ..protocol import INVALID_PARAMS
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)

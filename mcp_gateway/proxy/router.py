@@ -19,15 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .. import __version__, jsonrpc
-from ..errors import (
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
-    RESOURCE_NOT_FOUND,
-    Denied,
-    GatewayError,
-    ProtocolError,
-    UpstreamError,
-)
+from ..errors import Denied, GatewayError, ProtocolError, UpstreamError
 from ..governance import Answered, Governance, Ticket
 from ..identity import Principal
 from ..jsonrpc import Message
@@ -35,6 +27,17 @@ from ..killswitch import Ending, Opened
 from ..limits import LimitReached, Limits
 from ..oauth.assertion import IdentitySigner
 from ..policy_model import Kind, Target
+from ..protocol import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    INVALID_PARAMS,
+    LATEST_HANDSHAKE_VERSION,
+    METHOD_NOT_FOUND,
+    MODERN_PROTOCOL_VERSIONS,
+    RESOURCE_NOT_FOUND,
+    SERVER_INFO_META_KEY,
+    SUBSCRIPTION_ID_META_KEY,
+    TASKS_EXTENSION,
+)
 from . import bridge, payload
 from .catalog import Catalog, exposed_uri
 from .relay_tasks import (
@@ -46,14 +49,13 @@ from .relay_tasks import (
     is_task,
 )
 from .schemas import argument_problem
-from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
+from .session import LOG_LEVELS, Call, Session, held_capabilities, held_client_info
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
 from .task_methods import TaskMethods
-from .upstream import SERVER_INFO, TASKS_EXTENSION, Events, Upstream
+from .upstream import Events, Upstream
 
 log = logging.getLogger(__name__)
 
-LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[-1]
 SERVER_IDENTITY = {"name": "mcp-gateway", "title": "MCP Gateway", "version": __version__}
 CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": True},
@@ -83,9 +85,6 @@ _LISTEN_FLAG = {
 MethodHandler = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
-SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-
-
 @dataclass(eq=False)
 class Listener:
     """A 2026-07-28 `subscriptions/listen` stream: what it wants, and where to send it.
@@ -109,7 +108,7 @@ class Listener:
     def deliver(self, message: Message) -> bool:
         """Queue one frame; False when the stream is gone or was ended for falling behind."""
         params = jsonrpc.params_of(message)
-        meta = {**jsonrpc.meta_of(params), SUBSCRIPTION_ID: self.subscription_id}
+        meta = {**jsonrpc.meta_of(params), SUBSCRIPTION_ID_META_KEY: self.subscription_id}
         try:
             self.outbox.send_nowait({**message, "params": {**params, "_meta": meta}})
         except anyio.WouldBlock:
@@ -222,7 +221,9 @@ class Router(Events):
             result.setdefault("resultType", "complete")
             meta = result.get("_meta")
             result["_meta"] = (
-                {**meta, SERVER_INFO: SERVER_IDENTITY} if isinstance(meta, dict) else {SERVER_INFO: SERVER_IDENTITY}
+                {**meta, SERVER_INFO_META_KEY: SERVER_IDENTITY}
+                if isinstance(meta, dict)
+                else {SERVER_INFO_META_KEY: SERVER_IDENTITY}
             )
             if call.method.endswith("/list") or call.method in ("resources/read", "server/discover"):
                 result.setdefault("ttlMs", 0)
@@ -268,7 +269,7 @@ class Router(Events):
     async def _initialize(self, call: Call) -> dict[str, Any]:
         params = call.params
         requested = params.get("protocolVersion")
-        version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         session = call.session
         session.protocol_version = version
         session.client_capabilities = held_capabilities(params.get("capabilities"))
@@ -287,7 +288,7 @@ class Router(Events):
         capabilities = {k: v for k, v in CAPABILITIES.items() if k != "logging"}
         # Tasks are relayed to 2026-07-28 clients only (the extension's revision).
         capabilities["extensions"] = {TASKS_EXTENSION: {}}
-        result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": capabilities}
+        result: dict[str, Any] = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": capabilities}
         instructions = self.instructions()
         if instructions:
             result["instructions"] = instructions

@@ -31,26 +31,28 @@ from ..config import HttpUpstream, StdioUpstream, UpstreamConfig, resolve
 from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
 from ..observe.tracing import TRACEPARENT
+from ..protocol import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    ENVELOPE_META_KEYS,
+    LATEST_HANDSHAKE_VERSION,
+    LATEST_MODERN_VERSION,
+    LOG_LEVEL_META_KEY,
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+    TASKS_EXTENSION,
+)
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
 
 log = logging.getLogger(__name__)
 
-MODERN = "2026-07-28"
-HANDSHAKE = "2025-11-25"
-PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
-LOG_LEVEL = "io.modelcontextprotocol/logLevel"
-SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION, CLIENT_CAPABILITIES, CLIENT_INFO, LOG_LEVEL})
-
 GATEWAY_INFO = {"name": "mcp-gateway", "version": __version__}
 # What the gateway can relay to its clients. Whether a given client can answer is
 # checked per call; a handshake-era upstream learns the capabilities once, at initialize.
 CLIENT_CAPS: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
-TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
-"""The tasks extension (SEP-2663): relayed when a 2026-07-28 client declares it (see relay_tasks)."""
 _NAME_HEADER_PARAM = {
     "tools/call": "name",
     "prompts/get": "name",
@@ -254,13 +256,13 @@ class Upstream:
         if self.config.protocol != "handshake" and await self._discover(conn, transport):
             return
         if self.config.protocol == "modern":
-            raise UpstreamError(f"upstream {self.name!r} does not speak {MODERN}")
+            raise UpstreamError(f"upstream {self.name!r} does not speak {LATEST_MODERN_VERSION}")
         await self._initialize(conn, transport)
 
     async def _discover(self, conn: RpcConnection, transport: Any) -> bool:
         http = transport if isinstance(transport, http_client.HttpTransport) else None
         if http is not None:
-            http.protocol_version, http.modern = MODERN, True
+            http.protocol_version, http.modern = LATEST_MODERN_VERSION, True
         try:
             with anyio.fail_after(10):
                 result = await conn.request(
@@ -270,22 +272,22 @@ class Upstream:
             log.debug("%s: server/discover failed (%s); using the initialize handshake", self.name, exc)
             result = {}
         versions = result.get("supportedVersions")
-        if not isinstance(versions, list) or MODERN not in versions:
+        if not isinstance(versions, list) or LATEST_MODERN_VERSION not in versions:
             if http is not None:
                 http.protocol_version, http.modern = None, False
             return False
         self.modern = True
-        self.protocol_version = MODERN
+        self.protocol_version = LATEST_MODERN_VERSION
         self.capabilities = result.get("capabilities") or {}
         self.instructions = result.get("instructions")
         # At 2026-07-28 the server names itself in each result's `_meta` stamp.
         meta = result.get("_meta")
-        info = meta.get(SERVER_INFO) if isinstance(meta, dict) else None
+        info = meta.get(SERVER_INFO_META_KEY) if isinstance(meta, dict) else None
         self.server_info = info if isinstance(info, dict) else {}
         return True
 
     async def _initialize(self, conn: RpcConnection, transport: Any) -> None:
-        params = {"protocolVersion": HANDSHAKE, "capabilities": CLIENT_CAPS, "clientInfo": GATEWAY_INFO}
+        params = {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": CLIENT_CAPS, "clientInfo": GATEWAY_INFO}
         result = await conn.request("initialize", params)
         version = result.get("protocolVersion")
         if not isinstance(version, str):
@@ -310,22 +312,22 @@ class Upstream:
 
     def _envelope(self, params: dict[str, Any], caps: dict[str, Any], log_level: str | None = None) -> dict[str, Any]:
         """Params with the 2026-07-28 per-request `_meta` envelope: the gateway is the client here."""
-        meta = {k: v for k, v in jsonrpc.meta_of(params).items() if k not in ENVELOPE_KEYS}
-        meta[PROTOCOL_VERSION] = MODERN
-        meta[CLIENT_CAPABILITIES] = caps
-        meta[CLIENT_INFO] = GATEWAY_INFO
+        meta = {k: v for k, v in jsonrpc.meta_of(params).items() if k not in ENVELOPE_META_KEYS}
+        meta[PROTOCOL_VERSION_META_KEY] = LATEST_MODERN_VERSION
+        meta[CLIENT_CAPABILITIES_META_KEY] = caps
+        meta[CLIENT_INFO_META_KEY] = GATEWAY_INFO
         if log_level is not None:
-            meta[LOG_LEVEL] = log_level
+            meta[LOG_LEVEL_META_KEY] = log_level
         return {**params, "_meta": meta}
 
     def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str] | None:
         """2026-07-28 HTTP routing headers for one request."""
         if not isinstance(self.config, HttpUpstream):
             return None
-        headers = {"mcp-method": method}
+        headers = {MCP_METHOD_HEADER: method}
         key = _NAME_HEADER_PARAM.get(method)
         if key is not None and isinstance(params.get(key), str):
-            headers["mcp-name"] = encode_header_value(params[key])
+            headers[MCP_NAME_HEADER] = encode_header_value(params[key])
         if method == "tools/call":
             header_map = self._schemas.get(params.get("name", ""))
             arguments = params.get("arguments")
@@ -525,8 +527,8 @@ class Upstream:
             headers = self._headers(method, params)
         else:
             meta = jsonrpc.meta_of(params)
-            if meta.keys() & ENVELOPE_KEYS:
-                params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}}
+            if meta.keys() & ENVELOPE_META_KEYS:
+                params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_META_KEYS}}
             headers = None
         if extra:
             headers = {**(headers or {}), **extra}
@@ -573,9 +575,9 @@ class Upstream:
             traceparent=traceparent,
         )
         meta = result.get("_meta")
-        if isinstance(meta, dict) and SERVER_INFO in meta:
+        if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
             # Clients talk to the gateway; the upstream's identity stamp is not theirs to see.
-            rest = {k: v for k, v in meta.items() if k != SERVER_INFO}
+            rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
             result = {**result, "_meta": rest} if rest else {k: v for k, v in result.items() if k != "_meta"}
         return result
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from mcp_gateway.config import StdioUpstream
-from mcp_gateway.errors import INVALID_PARAMS, ProtocolError
+from mcp_gateway.errors import ProtocolError
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy.catalog import Catalog, template_pattern
 from mcp_gateway.proxy.upstream import Events, Upstream, UpstreamCatalog
 
