@@ -48,7 +48,6 @@ from .relay_tasks import (
     declares_tasks,
     is_task,
 )
-from .schemas import argument_problem
 from .session import LOG_LEVELS, Call, Session, held_capabilities, held_client_info
 from .subscriptions import RESOURCES, Subscriptions, listen_filter
 from .task_methods import TaskMethods
@@ -488,7 +487,7 @@ class Router(Events):
                     "invalid arguments: not an object",
                     error=ProtocolError(INVALID_PARAMS, "tool arguments must be an object"),
                 )
-            problem = argument_problem(entry.exposed, arguments or {})
+            problem = entry.tool.argument_problem(arguments or {})
             if problem is not None:
                 # A tool-level error the model can read and correct (spec 2025-11-25).
                 text = f"Invalid arguments for {name}: {problem}"

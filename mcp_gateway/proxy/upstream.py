@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
-from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
+from mcp.shared.inbound import encode_header_value
 
 from .. import __version__, jsonrpc
 from ..config import HttpUpstream, StdioUpstream, UpstreamConfig, resolve
@@ -46,6 +47,7 @@ from ..protocol import (
 )
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
+from .schemas import CompiledTool
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +75,28 @@ _CHANGED = {
     "notifications/resources/list_changed": ("resources", "templates"),
 }
 MAX_PAGES = 100
+COMPILE_BATCH = 64
+"""Tools compiled between two yields to the event loop (a rich schema takes ~1 ms)."""
 
 State = Literal["connecting", "ready", "down", "disabled"]
 
 
 @dataclass
 class UpstreamCatalog:
-    """What one upstream offers, as it sent it."""
+    """What one upstream offers, as it sent it, and each tool compiled."""
 
     tools: list[dict[str, Any]] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
     templates: list[dict[str, Any]] = field(default_factory=list)
+    compiled: dict[str, CompiledTool] = field(default_factory=dict)
+    """Tool name -> the tool compiled, built with the list (the first tool listed under a name
+    wins, as in the gateway's catalog); a tool not given compiled is compiled here."""
+
+    def __post_init__(self) -> None:
+        for tool in self.tools:
+            if tool["name"] not in self.compiled:
+                self.compiled[tool["name"]] = CompiledTool.compile(tool)
 
     def get(self, kind: str) -> list[dict[str, Any]]:
         return getattr(self, kind)  # type: ignore[no-any-return]
@@ -133,7 +145,6 @@ class Upstream:
         self._dirty: set[str] = set()
         self._refresh_wake = anyio.Event()
         self._listen_scope: anyio.CancelScope | None = None
-        self._schemas: dict[str, dict[tuple[str, ...], str]] = {}
 
     # -- supervision -----------------------------------------------------------------
 
@@ -178,7 +189,6 @@ class Upstream:
         self.state = "down"
         self.ready = anyio.Event()
         self.catalog = UpstreamCatalog()
-        self._schemas = {}
 
     async def _serve_one_connection(self) -> None:
         conn = RpcConnection(self.name, self._on_notification)
@@ -193,7 +203,6 @@ class Upstream:
                 with anyio.fail_after(self.config.connect_timeout):
                     await self._negotiate(conn, transport)
                     self.catalog = await self._read_catalog(conn, set(_LIST_METHODS))
-                self._update_schemas()
                 self.state, self.since, self.last_error = "ready", time.time(), ""
                 self._attempted = True
                 self.ready.set()
@@ -329,31 +338,19 @@ class Upstream:
         if key is not None and isinstance(params.get(key), str):
             headers[MCP_NAME_HEADER] = encode_header_value(params[key])
         if method == "tools/call":
-            header_map = self._schemas.get(params.get("name", ""))
-            arguments = params.get("arguments")
-            if header_map and isinstance(arguments, dict):
-                headers.update(mcp_param_headers(header_map, arguments))
+            tool = self.catalog.compiled.get(params.get("name", ""))
+            if tool is not None:
+                headers.update(tool.param_headers(params.get("arguments")))
         return headers
-
-    def _update_schemas(self) -> None:
-        """Remember which tools mirror arguments into `Mcp-Param-*` headers."""
-        schemas: dict[str, dict[tuple[str, ...], str]] = {}
-        for tool in self.catalog.tools:
-            schema = tool.get("inputSchema")
-            if isinstance(schema, dict) and find_invalid_x_mcp_header(schema) is None:
-                header_map = x_mcp_header_map(schema)
-                if header_map:
-                    schemas[tool["name"]] = header_map
-        self._schemas = schemas
 
     # -- catalog -----------------------------------------------------------------------
 
     async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> UpstreamCatalog:
-        catalog = UpstreamCatalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
+        lists = {k: list(self.catalog.get(k)) for k in _LIST_METHODS}
         for kind in kinds:
             capability = "resources" if kind == "templates" else kind
             if capability not in self.capabilities:
-                setattr(catalog, kind, [])
+                lists[kind] = []
                 continue
             method, key = _LIST_METHODS[kind]
             items: list[dict[str, Any]] = []
@@ -373,8 +370,27 @@ class Upstream:
                 if not isinstance(next_cursor, str) or not next_cursor or next_cursor == cursor:
                     break
                 cursor = next_cursor
-            setattr(catalog, kind, items)
-        return catalog
+            lists[kind] = items
+        compiled = await self._compile(lists["tools"]) if "tools" in kinds else self.catalog.compiled
+        return UpstreamCatalog(**lists, compiled=compiled)
+
+    async def _compile(self, tools: list[dict[str, Any]]) -> dict[str, CompiledTool]:
+        """Compile each tool once, as its list is read; an invalid schema is logged here, once."""
+        compiled: dict[str, CompiledTool] = {}
+        for count, tool in enumerate(tools, 1):
+            if tool["name"] in compiled:
+                continue
+            compiled[tool["name"]] = done = CompiledTool.compile(tool)
+            if done.schema_error is not None:
+                log.warning(
+                    "%s: tool %r has an invalid input schema; arguments are not checked: %s",
+                    self.name,
+                    tool["name"],
+                    done.schema_error,
+                )
+            if count % COMPILE_BATCH == 0:
+                await anyio.lowlevel.checkpoint()
+        return compiled
 
     async def _refresher(self, conn: RpcConnection) -> None:
         """Re-read the lists an upstream said changed, coalescing bursts of notifications."""
@@ -388,7 +404,6 @@ class Upstream:
             except GatewayError as exc:
                 log.warning("%s: refreshing %s failed: %s", self.name, ", ".join(sorted(kinds)), exc)
                 continue
-            self._update_schemas()
             await self.events.catalog_changed(self)
 
     async def _on_notification(self, message: Message) -> None:

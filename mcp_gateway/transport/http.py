@@ -55,10 +55,10 @@ from ..protocol import (
     MCP_SESSION_ID_HEADER,
     MODERN_PROTOCOL_VERSIONS,
     UNSUPPORTED_PROTOCOL_VERSION,
-    X_MCP_HEADER_KEY,
 )
 from ..proxy.relay_tasks import TASK_METHODS
 from ..proxy.router import Router
+from ..proxy.schemas import CompiledTool
 from ..proxy.session import Call, Session
 from ..tasks import supervised
 from . import sse
@@ -420,8 +420,8 @@ class McpEndpoint:
             name = params.get("name")
             entry = self.router.catalog.tool(name) if isinstance(name, str) else None
             arguments = params.get("arguments")
-            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.exposed, headers):
-                return validate_mcp_param_headers(entry.exposed.get("inputSchema"), arguments, headers)
+            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.tool, headers):
+                return validate_mcp_param_headers(entry.tool.schema, arguments, headers)
         return None
 
     async def _listen(self, receive: Receive, send: Send, call: Call) -> None:
@@ -633,19 +633,6 @@ async def _refuse(send: Send, request_id: Any, exc: GatewayError, default: int =
     await sse.send_json(send, status, jsonrpc.error(request_id, exc))
 
 
-_param_header_cache: dict[int, tuple[Any, bool]] = {}
-
-
-def _mentions_param_headers(tool: dict[str, Any], headers: dict[str, str]) -> bool:
+def _mentions_param_headers(tool: CompiledTool, headers: dict[str, str]) -> bool:
     """Whether `Mcp-Param-*` validation has anything to check for this call."""
-    if any(name.startswith(MCP_PARAM_HEADER_PREFIX) for name in headers):
-        return True
-    schema = tool.get("inputSchema")
-    cached = _param_header_cache.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        annotated = X_MCP_HEADER_KEY in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
-        if len(_param_header_cache) > 4096:
-            _param_header_cache.clear()
-        cached = (schema, annotated)
-        _param_header_cache[id(schema)] = cached
-    return cached[1]
+    return any(name.startswith(MCP_PARAM_HEADER_PREFIX) for name in headers) or tool.annotated

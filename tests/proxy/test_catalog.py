@@ -104,7 +104,10 @@ def test_rebuild_reports_which_kinds_changed() -> None:
     catalog = Catalog([files])
     assert catalog.rebuild() == {"tools", "resources"}
     assert catalog.rebuild() == set()
-    files.catalog.tools.append({"name": "write", "inputSchema": {"type": "object"}})
+    files.catalog = UpstreamCatalog(
+        tools=[*files.catalog.tools, {"name": "write", "inputSchema": {"type": "object"}}],
+        resources=files.catalog.resources,
+    )
     assert catalog.rebuild() == {"tools"}
     files.state = "down"
     assert catalog.rebuild() == {"tools", "resources"}
