@@ -29,18 +29,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-RESOURCE_NOT_FOUND = -32002
-UNSUPPORTED_PROTOCOL_VERSION = -32022
+from .protocol import INTERNAL_ERROR
 
-# The gateway's own codes, stable across releases: clients may match on them.
+# The gateway's own codes, stable across releases: clients may match on them. The
+# protocol's codes (JSON-RPC's, MCP's) are in `protocol`.
 GATEWAY_DENIED = -32050
 UPSTREAM_UNAVAILABLE = -32051
 UPSTREAM_TIMEOUT = -32052
+RESPONSE_REFUSED = -32053
+"""An upstream's answer the gateway will not hold (see `proxy.payload`)."""
 
 
 class GatewayError(Exception):

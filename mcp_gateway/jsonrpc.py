@@ -12,7 +12,8 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from .errors import INVALID_REQUEST, PARSE_ERROR, GatewayError, ProtocolError
+from .errors import GatewayError, ProtocolError
+from .protocol import INVALID_REQUEST, PARSE_ERROR
 
 Message = dict[str, Any]
 RequestId = str | int

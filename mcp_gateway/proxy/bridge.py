@@ -44,9 +44,10 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Denied, GatewayError, ProtocolError
+from ..errors import Denied, GatewayError, ProtocolError
 from ..jsonrpc import Message
 from ..policy_model import Target
+from ..protocol import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 from .session import Call, log_allowed
 
 if TYPE_CHECKING:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import INVALID_PARAMS, ProtocolError
+from ..errors import ProtocolError
 from ..policy.uris import AmbiguousURI, normal_form, normalize
+from ..protocol import INVALID_PARAMS
+from .schemas import CompiledTool
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,13 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolEntry(Entry):
+    """A tool, with what its input schema compiles to (compiled when its upstream listed it)."""
+
+    tool: CompiledTool
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
     upstream: Upstream
     original: str
@@ -52,7 +61,7 @@ class Template:
 class CatalogSnapshot:
     """An immutable view of the merged catalog; replaced whole on every change."""
 
-    tools: dict[str, Entry] = field(default_factory=dict)
+    tools: dict[str, ToolEntry] = field(default_factory=dict)
     prompts: dict[str, Entry] = field(default_factory=dict)
     resources: dict[str, Entry] = field(default_factory=dict)
     templates: list[Template] = field(default_factory=list)
@@ -112,9 +121,15 @@ class Catalog:
             if upstream.state != "ready":
                 continue
             cat = upstream.catalog
-            self._add(new, new.tools, "tool", upstream, cat.tools, "name", exposed_name)
-            self._add(new, new.prompts, "prompt", upstream, cat.prompts, "name", exposed_name)
-            self._add(new, new.resources, "resource", upstream, cat.resources, "uri", exposed_uri)
+            for name, original, exposed in _claim(new, new.tools, "tool", upstream, cat.tools, "name", exposed_name):
+                new.tools[name] = ToolEntry(upstream, original, exposed, cat.compiled[original])
+            for kind, what, key, rename in (
+                ("prompts", "prompt", "name", exposed_name),
+                ("resources", "resource", "uri", exposed_uri),
+            ):
+                into: dict[str, Entry] = getattr(new, kind)
+                for name, original, exposed in _claim(new, into, what, upstream, cat.get(kind), key, rename):
+                    into[name] = Entry(upstream, original, exposed)
             for item in cat.templates:
                 exposed = {**item, "uriTemplate": exposed_uri(upstream, item["uriTemplate"])}
                 pattern = template_pattern(_normal_or_same(exposed["uriTemplate"]))
@@ -130,29 +145,7 @@ class Catalog:
                 log.error("name collision: %s", conflict)
         return {k for k in KINDS if old.listing(k) != new.listing(k)}
 
-    @staticmethod
-    def _add(
-        snap: CatalogSnapshot,
-        into: dict[str, Entry],
-        what: str,
-        upstream: Upstream,
-        items: list[dict[str, Any]],
-        key: str,
-        rename: Any,
-    ) -> None:
-        for item in items:
-            original = item[key]
-            name = rename(upstream, original)
-            holder = into.get(name)
-            if holder is not None:
-                snap.conflicts.append(
-                    f"{what} {name!r} of upstream {upstream.name!r} collides with upstream "
-                    f"{holder.upstream.name!r}; it is left out (give one of them a namespace)"
-                )
-                continue
-            into[name] = Entry(upstream, original, {**item, key: name} if name != original else item)
-
-    def tool(self, name: str) -> Entry | None:
+    def tool(self, name: str) -> ToolEntry | None:
         return self.snapshot.tools.get(name)
 
     def prompt(self, name: str) -> Entry | None:
@@ -186,6 +179,31 @@ class Catalog:
             if _normal_or_same(template.exposed["uriTemplate"]) == wanted:
                 return template.upstream, template.original
         return None
+
+
+def _claim(
+    snap: CatalogSnapshot,
+    taken: Mapping[str, Entry],
+    what: str,
+    upstream: Upstream,
+    items: list[dict[str, Any]],
+    key: str,
+    rename: Callable[[Upstream, str], str],
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(gateway name, original name, definition as exposed) for each item that claims a free
+    name; a name already taken (the caller adds each item before the next) is a collision,
+    reported in `snap.conflicts`."""
+    for item in items:
+        original = item[key]
+        name = rename(upstream, original)
+        holder = taken.get(name)
+        if holder is not None:
+            snap.conflicts.append(
+                f"{what} {name!r} of upstream {upstream.name!r} collides with upstream "
+                f"{holder.upstream.name!r}; it is left out (give one of them a namespace)"
+            )
+            continue
+        yield name, original, {**item, key: name} if name != original else item
 
 
 def _normalized(uri: str) -> str:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import anyio
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, ProtocolError, UpstreamError
+from ..errors import ProtocolError, UpstreamError
 from ..jsonrpc import Message, RequestId
+from ..protocol import INTERNAL_ERROR, LAST_EVENT_ID_HEADER, MCP_PROTOCOL_VERSION_HEADER, MCP_SESSION_ID_HEADER
 from . import payload
 from .http11 import ConnectError, HttpError, InvalidHeader, Pool, Response, check_header
 from .rpc import YIELD_EVERY
@@ -205,9 +206,9 @@ class HttpTransport:
     def _request_headers(self, extra: dict[str, str] | None) -> dict[str, str]:
         headers = dict(self._headers)
         if self.session_id is not None:
-            headers["mcp-session-id"] = self.session_id
+            headers[MCP_SESSION_ID_HEADER] = self.session_id
         if self.protocol_version is not None:
-            headers["mcp-protocol-version"] = self.protocol_version
+            headers[MCP_PROTOCOL_VERSION_HEADER] = self.protocol_version
         if extra:
             headers.update(extra)
         return headers
@@ -292,8 +293,8 @@ class HttpTransport:
         request_id: RequestId = message["id"]
         response, conn = await self._pool.request("POST", headers, jsonrpc.dumps(message))
         try:
-            if message["method"] == "initialize" and "mcp-session-id" in response.headers:
-                self.session_id = response.headers["mcp-session-id"]
+            if message["method"] == "initialize" and MCP_SESSION_ID_HEADER in response.headers:
+                self.session_id = response.headers[MCP_SESSION_ID_HEADER]
             if response.status == 404 and self.session_id is not None and message["method"] != "initialize":
                 self.break_("the upstream no longer knows our session")
             content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -384,7 +385,7 @@ class HttpTransport:
         """The server closed the stream before answering (SEP-1699): reconnect with GET."""
         for _ in range(_RESUME_ATTEMPTS):
             await asyncio.sleep((retry or 500) / 1000)
-            headers = self._request_headers({"accept": "text/event-stream", "last-event-id": last_id})
+            headers = self._request_headers({"accept": "text/event-stream", LAST_EVENT_ID_HEADER: last_id})
             headers.pop("content-type", None)
             response, conn = await self._pool.request("GET", headers)
             try:

@@ -39,11 +39,10 @@ import re
 from typing import Any
 
 from .. import jsonrpc
-from ..errors import UpstreamError
+from ..errors import RESPONSE_REFUSED, UpstreamError
 
 log = logging.getLogger(__name__)
 
-RESPONSE_REFUSED = -32053
 SPLICE_AT = 256 * 1024
 """Answers at least this large are spliced when they can be (below it, parsing costs less
 than a millisecond)."""

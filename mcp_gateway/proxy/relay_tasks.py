@@ -47,15 +47,15 @@ from ..identity import Principal
 from ..killswitch import revocation
 from ..limits import LimitReached
 from ..policy_model import KillSwitch, Target
+from ..protocol import TASKS_EXTENSION
 from .session import Session
-from .upstream import TASKS_EXTENSION, Upstream
+from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
 HANDSHAKE_TASK_METHODS = frozenset({"tasks/result", "tasks/list"})
 """The 2025-11-25 methods the extension removed: served to handshake-era clients only."""
-RELATED_TASK = "io.modelcontextprotocol/related-task"
 HANDSHAKE_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 """`capabilities.tasks` at initialize (2025-11-25)."""
 TERMINAL = frozenset({"completed", "failed", "cancelled"})

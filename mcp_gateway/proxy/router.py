@@ -5,55 +5,48 @@ Both downstream transports (Streamable HTTP and stdio) hand each request to
 `Router.handle` as a `Call` and write back what it returns or raises. Upstream events
 (catalog changes, resource updates) come back through the `Events` interface and are
 fanned out to the clients that asked for them.
+
+The router is assembled from the halves named for what they hold: `targets` (the methods
+that name one tool, prompt or resource) over `forward` (decide, audit, forward), and
+`listen` (subscriptions and listen streams); this module holds the method table, the
+methods answered from the gateway itself, sessions and the fan-out of list changes.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .. import __version__, jsonrpc
-from ..errors import (
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
-    RESOURCE_NOT_FOUND,
-    Denied,
-    GatewayError,
-    ProtocolError,
-    UpstreamError,
-)
-from ..governance import Answered, Governance, Ticket
+from ..errors import ProtocolError
+from ..governance import Governance
 from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending, Opened
-from ..limits import LimitReached, Limits
-from ..oauth.assertion import IdentitySigner
+from ..limits import Limits
 from ..policy_model import Kind, Target
-from . import bridge, payload
-from .catalog import Catalog, exposed_uri
-from .relay_tasks import (
-    HANDSHAKE_CAPABILITY,
-    HANDSHAKE_TASK_METHODS,
-    TASKS_CAPS,
-    TaskRegistry,
-    declares_tasks,
-    is_task,
+from ..protocol import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    INVALID_PARAMS,
+    LATEST_HANDSHAKE_VERSION,
+    METHOD_NOT_FOUND,
+    MODERN_PROTOCOL_VERSIONS,
+    SERVER_INFO_META_KEY,
+    TASKS_EXTENSION,
 )
-from .schemas import argument_problem
-from .session import HANDSHAKE_VERSIONS, LOG_LEVELS, Call, Session, held_capabilities, held_client_info
-from .subscriptions import RESOURCES, Subscriptions, listen_filter
+from . import bridge
+from .catalog import Catalog
+from .forward import map_content_uris
+from .listen import Following, Listener, deliver_quietly
+from .relay_tasks import HANDSHAKE_CAPABILITY, HANDSHAKE_TASK_METHODS, TaskRegistry
+from .session import LOG_LEVELS, Call, Session, held_capabilities, held_client_info
+from .subscriptions import Subscriptions
+from .targets import TargetMethods
 from .task_methods import TaskMethods
-from .upstream import SERVER_INFO, TASKS_EXTENSION, Events, Upstream
+from .upstream import Events, Upstream
 
-log = logging.getLogger(__name__)
-
-LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[-1]
 SERVER_IDENTITY = {"name": "mcp-gateway", "title": "MCP Gateway", "version": __version__}
 CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": True},
@@ -83,50 +76,7 @@ _LISTEN_FLAG = {
 MethodHandler = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
-SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-
-
-@dataclass(eq=False)
-class Listener:
-    """A 2026-07-28 `subscriptions/listen` stream: what it wants, and where to send it.
-
-    Delivery never waits: frames go into the stream's bounded buffer, and a client too
-    slow to drain it has its stream ended (it can listen again) rather than holding up
-    the upstream connection the event came from.
-    """
-
-    principal: Principal
-    wants: dict[str, Any]
-    outbox: MemoryObjectSendStream[Message]
-    subscription_id: Any = None
-    """The id of the client's listen request: every frame on the stream carries it."""
-    tickets: dict[str, Ticket] = field(default_factory=dict)
-    """The admitted resource subscriptions (gateway URI -> its audited decision)."""
-    opened: Opened | None = None
-    on_end: Callable[[], None] | None = None
-    """Set by the transport: stops the stream's relay at once (a kill does not wait for it)."""
-
-    def deliver(self, message: Message) -> bool:
-        """Queue one frame; False when the stream is gone or was ended for falling behind."""
-        params = jsonrpc.params_of(message)
-        meta = {**jsonrpc.meta_of(params), SUBSCRIPTION_ID: self.subscription_id}
-        try:
-            self.outbox.send_nowait({**message, "params": {**params, "_meta": meta}})
-        except anyio.WouldBlock:
-            log.warning("listen stream of %s is not keeping up: ended", self.principal.id)
-            self.end()
-            return False
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return False
-        return True
-
-    def end(self) -> None:
-        self.outbox.close()
-        if self.on_end is not None:
-            self.on_end()
-
-
-class Router(Events):
+class Router(TargetMethods, Following, Events):
     """Answers client requests; relays upstream events to clients."""
 
     def __init__(
@@ -148,10 +98,9 @@ class Router(Events):
         self.parking = bridge.Parking(tg, governance, max_parked_per_principal)
         self.seal = bridge.Seal(seal_key)
         self.tasks = TaskRegistry(governance, tg, max_tasks_per_principal, task_record_ttl)
-        task_methods = TaskMethods(self.tasks, governance, self._governed, _map_content_uris)
+        task_methods = TaskMethods(self.tasks, governance, self._governed, map_content_uris)
         self.limits = Limits()
-        self.identity: IdentitySigner | None = None
-        """Signs the caller's identity for upstreams with an `identity_header`."""
+        self.identity = None
         self.subscriptions = Subscriptions()
         self._tg = tg
         self._instructions = instructions
@@ -222,7 +171,9 @@ class Router(Events):
             result.setdefault("resultType", "complete")
             meta = result.get("_meta")
             result["_meta"] = (
-                {**meta, SERVER_INFO: SERVER_IDENTITY} if isinstance(meta, dict) else {SERVER_INFO: SERVER_IDENTITY}
+                {**meta, SERVER_INFO_META_KEY: SERVER_IDENTITY}
+                if isinstance(meta, dict)
+                else {SERVER_INFO_META_KEY: SERVER_IDENTITY}
             )
             if call.method.endswith("/list") or call.method in ("resources/read", "server/discover"):
                 result.setdefault("ttlMs", 0)
@@ -268,7 +219,7 @@ class Router(Events):
     async def _initialize(self, call: Call) -> dict[str, Any]:
         params = call.params
         requested = params.get("protocolVersion")
-        version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         session = call.session
         session.protocol_version = version
         session.client_capabilities = held_capabilities(params.get("capabilities"))
@@ -287,7 +238,7 @@ class Router(Events):
         capabilities = {k: v for k, v in CAPABILITIES.items() if k != "logging"}
         # Tasks are relayed to 2026-07-28 clients only (the extension's revision).
         capabilities["extensions"] = {TASKS_EXTENSION: {}}
-        result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": capabilities}
+        result: dict[str, Any] = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": capabilities}
         instructions = self.instructions()
         if instructions:
             result["instructions"] = instructions
@@ -321,355 +272,6 @@ class Router(Events):
             if gov.visible(principal, Target(upstream.name, target_kind, original))
         ]
 
-    async def _governed(
-        self,
-        call: Call,
-        upstream: Upstream,
-        target: Target,
-        method: str,
-        params: dict[str, Any],
-        arguments: dict[str, Any] | None = None,
-        check: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
-        """Decide, audit, then forward under the kill switch's watch. `check` runs once the
-        decision is on record, before anything is forwarded (it raises `Answered` to stop)."""
-        # A resume of a parked call is its next leg: decided again on what the upstream is
-        # running, under its call id.
-        parked = self.parking.claim(call, target) if call.modern and not upstream.modern else None
-        call_id: str | None
-        if parked is not None:
-            arguments, call_id = parked.arguments, parked.call_id
-        else:
-            call_id = self.seal.claim(call, target) if call.modern and upstream.modern else None
-        try:
-            return await self.governance.call(
-                call.principal,
-                target,
-                method,
-                arguments,
-                lambda ticket: self._checked_forward(call, upstream, method, params, ticket, check),
-                call_id=call_id,
-            )
-        except Denied as exc:
-            if parked is not None:
-                self.parking.refuse(parked, exc)
-            raise
-
-    # -- forwarding --------------------------------------------------------------------------
-
-    def _identity_header(self, upstream: Upstream, principal: Principal) -> dict[str, str] | None:
-        """The caller's identity, signed by the gateway, for an upstream that names a header for it."""
-        name = getattr(upstream.config, "identity_header", None)
-        if name is None or self.identity is None:
-            return None
-        return {name.lower(): self.identity.sign(principal, upstream.name)}
-
-    async def _checked_forward(
-        self,
-        call: Call,
-        upstream: Upstream,
-        method: str,
-        params: dict[str, Any],
-        ticket: Ticket,
-        check: Callable[[], None] | None,
-    ) -> dict[str, Any]:
-        if check is not None:
-            check()
-        return await self._forward(call, upstream, method, params, ticket)
-
-    async def _forward(
-        self, call: Call, upstream: Upstream, method: str, params: dict[str, Any], ticket: Ticket
-    ) -> dict[str, Any]:
-        """Send a request upstream on behalf of `call`, bridging what the upstream asks of the client."""
-        log_level = call.log_level if call.modern else (call.session.log_level or "debug")
-        caps = call.client_capabilities
-        if not call.modern:
-            # A handshake-era client gets a task only when it asks for one (`params.task`); the
-            # gateway then asks the upstream as a 2026-07-28 client would, and translates.
-            caps = {k: v for k, v in caps.items() if k != "extensions"}
-            if method == "tools/call" and "task" in params:
-                caps = {**caps, **TASKS_CAPS}
-                params = {k: v for k, v in params.items() if k != "task"}
-        observer = self.governance.observer
-        # Only a call that asked for a task held a place for one (`TaskRegistry.reserve`, what
-        # bounds a principal's running tasks): a task the upstream made of any other call is
-        # not taken over.
-        asked_task = declares_tasks(call.client_capabilities) if call.modern else "task" in call.params
-
-        identity = self._identity_header(upstream, call.principal)
-
-        async def send(sink: Any, params: dict[str, Any]) -> dict[str, Any]:
-            with observer.upstream(upstream.name, method) as sent:
-                return await upstream.call(
-                    method,
-                    params,
-                    sink=sink,
-                    client_caps=caps,
-                    log_level=log_level,
-                    headers=identity,
-                    traceparent=sent.traceparent,
-                )
-
-        if call.modern and not upstream.modern:
-            if bridge.Parking.owns(params):
-                return await self.parking.resume(call, ticket)
-            return await self.parking.start(call, ticket, lambda sink: send(sink, params))
-        lease = payload.current()
-        if lease is not None and method == "tools/call":
-            lease.splice = True  # its answer goes straight to this client's writer: a large one may stay raw
-        sink = bridge.CallSink(call)
-        if call.modern:
-            if "requestState" in params:
-                params = self.seal.unseal(params, ticket)
-            result = await send(sink, params)
-            if bridge.is_input_required(result):
-                result = payload.materialize(result)
-                if "requestState" in result:
-                    result["requestState"] = self.seal.wrap(result["requestState"], ticket)
-            if (created := _created_task(method, result)) is not None:
-                self._unasked(upstream, created, asked_task)
-                return {**created, "taskId": self.tasks.register(upstream, ticket, created).id}
-            return result
-        for _ in range(bridge.MAX_ROUNDS):
-            result = await send(sink, params)
-            if (created := _created_task(method, result)) is not None:
-                self._unasked(upstream, created, asked_task)
-                session = None if call.session.ephemeral else call.session
-                return {"task": self.tasks.register(upstream, ticket, created, session).handshake()}
-            if not bridge.is_input_required(result):
-                return result
-            params = {**params, **await bridge.fulfil(call, payload.materialize(result))}
-        raise ProtocolError(INVALID_PARAMS, f"upstream {upstream.name!r} kept asking for input; giving up")
-
-    def _unasked(self, upstream: Upstream, created: dict[str, Any], asked: bool) -> None:
-        """Refuse a task an upstream made of a call that did not ask for one (and cancel it there)."""
-        if asked:
-            return
-        self.tasks.abandon(upstream, created["taskId"])
-        raise UpstreamError(
-            f"upstream {upstream.name!r} answered with a task the client did not ask for", {"upstream": upstream.name}
-        )
-
-    async def _call_tool(self, call: Call) -> dict[str, Any]:
-        name = call.params.get("name")
-        arguments = call.params.get("arguments")
-        entry = self.catalog.tool(name) if isinstance(name, str) else None
-        if entry is None:
-            await self.governance.refuse_unknown(
-                call.principal, "tool", name, "tools/call", arguments if isinstance(arguments, dict) else None
-            )
-            if not isinstance(name, str):
-                raise ProtocolError(INVALID_PARAMS, "tools/call needs a tool name")
-            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
-        target = Target(entry.upstream.name, "tool", entry.original)
-        decided = arguments if isinstance(arguments, dict) else None
-        params = {**call.params, "name": entry.original}
-
-        reserved = False
-
-        def check() -> None:
-            nonlocal reserved
-            # Checked only once decided and audited: a probe with bad arguments is on record.
-            asks_task = "task" in call.params and not call.modern
-            if asks_task and not entry.upstream.modern:
-                # Tasks are relayed over the 2026-07-28 extension only (governed end to end).
-                # Refused, not stripped: the client asked for something else than a plain call.
-                raise Answered(
-                    "refused",
-                    "task-augmented call",
-                    error=ProtocolError(
-                        INVALID_PARAMS, f"task-augmented tools/call is not relayed to upstream {entry.upstream.name!r}"
-                    ),
-                )
-            if arguments is not None and not isinstance(arguments, dict):
-                raise Answered(
-                    "tool_error",
-                    "invalid arguments: not an object",
-                    error=ProtocolError(INVALID_PARAMS, "tool arguments must be an object"),
-                )
-            problem = argument_problem(entry.exposed, arguments or {})
-            if problem is not None:
-                # A tool-level error the model can read and correct (spec 2025-11-25).
-                text = f"Invalid arguments for {name}: {problem}"
-                result = {"content": [{"type": "text", "text": text}], "isError": True}
-                raise Answered("tool_error", f"invalid arguments: {problem}", result=result)
-            if asks_task or (call.modern and declares_tasks(call.client_capabilities)):
-                # The upstream may answer with a task: a place for it is held before it goes.
-                try:
-                    self.tasks.reserve(call.principal)
-                except LimitReached as exc:
-                    raise Answered("refused", exc.message, error=exc) from None
-                reserved = True
-
-        try:
-            result = await self._governed(call, entry.upstream, target, "tools/call", params, decided or {}, check)
-        finally:
-            if reserved:
-                self.tasks.release(call.principal)
-        return _map_content_uris(entry.upstream, result)
-
-    async def _get_prompt(self, call: Call) -> dict[str, Any]:
-        name = call.params.get("name")
-        entry = self.catalog.prompt(name) if isinstance(name, str) else None
-        if entry is None:
-            await self.governance.refuse_unknown(call.principal, "prompt", name, "prompts/get")
-            raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
-        target = Target(entry.upstream.name, "prompt", entry.original)
-        params = {**call.params, "name": entry.original}
-        result = await self._governed(call, entry.upstream, target, "prompts/get", params)
-        messages = result.get("messages")
-        if entry.upstream.namespace and isinstance(messages, list):
-            for message in messages:
-                if isinstance(message, dict) and isinstance(message.get("content"), dict):
-                    message["content"] = _map_block(entry.upstream, message["content"])
-        return result
-
-    def _route_uri(self, params: dict[str, Any]) -> tuple[Upstream, str, str]:
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            raise ProtocolError(INVALID_PARAMS, "a resource request needs a uri")
-        route = self.catalog.route_uri(uri)
-        if route is None:
-            raise ProtocolError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
-        return route[0], route[1], uri
-
-    async def _read_resource(self, call: Call) -> dict[str, Any]:
-        try:
-            upstream, original, _ = self._route_uri(call.params)
-        except ProtocolError:
-            await self.governance.refuse_unknown(call.principal, "resource", call.params.get("uri"), "resources/read")
-            raise
-        target = Target(upstream.name, "resource", original)
-        result = await self._governed(call, upstream, target, "resources/read", {**call.params, "uri": original})
-        contents = result.get("contents")
-        if upstream.namespace and isinstance(contents, list):
-            for item in contents:
-                if isinstance(item, dict) and isinstance(item.get("uri"), str):
-                    item["uri"] = exposed_uri(upstream, item["uri"])
-        return result
-
-    async def _subscribe(self, call: Call) -> dict[str, Any]:
-        uri = call.params.get("uri")
-        if not isinstance(uri, str):
-            raise ProtocolError(INVALID_PARAMS, "a resource request needs a uri")
-        principal = call.principal
-        if uri not in call.session.subscriptions and self.subscriptions.count(principal.id) >= (
-            cap := self.limits.subscriptions_per_principal
-        ):
-            raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
-        route, ticket = await self._admit_subscription(principal, uri, "resources/subscribe")
-        uri = exposed_uri(*route)  # held under the gateway's spelling, as its updates arrive
-        # Decided again with no await before the add: a switch, a policy change or a
-        # revocation may have come during the audit wait.
-        refusal = self.governance.refusal(principal, Target(route[0].name, "resource", route[1]))
-        if refusal is not None:
-            killed = (refusal.data or {}).get("reason") == "kill_switch"
-            self.governance.finish(ticket, "killed" if killed else "refused", refusal.message)
-            raise refusal
-        if uri not in call.session.subscriptions and self.subscriptions.count(principal.id) >= cap:
-            # Checked again with no await before the add: concurrent subscribes cannot overshoot.
-            self.governance.finish(ticket, "cancelled", "over max_subscriptions_per_principal")
-            raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
-        call.session.subscriptions.add(uri)
-        try:
-            if self.subscriptions.add(call.session, principal.id, uri, route):
-                await route[0].subscribe(route[1])
-        except GatewayError as exc:
-            self.governance.finish(ticket, "upstream_error", exc.message)
-            self._release(call.session, principal, [uri])
-            raise
-        self.governance.finish(ticket, "ok")
-        return {}
-
-    async def _unsubscribe(self, call: Call) -> dict[str, Any]:
-        uri = call.params.get("uri")
-        if not isinstance(uri, str):
-            raise ProtocolError(INVALID_PARAMS, "a resource request needs a uri")
-        try:
-            route = self.catalog.route_uri(uri)
-        except ProtocolError:
-            route = None  # nothing was subscribed under a URI with no single reading
-        self._release(call.session, call.principal, [exposed_uri(*route) if route is not None else uri])
-        return {}
-
-    async def _admit_subscription(
-        self, principal: Principal, uri: str, method: str
-    ) -> tuple[tuple[Upstream, str], Ticket]:
-        """Decide and audit following `uri`, like any other request for it; a URI no
-        upstream serves is refused after its decision is recorded (probing is visible), and
-        nothing is sent upstream for it."""
-        try:
-            route = self.catalog.route_uri(uri)
-        except ProtocolError:  # a URI with no single reading: refused, and on record like any probe
-            await self.governance.refuse_unknown(principal, "resource", uri, method)
-            raise
-        target = Target(route[0].name, "resource", route[1]) if route is not None else Target("", "resource", uri)
-        ticket = await self.governance.admit(principal, target, method, None)
-        if route is None or not self._known(uri):
-            self.governance.finish(ticket, "not_found", "no upstream lists this resource or a template for it")
-            raise ProtocolError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
-        return route, ticket
-
-    def _known(self, uri: str) -> bool:
-        """Whether an upstream lists `uri`, or a template of its that matches it."""
-        snap = self.catalog.snapshot
-        return uri in snap.resources or any(t.pattern.match(uri) for t in snap.templates)
-
-    def _release(self, holder: Session | Listener, principal: Principal, uris: Any) -> None:
-        """`holder` lets go of `uris`; an upstream subscription nobody holds any more ends
-        (in the background: this runs where the caller may already be cancelled)."""
-        routes = []
-        for uri in list(uris):
-            if isinstance(holder, Session):
-                holder.subscriptions.discard(uri)
-            route = self.subscriptions.remove(holder, principal.id, uri)
-            if route is not None:
-                routes.append((uri, route))
-        if routes:
-            self._tg.start_soon(self._unsubscribe_upstream, routes)
-
-    async def _unsubscribe_upstream(self, routes: list[tuple[str, tuple[Upstream, str]]]) -> None:
-        for uri, (upstream, original) in routes:
-            if self.subscriptions.holders(uri):
-                continue  # someone followed it again meanwhile
-            try:
-                await upstream.unsubscribe(original)
-            except GatewayError as exc:
-                log.warning("%s: unsubscribing from %s failed: %s", upstream.name, original, exc)
-
-    async def _complete(self, call: Call) -> dict[str, Any]:
-        ref = call.params.get("ref")
-        kind = ref.get("type") if isinstance(ref, dict) else None
-        if not isinstance(ref, dict) or kind not in ("ref/prompt", "ref/resource"):
-            await self.governance.refuse_unknown(call.principal, "prompt", None, "completion/complete")
-            if not isinstance(ref, dict):
-                raise ProtocolError(INVALID_PARAMS, "completion/complete needs a ref")
-            raise ProtocolError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
-        if kind == "ref/prompt":
-            name = ref.get("name")
-            entry = self.catalog.prompt(name) if isinstance(name, str) else None
-            if entry is None:
-                await self.governance.refuse_unknown(call.principal, "prompt", name, "completion/complete")
-                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
-            upstream, mapped = entry.upstream, {**ref, "name": entry.original}
-            target = Target(upstream.name, "prompt", entry.original)
-        else:
-            uri = ref.get("uri")
-            try:
-                route = (
-                    (self.catalog.route_template(uri) or self.catalog.route_uri(uri)) if isinstance(uri, str) else None
-                )
-            except ProtocolError:  # no single reading: refused, and on record like any probe
-                await self.governance.refuse_unknown(call.principal, "resource", uri, "completion/complete")
-                raise
-            if route is None:
-                await self.governance.refuse_unknown(call.principal, "resource", uri, "completion/complete")
-                raise ProtocolError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
-            upstream, mapped = route[0], {**ref, "uri": route[1]}
-            target = Target(upstream.name, "resource", route[1])
-        params = {**call.params, "ref": mapped}
-        return await self._governed(call, upstream, target, "completion/complete", params)
-
     # -- sessions and events ------------------------------------------------------------------
 
     def open_session(self, session: Session, close: Callable[[], None] | None = None) -> None:
@@ -692,81 +294,6 @@ class Router(Events):
             scope.cancel()
         self._release(session, session.principal, session.subscriptions)
 
-    async def listen(self, call: Call, outbox: MemoryObjectSendStream[Message]) -> Listener:
-        """Admit a 2026-07-28 listen stream and register it. Nothing is registered unless
-        all of it is admitted: the filter is checked, every named resource is decided and
-        audited like `resources/subscribe` (one denied refuses the whole listen, as a
-        subscribe would be refused), and the principal's stream and subscription limits hold."""
-        try:
-            wants = listen_filter(call.params.get("notifications"))
-        except ValueError as exc:
-            raise ProtocolError(INVALID_PARAMS, str(exc)) from None
-        principal, governance = call.principal, self.governance
-        self.may_open_stream(principal)
-        uris: list[str] = wants.get(RESOURCES, [])
-        if self.subscriptions.count(principal.id) + len(uris) > (cap := self.limits.subscriptions_per_principal):
-            raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
-        listener = Listener(principal, wants, outbox, call.id)
-        routes: dict[str, tuple[Upstream, str]] = {}
-        try:
-            for uri in uris:
-                route, ticket = await self._admit_subscription(principal, uri, "subscriptions/listen")
-                # Held under the gateway's spelling of the resource, as its updates arrive:
-                # two spellings of one resource are one subscription.
-                key = exposed_uri(*route)
-                if key in listener.tickets:
-                    governance.finish(ticket, "ok", "the same resource named twice")
-                    continue
-                routes[key], listener.tickets[key] = route, ticket
-            # Again, with no await from here to the registration: a switch, a policy change
-            # or a revocation may have come meanwhile, and concurrent listens must not
-            # overshoot the limits.
-            self.may_open_stream(principal)
-            for upstream, original in routes.values():
-                refusal = governance.refusal(principal, Target(upstream.name, "resource", original))
-                if refusal is not None:
-                    raise refusal
-            if self.subscriptions.count(principal.id) + len(uris) > cap:
-                raise LimitReached("max_subscriptions_per_principal", cap, "resource subscriptions")
-        except BaseException:
-            for ticket in listener.tickets.values():
-                self.governance.finish(ticket, "cancelled", "the listen request was refused")
-            raise
-        self.listeners.add(listener)
-        listener.opened = governance.inflight.open(principal, "stream", lambda how: listener.end())
-        first = [route for uri, route in routes.items() if self.subscriptions.add(listener, principal.id, uri, route)]
-        try:
-            for upstream, original in first:
-                try:
-                    await upstream.subscribe(original)
-                except GatewayError as exc:  # kept: the upstream applies it when it reconnects
-                    log.warning("%s: subscribing to %s failed: %s", upstream.name, original, exc)
-        except BaseException:  # the client left meanwhile
-            self.unlisten(listener)
-            raise
-        return listener
-
-    def may_open_stream(self, principal: Principal) -> None:
-        """Raises the refusal if `principal` may not open another stream now."""
-        refusal = self.governance.stopped(principal)
-        if refusal is not None:
-            raise refusal
-        if self.governance.inflight.open_count(principal.id) >= (cap := self.limits.streams_per_principal):
-            raise LimitReached("max_streams_per_principal", cap, "open streams")
-
-    def unlisten(self, listener: Listener) -> None:
-        """The stream ended (client, kill, revocation, slowness): audit how, let go of its resources."""
-        if listener not in self.listeners:
-            return
-        self.listeners.discard(listener)
-        ended = listener.opened.ended if listener.opened is not None else None
-        if listener.opened is not None:
-            self.governance.inflight.close(listener.opened)
-        outcome = "killed" if ended is not None else "ok"
-        for ticket in listener.tickets.values():
-            self.governance.finish(ticket, outcome, f"listen stream ended ({ended})" if ended else None)
-        self._release(listener, listener.principal, list(listener.tickets))
-
     async def catalog_changed(self, upstream: Upstream) -> None:
         changed = self.catalog.rebuild()
         for method in sorted({_LIST_CHANGED[kind] for kind in changed}):
@@ -776,26 +303,10 @@ class Router(Events):
         """Send a list-changed notification to every client that can receive one."""
         flag = _LISTEN_FLAG.get(message["method"])
         for session in list(self.sessions):
-            await _deliver(session.send(message))
+            await deliver_quietly(session.send(message))
         for listener in list(self.listeners):
             if flag is not None and listener.wants.get(flag):
                 listener.deliver(message)
-
-    async def resource_updated(self, upstream: Upstream, uri: str, params: dict[str, Any]) -> None:
-        gateway_uri = exposed_uri(upstream, uri)
-        # The upstream's `_meta` names its stream to the gateway, not anything of the client's.
-        fields = {k: v for k, v in params.items() if k != "_meta"}
-        message = jsonrpc.notification("notifications/resources/updated", {**fields, "uri": gateway_uri})
-        target = Target(upstream.name, "resource", uri)
-        for holder in list(self.subscriptions.holders(gateway_uri)):
-            assert isinstance(holder, Session | Listener)
-            # Decided at delivery: policy and server or tool switches may have changed since.
-            if not self.governance.visible(holder.principal, target):
-                continue
-            if isinstance(holder, Listener):
-                holder.deliver(message)
-            else:
-                await _deliver(holder.send(message))
 
     async def policy_changed(self) -> None:
         """What clients may see changed: tell every client to list again."""
@@ -814,44 +325,3 @@ _NAMED: dict[str, tuple[Kind, str]] = {
     "resources/subscribe": ("resource", "uri"),
 }
 """Methods that name one target: its kind and the parameter that names it."""
-
-
-async def _deliver(sending: Awaitable[Any]) -> None:
-    """One client's broken stream must not stop the others' notifications, nor fail the
-    upstream connection the event came from (session outboxes do not block: see the
-    transports; the bound is a backstop)."""
-    try:
-        with anyio.move_on_after(1):
-            await sending
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, GatewayError, OSError) as exc:
-        log.debug("dropped a notification: %s", exc)
-    except Exception:  # one client's delivery: never the caller's failure
-        log.exception("delivering a notification failed")
-
-
-def _created_task(method: str, result: dict[str, Any]) -> dict[str, Any] | None:
-    """The upstream's `CreateTaskResult`, when a `tools/call` answered with one (read whole
-    only then: other answers may be relayed unparsed)."""
-    if method != "tools/call" or result.get("resultType") != "task":
-        return None
-    result = payload.materialize(result)
-    return result if is_task(result) else None
-
-
-def _map_block(upstream: Upstream, block: dict[str, Any]) -> dict[str, Any]:
-    """Give a content block's resource URI its gateway name, so a client can read it back."""
-    kind = block.get("type")
-    if kind == "resource_link" and isinstance(block.get("uri"), str):
-        return {**block, "uri": exposed_uri(upstream, block["uri"])}
-    if kind == "resource" and isinstance(block.get("resource"), dict):
-        resource = block["resource"]
-        if isinstance(resource.get("uri"), str):
-            return {**block, "resource": {**resource, "uri": exposed_uri(upstream, resource["uri"])}}
-    return block
-
-
-def _map_content_uris(upstream: Upstream, result: dict[str, Any]) -> dict[str, Any]:
-    content = result.get("content")
-    if upstream.namespace and isinstance(content, list):
-        result["content"] = [_map_block(upstream, b) if isinstance(b, dict) else b for b in content]
-    return result

@@ -30,16 +30,9 @@ from typing import Any, Protocol
 import anyio
 
 from .. import jsonrpc
-from ..errors import (
-    INTERNAL_ERROR,
-    METHOD_NOT_FOUND,
-    GatewayError,
-    ProtocolError,
-    RpcError,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from ..errors import GatewayError, ProtocolError, RpcError, UpstreamError, UpstreamTimeout
 from ..jsonrpc import Message, RequestId
+from ..protocol import INTERNAL_ERROR, METHOD_NOT_FOUND
 from . import payload
 
 log = logging.getLogger(__name__)

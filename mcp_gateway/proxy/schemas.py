@@ -1,30 +1,36 @@
-"""Checking tool arguments against the tool's input schema before anything goes upstream.
+"""What the gateway derives from a tool's input schema: the check of its arguments before
+anything goes upstream, and the `Mcp-Param-*` headers (SEP-2243) its arguments are mirrored
+into.
 
-Validators are compiled once per tool definition. Most tool schemas are flat: an object
-of typed properties, some required. Those are checked by a few lines of code here, at a
-fraction of a general validator's cost per call; anything richer goes to `jsonschema`.
-A schema the validator cannot use (invalid, or pointing at remote `$ref`s, which are
-never fetched) is not enforced: the upstream remains the judge of its own arguments,
-and the gateway logs it once.
+Each tool is compiled once, when its upstream's catalog is read (`CompiledTool.compile`),
+and carried on the catalog entry; calls take it from there. Most tool schemas are flat: an
+object of typed properties, some required. Those are checked by a few lines of code here, at
+a fraction of a general validator's cost per call; anything richer goes to `jsonschema`. A
+schema the validator cannot use (invalid, or pointing at remote `$ref`s, which are never
+fetched) is not enforced: the upstream remains the judge of its own arguments, and the
+gateway logs it once, when the tool is compiled.
 """
 
 from __future__ import annotations
 
 import logging
 import reprlib
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
 import referencing.exceptions
+from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
+
+from .. import jsonrpc
+from ..protocol import X_MCP_HEADER_KEY
 
 log = logging.getLogger(__name__)
 
-_validators: dict[int, tuple[dict[str, Any], Any]] = {}
 _shown = reprlib.Repr()
 """A wrong value is named in the error; a long or deep one only in part."""
 _shown.maxstring, _shown.maxother, _shown.maxlevel = 80, 80, 3
-_MAX_CACHED = 4096
 
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
 _TYPES: dict[str, Any] = {
@@ -88,45 +94,66 @@ class _Flat:
         return None
 
 
-def _validator(tool: dict[str, Any]) -> Any:
-    schema = tool.get("inputSchema")
-    if not isinstance(schema, dict):
-        return None
-    cached = _validators.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    validator: Any = _Flat.compile(schema)
-    if validator is None:
-        try:
-            cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            cls.check_schema(schema)
-            validator = cls(schema)
-        except jsonschema.exceptions.SchemaError as exc:
-            log.warning(
-                "tool %r has an invalid input schema; arguments are not checked: %s", tool.get("name"), exc.message
-            )
-            validator = None
-    if len(_validators) >= _MAX_CACHED:
-        _validators.clear()
-    _validators[id(schema)] = (schema, validator)
-    return validator
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledTool:
+    """One tool's input schema, compiled: its argument check and its `Mcp-Param-*` header map."""
 
+    name: str
+    schema: Any
+    """The `inputSchema` as the upstream listed it."""
+    validator: Any
+    """A `_Flat`, a `jsonschema` validator, or None: the schema is not a dict, or not valid."""
+    schema_error: str | None
+    """Why the schema is not enforced, when it is an invalid schema (logged by the upstream)."""
+    header_map: dict[tuple[str, ...], str]
+    """Argument path -> `Mcp-Param-*` header name, for a request sent upstream; empty when the
+    schema mirrors nothing or annotates invalidly (a conforming client then sends none)."""
+    annotated: bool
+    """Whether the schema mentions `x-mcp-header` at all: only then may a client's request
+    carry `Mcp-Param-*` headers that need checking against its arguments."""
 
-def argument_problem(tool: dict[str, Any], arguments: dict[str, Any]) -> str | None:
-    """What is wrong with `arguments` for `tool`, or None when they fit its schema."""
-    validator = _validator(tool)
-    if validator is None:
-        return None
-    if isinstance(validator, _Flat):
-        return validator.problem(arguments)
-    try:
-        if validator.is_valid(arguments):
+    @classmethod
+    def compile(cls, tool: dict[str, Any]) -> CompiledTool:
+        schema = tool.get("inputSchema")
+        name = tool.get("name")
+        validator: Any = None
+        error: str | None = None
+        header_map: dict[tuple[str, ...], str] = {}
+        if isinstance(schema, dict):
+            validator = _Flat.compile(schema)
+            if validator is None:
+                try:
+                    kind = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+                    kind.check_schema(schema)
+                    validator = kind(schema)
+                except jsonschema.exceptions.SchemaError as exc:
+                    error = exc.message
+            if find_invalid_x_mcp_header(schema) is None:
+                header_map = x_mcp_header_map(schema)
+        annotated = X_MCP_HEADER_KEY in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
+        return cls(name if isinstance(name, str) else "", schema, validator, error, header_map, annotated)
+
+    def argument_problem(self, arguments: dict[str, Any]) -> str | None:
+        """What is wrong with `arguments` for this tool, or None when they fit its schema."""
+        validator = self.validator
+        if validator is None:
             return None
-        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
-    except (referencing.exceptions.Unresolvable, RecursionError) as exc:
-        log.debug("tool %r: schema not enforceable: %s", tool.get("name"), exc)
-        return None
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path)
-    return f"{error.message} (at {where})" if where else error.message
+        if isinstance(validator, _Flat):
+            return validator.problem(arguments)
+        try:
+            if validator.is_valid(arguments):
+                return None
+            error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+        except (referencing.exceptions.Unresolvable, RecursionError) as exc:
+            log.debug("tool %r: schema not enforceable: %s", self.name, exc)
+            return None
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path)
+        return f"{error.message} (at {where})" if where else error.message
+
+    def param_headers(self, arguments: Any) -> dict[str, str]:
+        """The `Mcp-Param-*` headers a request with `arguments` carries upstream."""
+        if not self.header_map or not isinstance(arguments, dict):
+            return {}
+        return mcp_param_headers(self.header_map, arguments)

@@ -17,12 +17,11 @@ from typing import Any, Protocol
 import anyio
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError, RpcError
+from ..errors import ProtocolError, RpcError
 from ..identity import Principal
 from ..jsonrpc import Message, RequestId
+from ..protocol import INTERNAL_ERROR, INVALID_PARAMS, MODERN_PROTOCOL_VERSIONS
 
-MODERN_VERSIONS = ("2026-07-28",)
-HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 RELAYED_CAPABILITIES = ("sampling", "elicitation", "roots")
 """The client capabilities the gateway relays to upstreams (what their requests need)."""
 MAX_CAPABILITY_BYTES = 4096
@@ -43,7 +42,7 @@ Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def is_modern(version: str) -> bool:
-    return version in MODERN_VERSIONS
+    return version in MODERN_PROTOCOL_VERSIONS
 
 
 def log_allowed(message_level: Any, threshold: str | None) -> bool:

@@ -10,15 +10,20 @@ from typing import Any
 
 import anyio
 
-from ..errors import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError, RpcError
+from ..errors import ProtocolError, RpcError
 from ..governance import Governance, Ticket
 from ..policy_model import Target
+from ..protocol import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    RELATED_TASK_META_KEY,
+    TASKS_EXTENSION,
+)
 from . import bridge
-from .relay_tasks import RELATED_TASK, TASKS_CAPS, TERMINAL, RelayedTask, TaskRegistry, declares_tasks
+from .relay_tasks import TASKS_CAPS, TERMINAL, RelayedTask, TaskRegistry, declares_tasks
 from .session import Call
-from .upstream import TASKS_EXTENSION, Upstream
-
-MISSING_CAPABILITY = -32021
+from .upstream import Upstream
 
 Governed = Callable[[Call, Upstream, Target, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """The router's decide-audit-forward path for a request to an upstream."""
@@ -44,7 +49,7 @@ class TaskMethods:
         forwarded under the upstream's id."""
         if call.modern and not declares_tasks(call.client_capabilities):
             raise ProtocolError(
-                MISSING_CAPABILITY,
+                MISSING_REQUIRED_CLIENT_CAPABILITY,
                 f"{call.method} needs the {TASKS_EXTENSION} extension declared in the client capabilities",
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
@@ -100,7 +105,7 @@ class TaskMethods:
                 result = self._map_result(upstream, detail["result"])
                 meta = result.get("_meta")
                 meta = meta if isinstance(meta, dict) else {}
-                return {**result, "_meta": {**meta, RELATED_TASK: {"taskId": task.id}}}
+                return {**result, "_meta": {**meta, RELATED_TASK_META_KEY: {"taskId": task.id}}}
             if status == "failed":
                 error = detail.get("error")
                 raise RpcError(error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": "task failed"})

@@ -23,34 +23,38 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
-from mcp.shared.inbound import encode_header_value, find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
+from mcp.shared.inbound import encode_header_value
 
 from .. import __version__, jsonrpc
 from ..config import HttpUpstream, StdioUpstream, UpstreamConfig, resolve
 from ..errors import GatewayError, RpcError, UpstreamError
 from ..jsonrpc import Message
 from ..observe.tracing import TRACEPARENT
+from ..protocol import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    ENVELOPE_META_KEYS,
+    LATEST_HANDSHAKE_VERSION,
+    LATEST_MODERN_VERSION,
+    LOG_LEVEL_META_KEY,
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+    TASKS_EXTENSION,
+)
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
+from .schemas import CompiledTool
 
 log = logging.getLogger(__name__)
-
-MODERN = "2026-07-28"
-HANDSHAKE = "2025-11-25"
-PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
-LOG_LEVEL = "io.modelcontextprotocol/logLevel"
-SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION, CLIENT_CAPABILITIES, CLIENT_INFO, LOG_LEVEL})
 
 GATEWAY_INFO = {"name": "mcp-gateway", "version": __version__}
 # What the gateway can relay to its clients. Whether a given client can answer is
 # checked per call; a handshake-era upstream learns the capabilities once, at initialize.
 CLIENT_CAPS: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
-TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
-"""The tasks extension (SEP-2663): relayed when a 2026-07-28 client declares it (see relay_tasks)."""
 _NAME_HEADER_PARAM = {
     "tools/call": "name",
     "prompts/get": "name",
@@ -71,18 +75,28 @@ _CHANGED = {
     "notifications/resources/list_changed": ("resources", "templates"),
 }
 MAX_PAGES = 100
+COMPILE_BATCH = 64
+"""Tools compiled between two yields to the event loop (a rich schema takes ~1 ms)."""
 
 State = Literal["connecting", "ready", "down", "disabled"]
 
 
 @dataclass
 class UpstreamCatalog:
-    """What one upstream offers, as it sent it."""
+    """What one upstream offers, as it sent it, and each tool compiled."""
 
     tools: list[dict[str, Any]] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
     templates: list[dict[str, Any]] = field(default_factory=list)
+    compiled: dict[str, CompiledTool] = field(default_factory=dict)
+    """Tool name -> the tool compiled, built with the list (the first tool listed under a name
+    wins, as in the gateway's catalog); a tool not given compiled is compiled here."""
+
+    def __post_init__(self) -> None:
+        for tool in self.tools:
+            if tool["name"] not in self.compiled:
+                self.compiled[tool["name"]] = CompiledTool.compile(tool)
 
     def get(self, kind: str) -> list[dict[str, Any]]:
         return getattr(self, kind)  # type: ignore[no-any-return]
@@ -131,7 +145,6 @@ class Upstream:
         self._dirty: set[str] = set()
         self._refresh_wake = anyio.Event()
         self._listen_scope: anyio.CancelScope | None = None
-        self._schemas: dict[str, dict[tuple[str, ...], str]] = {}
 
     # -- supervision -----------------------------------------------------------------
 
@@ -176,7 +189,6 @@ class Upstream:
         self.state = "down"
         self.ready = anyio.Event()
         self.catalog = UpstreamCatalog()
-        self._schemas = {}
 
     async def _serve_one_connection(self) -> None:
         conn = RpcConnection(self.name, self._on_notification)
@@ -191,7 +203,6 @@ class Upstream:
                 with anyio.fail_after(self.config.connect_timeout):
                     await self._negotiate(conn, transport)
                     self.catalog = await self._read_catalog(conn, set(_LIST_METHODS))
-                self._update_schemas()
                 self.state, self.since, self.last_error = "ready", time.time(), ""
                 self._attempted = True
                 self.ready.set()
@@ -254,13 +265,13 @@ class Upstream:
         if self.config.protocol != "handshake" and await self._discover(conn, transport):
             return
         if self.config.protocol == "modern":
-            raise UpstreamError(f"upstream {self.name!r} does not speak {MODERN}")
+            raise UpstreamError(f"upstream {self.name!r} does not speak {LATEST_MODERN_VERSION}")
         await self._initialize(conn, transport)
 
     async def _discover(self, conn: RpcConnection, transport: Any) -> bool:
         http = transport if isinstance(transport, http_client.HttpTransport) else None
         if http is not None:
-            http.protocol_version, http.modern = MODERN, True
+            http.protocol_version, http.modern = LATEST_MODERN_VERSION, True
         try:
             with anyio.fail_after(10):
                 result = await conn.request(
@@ -270,22 +281,22 @@ class Upstream:
             log.debug("%s: server/discover failed (%s); using the initialize handshake", self.name, exc)
             result = {}
         versions = result.get("supportedVersions")
-        if not isinstance(versions, list) or MODERN not in versions:
+        if not isinstance(versions, list) or LATEST_MODERN_VERSION not in versions:
             if http is not None:
                 http.protocol_version, http.modern = None, False
             return False
         self.modern = True
-        self.protocol_version = MODERN
+        self.protocol_version = LATEST_MODERN_VERSION
         self.capabilities = result.get("capabilities") or {}
         self.instructions = result.get("instructions")
         # At 2026-07-28 the server names itself in each result's `_meta` stamp.
         meta = result.get("_meta")
-        info = meta.get(SERVER_INFO) if isinstance(meta, dict) else None
+        info = meta.get(SERVER_INFO_META_KEY) if isinstance(meta, dict) else None
         self.server_info = info if isinstance(info, dict) else {}
         return True
 
     async def _initialize(self, conn: RpcConnection, transport: Any) -> None:
-        params = {"protocolVersion": HANDSHAKE, "capabilities": CLIENT_CAPS, "clientInfo": GATEWAY_INFO}
+        params = {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": CLIENT_CAPS, "clientInfo": GATEWAY_INFO}
         result = await conn.request("initialize", params)
         version = result.get("protocolVersion")
         if not isinstance(version, str):
@@ -310,48 +321,36 @@ class Upstream:
 
     def _envelope(self, params: dict[str, Any], caps: dict[str, Any], log_level: str | None = None) -> dict[str, Any]:
         """Params with the 2026-07-28 per-request `_meta` envelope: the gateway is the client here."""
-        meta = {k: v for k, v in jsonrpc.meta_of(params).items() if k not in ENVELOPE_KEYS}
-        meta[PROTOCOL_VERSION] = MODERN
-        meta[CLIENT_CAPABILITIES] = caps
-        meta[CLIENT_INFO] = GATEWAY_INFO
+        meta = {k: v for k, v in jsonrpc.meta_of(params).items() if k not in ENVELOPE_META_KEYS}
+        meta[PROTOCOL_VERSION_META_KEY] = LATEST_MODERN_VERSION
+        meta[CLIENT_CAPABILITIES_META_KEY] = caps
+        meta[CLIENT_INFO_META_KEY] = GATEWAY_INFO
         if log_level is not None:
-            meta[LOG_LEVEL] = log_level
+            meta[LOG_LEVEL_META_KEY] = log_level
         return {**params, "_meta": meta}
 
     def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str] | None:
         """2026-07-28 HTTP routing headers for one request."""
         if not isinstance(self.config, HttpUpstream):
             return None
-        headers = {"mcp-method": method}
+        headers = {MCP_METHOD_HEADER: method}
         key = _NAME_HEADER_PARAM.get(method)
         if key is not None and isinstance(params.get(key), str):
-            headers["mcp-name"] = encode_header_value(params[key])
+            headers[MCP_NAME_HEADER] = encode_header_value(params[key])
         if method == "tools/call":
-            header_map = self._schemas.get(params.get("name", ""))
-            arguments = params.get("arguments")
-            if header_map and isinstance(arguments, dict):
-                headers.update(mcp_param_headers(header_map, arguments))
+            tool = self.catalog.compiled.get(params.get("name", ""))
+            if tool is not None:
+                headers.update(tool.param_headers(params.get("arguments")))
         return headers
-
-    def _update_schemas(self) -> None:
-        """Remember which tools mirror arguments into `Mcp-Param-*` headers."""
-        schemas: dict[str, dict[tuple[str, ...], str]] = {}
-        for tool in self.catalog.tools:
-            schema = tool.get("inputSchema")
-            if isinstance(schema, dict) and find_invalid_x_mcp_header(schema) is None:
-                header_map = x_mcp_header_map(schema)
-                if header_map:
-                    schemas[tool["name"]] = header_map
-        self._schemas = schemas
 
     # -- catalog -----------------------------------------------------------------------
 
     async def _read_catalog(self, conn: RpcConnection, kinds: set[str]) -> UpstreamCatalog:
-        catalog = UpstreamCatalog(**{k: list(self.catalog.get(k)) for k in _LIST_METHODS})
+        lists = {k: list(self.catalog.get(k)) for k in _LIST_METHODS}
         for kind in kinds:
             capability = "resources" if kind == "templates" else kind
             if capability not in self.capabilities:
-                setattr(catalog, kind, [])
+                lists[kind] = []
                 continue
             method, key = _LIST_METHODS[kind]
             items: list[dict[str, Any]] = []
@@ -371,8 +370,27 @@ class Upstream:
                 if not isinstance(next_cursor, str) or not next_cursor or next_cursor == cursor:
                     break
                 cursor = next_cursor
-            setattr(catalog, kind, items)
-        return catalog
+            lists[kind] = items
+        compiled = await self._compile(lists["tools"]) if "tools" in kinds else self.catalog.compiled
+        return UpstreamCatalog(**lists, compiled=compiled)
+
+    async def _compile(self, tools: list[dict[str, Any]]) -> dict[str, CompiledTool]:
+        """Compile each tool once, as its list is read; an invalid schema is logged here, once."""
+        compiled: dict[str, CompiledTool] = {}
+        for count, tool in enumerate(tools, 1):
+            if tool["name"] in compiled:
+                continue
+            compiled[tool["name"]] = done = CompiledTool.compile(tool)
+            if done.schema_error is not None:
+                log.warning(
+                    "%s: tool %r has an invalid input schema; arguments are not checked: %s",
+                    self.name,
+                    tool["name"],
+                    done.schema_error,
+                )
+            if count % COMPILE_BATCH == 0:
+                await anyio.lowlevel.checkpoint()
+        return compiled
 
     async def _refresher(self, conn: RpcConnection) -> None:
         """Re-read the lists an upstream said changed, coalescing bursts of notifications."""
@@ -386,7 +404,6 @@ class Upstream:
             except GatewayError as exc:
                 log.warning("%s: refreshing %s failed: %s", self.name, ", ".join(sorted(kinds)), exc)
                 continue
-            self._update_schemas()
             await self.events.catalog_changed(self)
 
     async def _on_notification(self, message: Message) -> None:
@@ -525,8 +542,8 @@ class Upstream:
             headers = self._headers(method, params)
         else:
             meta = jsonrpc.meta_of(params)
-            if meta.keys() & ENVELOPE_KEYS:
-                params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}}
+            if meta.keys() & ENVELOPE_META_KEYS:
+                params = {**params, "_meta": {k: v for k, v in meta.items() if k not in ENVELOPE_META_KEYS}}
             headers = None
         if extra:
             headers = {**(headers or {}), **extra}
@@ -573,9 +590,9 @@ class Upstream:
             traceparent=traceparent,
         )
         meta = result.get("_meta")
-        if isinstance(meta, dict) and SERVER_INFO in meta:
+        if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
             # Clients talk to the gateway; the upstream's identity stamp is not theirs to see.
-            rest = {k: v for k, v in meta.items() if k != SERVER_INFO}
+            rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
             result = {**result, "_meta": rest} if rest else {k: v for k, v in result.items() if k != "_meta"}
         return result
 

@@ -35,16 +35,31 @@ from mcp.shared.inbound import (
 from starlette.types import Receive, Scope, Send
 
 from .. import jsonrpc
-from ..errors import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, GatewayError, ProtocolError
+from ..errors import GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
 from ..killswitch import Ending
 from ..limits import RETRY_AFTER, LimitReached
 from ..observe.tracing import TRACEPARENT
+from ..protocol import (
+    CLIENT_CAPABILITIES_META_KEY,
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    HEADER_MISMATCH,
+    INVALID_REQUEST,
+    LAST_EVENT_ID_HEADER,
+    LATEST_MODERN_VERSION,
+    LOG_LEVEL_META_KEY,
+    MCP_NAME_HEADER,
+    MCP_PARAM_HEADER_PREFIX,
+    MCP_PROTOCOL_VERSION_HEADER,
+    MCP_SESSION_ID_HEADER,
+    MODERN_PROTOCOL_VERSIONS,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 from ..proxy.relay_tasks import TASK_METHODS
 from ..proxy.router import Router
-from ..proxy.session import HANDSHAKE_VERSIONS, MODERN_VERSIONS, Call, Session
-from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
+from ..proxy.schemas import CompiledTool
+from ..proxy.session import Call, Session
 from ..tasks import supervised
 from . import sse
 from .replay import GET_STREAM, Replay, ReplayLimits
@@ -61,7 +76,7 @@ def unsupported_version(requested: str) -> ProtocolError:
     `supported` lists the revisions a request can name on its own (the per-request era); the
     handshake revisions are still served, to clients that negotiate them with `initialize`.
     """
-    data = {"supported": list(MODERN_VERSIONS), "requested": requested}
+    data = {"supported": list(MODERN_PROTOCOL_VERSIONS), "requested": requested}
     return ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported MCP-Protocol-Version: {requested}", data)
 
 
@@ -160,8 +175,8 @@ class McpEndpoint:
             return
         exchange = _Exchange(scope, receive, send, headers, who)
         method = scope["method"]
-        version = headers.get("mcp-protocol-version")
-        modern = version in MODERN_VERSIONS
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        modern = version in MODERN_PROTOCOL_VERSIONS
         if method == "POST":
             await self._post(exchange, modern)
         elif method == "GET":
@@ -225,8 +240,8 @@ class McpEndpoint:
 
     async def _post_handshake(self, exchange: _Exchange) -> None:
         send, headers, message = exchange.send, exchange.headers, exchange.message
-        version = headers.get("mcp-protocol-version")
-        if version is not None and version not in HANDSHAKE_VERSIONS:
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             await sse.send_json(send, 400, jsonrpc.error(message.get("id"), unsupported_version(version)))
             return
         if message.get("method") == "initialize" and "id" in message:
@@ -287,11 +302,13 @@ class McpEndpoint:
             self._tg.start_soon(self.close, session.id)
 
         self.router.open_session(session, close=close)
-        await sse.send_json(send, 200, jsonrpc.result(call.id, result), [(b"mcp-session-id", session.id.encode())])
+        await sse.send_json(
+            send, 200, jsonrpc.result(call.id, result), [(MCP_SESSION_ID_HEADER.encode(), session.id.encode())]
+        )
 
     async def _session(self, exchange: _Exchange, request_id: Any) -> _HttpSession | None:
         send = exchange.send
-        session_id = exchange.headers.get("mcp-session-id")
+        session_id = exchange.headers.get(MCP_SESSION_ID_HEADER)
         if session_id is None:
             error = ProtocolError(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required (initialize first)")
             await sse.send_json(send, 400, jsonrpc.error(request_id, error))
@@ -356,15 +373,15 @@ class McpEndpoint:
             return
         params = jsonrpc.params_of(message)
         meta = jsonrpc.meta_of(params)
-        caps = meta.get(CLIENT_CAPABILITIES)
-        level = meta.get(LOG_LEVEL)
-        session = Session(principal=who, id="", protocol_version=MODERN_VERSIONS[0], ephemeral=True)
+        caps = meta.get(CLIENT_CAPABILITIES_META_KEY)
+        level = meta.get(LOG_LEVEL_META_KEY)
+        session = Session(principal=who, id="", protocol_version=LATEST_MODERN_VERSION, ephemeral=True)
         call = Call(
             session,
             request_id,
             message["method"],
             params,
-            protocol_version=MODERN_VERSIONS[0],
+            protocol_version=LATEST_MODERN_VERSION,
             client_capabilities=caps if isinstance(caps, dict) else {},
             log_level=level if isinstance(level, str) else None,
             traceparent=headers.get(TRACEPARENT),
@@ -384,22 +401,26 @@ class McpEndpoint:
             raw = ((k.decode("latin-1"), "") for k, _ in scope["headers"])  # names are all it compares
             duplicated = find_duplicated_routing_header(raw)
             if duplicated is not None:
-                return InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
+                return InboundLadderRejection(
+                    code=HEADER_MISMATCH, message=f"{duplicated} header appears more than once"
+                )
         verdict = classify_inbound_request(message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return verdict
-        if message["method"] in TASK_METHODS and "mcp-name" in headers:
+        if message["method"] in TASK_METHODS and MCP_NAME_HEADER in headers:
             # SEP-2663 extends SEP-2243's Mcp-Name to the tasks methods: it names the task.
             task_id = jsonrpc.params_of(message).get("taskId")
-            if decode_header_value(headers["mcp-name"].strip()) != task_id:
-                return InboundLadderRejection(code=-32020, message="Mcp-Name header does not match params.taskId")
+            if decode_header_value(headers[MCP_NAME_HEADER].strip()) != task_id:
+                return InboundLadderRejection(
+                    code=HEADER_MISMATCH, message="Mcp-Name header does not match params.taskId"
+                )
         if message["method"] == "tools/call":
             params = jsonrpc.params_of(message)
             name = params.get("name")
             entry = self.router.catalog.tool(name) if isinstance(name, str) else None
             arguments = params.get("arguments")
-            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.exposed, headers):
-                return validate_mcp_param_headers(entry.exposed.get("inputSchema"), arguments, headers)
+            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.tool, headers):
+                return validate_mcp_param_headers(entry.tool.schema, arguments, headers)
         return None
 
     async def _listen(self, exchange: _Exchange, call: Call) -> None:
@@ -440,7 +461,7 @@ class McpEndpoint:
         if held is None:
             return
         resumed = None
-        last_event_id = headers.get("last-event-id")
+        last_event_id = headers.get(LAST_EVENT_ID_HEADER)
         if last_event_id is not None and held.replay is not None:
             # Another session's id (or one evicted) is not found: nothing is replayed.
             resumed = held.replay.locate(last_event_id)
@@ -614,19 +635,6 @@ async def _refuse(send: Send, request_id: Any, exc: GatewayError, default: int =
     await sse.send_json(send, status, jsonrpc.error(request_id, exc))
 
 
-_param_header_cache: dict[int, tuple[Any, bool]] = {}
-
-
-def _mentions_param_headers(tool: dict[str, Any], headers: dict[str, str]) -> bool:
+def _mentions_param_headers(tool: CompiledTool, headers: dict[str, str]) -> bool:
     """Whether `Mcp-Param-*` validation has anything to check for this call."""
-    if any(name.startswith("mcp-param-") for name in headers):
-        return True
-    schema = tool.get("inputSchema")
-    cached = _param_header_cache.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        annotated = "x-mcp-header" in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
-        if len(_param_header_cache) > 4096:
-            _param_header_cache.clear()
-        cached = (schema, annotated)
-        _param_header_cache[id(schema)] = cached
-    return cached[1]
+    return any(name.startswith(MCP_PARAM_HEADER_PREFIX) for name in headers) or tool.annotated

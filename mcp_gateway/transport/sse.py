@@ -19,8 +19,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.types import Receive, Send
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, GatewayError, ProtocolError
+from ..errors import GatewayError, ProtocolError
 from ..jsonrpc import Message, RequestId
+from ..protocol import INTERNAL_ERROR
 from ..proxy import payload
 from .replay import Replay
 

@@ -17,12 +17,20 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 
 from .. import jsonrpc
-from ..errors import INTERNAL_ERROR, INVALID_REQUEST, Denied, GatewayError, ProtocolError
+from ..errors import Denied, GatewayError, ProtocolError
 from ..identity import Principal
 from ..jsonrpc import Message
+from ..protocol import (
+    CLIENT_CAPABILITIES_META_KEY,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    LATEST_MODERN_VERSION,
+    LOG_LEVEL_META_KEY,
+    MODERN_PROTOCOL_VERSIONS,
+    PROTOCOL_VERSION_META_KEY,
+)
 from ..proxy.router import Router
-from ..proxy.session import MODERN_VERSIONS, Call, Session
-from ..proxy.upstream import CLIENT_CAPABILITIES, LOG_LEVEL
+from ..proxy.session import Call, Session
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +150,7 @@ class StdioServer:
             self._modern = (
                 method != "initialize"
                 and method != "ping"
-                and jsonrpc.meta_of(params).get("io.modelcontextprotocol/protocolVersion") in MODERN_VERSIONS
+                and jsonrpc.meta_of(params).get(PROTOCOL_VERSION_META_KEY) in MODERN_PROTOCOL_VERSIONS
             )
             if self._modern:
                 self.session.outbox = None  # at 2026-07-28 only listen streams carry notifications
@@ -151,13 +159,13 @@ class StdioServer:
             if isinstance(verdict, InboundLadderRejection):
                 raise _Rejected(verdict.code, verdict.message, verdict.data)
             meta = jsonrpc.meta_of(params)
-            caps, level = meta.get(CLIENT_CAPABILITIES), meta.get(LOG_LEVEL)
+            caps, level = meta.get(CLIENT_CAPABILITIES_META_KEY), meta.get(LOG_LEVEL_META_KEY)
             return Call(
                 self.session,
                 message["id"],
                 method,
                 params,
-                protocol_version=MODERN_VERSIONS[0],
+                protocol_version=LATEST_MODERN_VERSION,
                 client_capabilities=caps if isinstance(caps, dict) else {},
                 log_level=level if isinstance(level, str) else None,
             )

@@ -21,7 +21,8 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS
+from mcp_gateway.errors import GATEWAY_DENIED
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy import bridge
 from mcp_gateway.runtime import Gateway
 

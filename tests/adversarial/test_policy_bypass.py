@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS
+from mcp_gateway.errors import GATEWAY_DENIED
+from mcp_gateway.protocol import INVALID_PARAMS
 
 from ..support import admin_client, agent, create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
 

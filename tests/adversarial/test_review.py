@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.proxy.upstream import CLIENT_CAPABILITIES, TASKS_EXTENSION
+from mcp_gateway.protocol import CLIENT_CAPABILITIES_META_KEY, TASKS_EXTENSION
 
 from ..admin.common import audit_rows
 from .common import MODERN, deployment, error_of, rpc
@@ -53,7 +53,7 @@ async def test_a_task_is_decided_and_audited_as_a_call_and_stays_in_reach_of_the
         params: dict[str, Any] = {"name": "x__slow_compute", "arguments": {"seconds": 60}}
         async with rpc(gateway, key, mode) as client:
             if mode == MODERN:
-                caps = {CLIENT_CAPABILITIES: {"extensions": {TASKS_EXTENSION: {}}}}
+                caps = {CLIENT_CAPABILITIES_META_KEY: {"extensions": {TASKS_EXTENSION: {}}}}
                 created = (await client.request("tools/call", params, **caps)).json()["result"]
                 task_id = created["taskId"]
             else:

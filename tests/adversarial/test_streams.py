@@ -25,7 +25,8 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 
-from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS, RESOURCE_NOT_FOUND
+from mcp_gateway.errors import GATEWAY_DENIED
+from mcp_gateway.protocol import INVALID_PARAMS, RESOURCE_NOT_FOUND
 from mcp_gateway.runtime import Gateway
 
 from ..support import (

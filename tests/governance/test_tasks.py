@@ -13,9 +13,15 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS
-from mcp_gateway.proxy.relay_tasks import RELATED_TASK
-from mcp_gateway.proxy.upstream import CLIENT_CAPABILITIES, CLIENT_INFO, PROTOCOL_VERSION, TASKS_EXTENSION
+from mcp_gateway.errors import GATEWAY_DENIED
+from mcp_gateway.protocol import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    INVALID_PARAMS,
+    PROTOCOL_VERSION_META_KEY,
+    RELATED_TASK_META_KEY,
+    TASKS_EXTENSION,
+)
 
 from ..adversarial.common import Deployment, error_of, rpc
 from ..support import admin_client, create_key, serve, stdio_upstream, wait_ready, write_config, write_policies
@@ -43,9 +49,9 @@ class ModernClient:
         """The JSON-RPC response (its `result` or its `error`)."""
         self._id += 1
         meta = {
-            PROTOCOL_VERSION: MODERN,
-            CLIENT_CAPABILITIES: {"extensions": {TASKS_EXTENSION: {}}},
-            CLIENT_INFO: {"name": "tasks-test", "version": "1"},
+            PROTOCOL_VERSION_META_KEY: MODERN,
+            CLIENT_CAPABILITIES_META_KEY: {"extensions": {TASKS_EXTENSION: {}}},
+            CLIENT_INFO_META_KEY: {"name": "tasks-test", "version": "1"},
         }
         body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": {**params, "_meta": meta}}
         headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method, "Accept": "application/json"}
@@ -202,7 +208,7 @@ async def test_a_handshake_client_reads_only_its_own_tasks_through_the_2025_11_2
         assert [t["taskId"] for t in (await owner.request("tasks/list", {})).json()["result"]["tasks"]] == [task_id]
         result = (await owner.request("tasks/result", {"taskId": task_id})).json()["result"]
         assert result["content"][0]["text"] == "computed v1 after 0.5s"
-        assert result["_meta"][RELATED_TASK] == {"taskId": task_id}
+        assert result["_meta"][RELATED_TASK_META_KEY] == {"taskId": task_id}
         assert (await owner.request("tasks/get", {"taskId": task_id})).json()["result"]["status"] == "completed"
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from mcp_gateway.config import StdioUpstream
-from mcp_gateway.errors import INVALID_PARAMS, ProtocolError
+from mcp_gateway.errors import ProtocolError
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy.catalog import Catalog, template_pattern
 from mcp_gateway.proxy.upstream import Events, Upstream, UpstreamCatalog
 
@@ -103,7 +104,10 @@ def test_rebuild_reports_which_kinds_changed() -> None:
     catalog = Catalog([files])
     assert catalog.rebuild() == {"tools", "resources"}
     assert catalog.rebuild() == set()
-    files.catalog.tools.append({"name": "write", "inputSchema": {"type": "object"}})
+    files.catalog = UpstreamCatalog(
+        tools=[*files.catalog.tools, {"name": "write", "inputSchema": {"type": "object"}}],
+        resources=files.catalog.resources,
+    )
     assert catalog.rebuild() == {"tools"}
     files.state = "down"
     assert catalog.rebuild() == {"tools", "resources"}

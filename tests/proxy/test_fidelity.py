@@ -20,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import LoggingMessageNotificationParams, PromptReference, ResourceTemplateReference
 from pydantic import BaseModel
 
-from mcp_gateway.errors import RESOURCE_NOT_FOUND
+from mcp_gateway.protocol import RESOURCE_NOT_FOUND
 
 from . import fidelity_rig
 from .fidelity_rig import (

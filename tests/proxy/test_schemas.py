@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mcp_gateway.proxy.schemas import _Flat, argument_problem
+from mcp_gateway.proxy.schemas import CompiledTool, _Flat
 
 FLAT_SCHEMAS: list[dict[str, Any]] = [
     {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
@@ -35,9 +35,10 @@ def test_flat_fast_path_agrees_with_jsonschema(schema: dict[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     rnd = random.Random(1)
     names = [*schema.get("properties", {}), "extra"]
+    tool = CompiledTool.compile({"name": "t", "inputSchema": schema})
     for _ in range(2000):
         arguments = {n: rnd.choice(VALUES) for n in names if rnd.random() < 0.7}
-        fast = argument_problem({"name": "t", "inputSchema": schema}, arguments)
+        fast = tool.argument_problem(arguments)
         assert (fast is None) == validator.is_valid(arguments), (schema, arguments, fast)
 
 
@@ -54,19 +55,22 @@ def test_flat_fast_path_agrees_with_jsonschema(schema: dict[str, Any]) -> None:
 def test_richer_schemas_go_to_jsonschema_and_are_enforced(schema: dict[str, Any]) -> None:
     assert _Flat.compile(schema) is None
     bad = {"n": 1, "e": "z", "s": "y", "nested": {"x": 1}}
-    tool = {"name": "t", "inputSchema": schema}
+    tool = CompiledTool.compile({"name": "t", "inputSchema": schema})
     expected = jsonschema.Draft202012Validator(schema).is_valid(bad)
-    assert (argument_problem(tool, bad) is None) == expected
+    assert (tool.argument_problem(bad) is None) == expected
 
 
 def test_a_problem_names_the_argument_and_what_is_wrong() -> None:
-    tool = {"name": "add", "inputSchema": FLAT_SCHEMAS[1]}
-    assert argument_problem(tool, {"a": "x", "b": 1}) == "'x' is not of type 'integer' (at a)"
-    assert argument_problem(tool, {"a": 1}) == "'b' is a required property"
-    closed = {"name": "c", "inputSchema": FLAT_SCHEMAS[2]}
-    assert "'zzz' was unexpected" in (argument_problem(closed, {"zzz": 1}) or "")
+    tool = CompiledTool.compile({"name": "add", "inputSchema": FLAT_SCHEMAS[1]})
+    assert tool.argument_problem({"a": "x", "b": 1}) == "'x' is not of type 'integer' (at a)"
+    assert tool.argument_problem({"a": 1}) == "'b' is a required property"
+    closed = CompiledTool.compile({"name": "c", "inputSchema": FLAT_SCHEMAS[2]})
+    assert "'zzz' was unexpected" in (closed.argument_problem({"zzz": 1}) or "")
 
 
 def test_an_invalid_schema_is_not_enforced() -> None:
-    tool = {"name": "broken", "inputSchema": {"type": "object", "properties": {"x": {"type": 12}}}}
-    assert argument_problem(tool, {"x": "anything"}) is None
+    tool = CompiledTool.compile(
+        {"name": "broken", "inputSchema": {"type": "object", "properties": {"x": {"type": 12}}}}
+    )
+    assert tool.validator is None and tool.schema_error is not None
+    assert tool.argument_problem({"x": "anything"}) is None

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from mcp_gateway.errors import INVALID_PARAMS, ProtocolError
+from mcp_gateway.errors import ProtocolError
 from mcp_gateway.governance import Ticket
 from mcp_gateway.identity import Principal
 from mcp_gateway.policy_model import Decision, Target
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy.bridge import Seal
 
 ALICE, BOB = Principal("ops/alice", "ops"), Principal("ops/bob", "ops")

@@ -25,7 +25,8 @@ from mcp.client.session import IncomingMessage
 from mcp.shared.exceptions import MCPError
 from mcp.types import ToolListChangedNotification
 
-from mcp_gateway.errors import INVALID_PARAMS, UPSTREAM_TIMEOUT, UPSTREAM_UNAVAILABLE
+from mcp_gateway.errors import UPSTREAM_TIMEOUT, UPSTREAM_UNAVAILABLE
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy import stdio_client
 from mcp_gateway.runtime import Gateway
 

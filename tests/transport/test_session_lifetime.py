@@ -13,7 +13,7 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.errors import INVALID_PARAMS
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy.session import MAX_CAPABILITY_BYTES, MAX_CLIENT_INFO
 
 from ..support import serve, write_config

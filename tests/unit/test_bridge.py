@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import GATEWAY_DENIED, INVALID_PARAMS, INVALID_REQUEST, Denied, ProtocolError
+from mcp_gateway.errors import GATEWAY_DENIED, Denied, ProtocolError
 from mcp_gateway.identity import LOCAL, Principal
 from mcp_gateway.jsonrpc import Message
+from mcp_gateway.protocol import INVALID_PARAMS, INVALID_REQUEST
 from mcp_gateway.proxy import bridge
 from mcp_gateway.proxy.session import Call, Session
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_gateway.protocol import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_gateway.transport.http import HttpOptions
 
 from .fakes import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mcp_gateway import jsonrpc
-from mcp_gateway.errors import INVALID_REQUEST, PARSE_ERROR, ProtocolError
+from mcp_gateway.errors import ProtocolError
+from mcp_gateway.protocol import INVALID_REQUEST, PARSE_ERROR
 
 
 def refusal(data: bytes | str) -> ProtocolError:

@@ -8,19 +8,12 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import (
-    GATEWAY_DENIED,
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
-    UPSTREAM_UNAVAILABLE,
-    Denied,
-    GatewayError,
-    ProtocolError,
-)
+from mcp_gateway.errors import GATEWAY_DENIED, UPSTREAM_UNAVAILABLE, Denied, GatewayError, ProtocolError
 from mcp_gateway.identity import LOCAL
 from mcp_gateway.jsonrpc import Message
 from mcp_gateway.policy_model import KillSwitch, Rule
-from mcp_gateway.proxy.router import Listener
+from mcp_gateway.protocol import INVALID_PARAMS, METHOD_NOT_FOUND
+from mcp_gateway.proxy.listen import Listener
 from mcp_gateway.proxy.session import Call, Session
 
 from .fakes import ALLOW_LOCAL, HANDSHAKE, MODERN, RICH_TOOLS, WAIT, Hotpath, ScriptedServer, hotpath

@@ -11,16 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import (
-    INTERNAL_ERROR,
-    METHOD_NOT_FOUND,
-    UPSTREAM_UNAVAILABLE,
-    GatewayError,
-    RpcError,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from mcp_gateway.errors import UPSTREAM_UNAVAILABLE, GatewayError, RpcError, UpstreamError, UpstreamTimeout
 from mcp_gateway.jsonrpc import Message, RequestId
+from mcp_gateway.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND
 from mcp_gateway.proxy import rpc
 from mcp_gateway.proxy.rpc import RpcConnection
 

@@ -8,9 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import INVALID_PARAMS, ProtocolError, RpcError
+from mcp_gateway.errors import ProtocolError, RpcError
 from mcp_gateway.identity import Principal
 from mcp_gateway.limits import Limits
+from mcp_gateway.protocol import INVALID_PARAMS
 from mcp_gateway.proxy.session import AskTable, Session, log_allowed
 from mcp_gateway.transport.http import HttpOptions
 

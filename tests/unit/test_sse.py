@@ -10,8 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.errors import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError
+from mcp_gateway.errors import ProtocolError
 from mcp_gateway.jsonrpc import Message
+from mcp_gateway.protocol import INTERNAL_ERROR, INVALID_PARAMS
 from mcp_gateway.proxy.http_client import Event, events
 from mcp_gateway.proxy.payload import Lease
 from mcp_gateway.transport import sse
