@@ -85,9 +85,22 @@ async def test_a_tool_is_compiled_when_its_upstream_lists_it_and_not_again_per_c
         await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
         with anyio.fail_after(WAIT):
             await spy.applied.wait()
-        assert sorted(compiled) == ["deploy", "deploy", "echo", "echo"]
+        # Listed again unchanged: nothing is compiled again.
+        assert sorted(compiled) == ["deploy", "echo"]
         again = gw.router.catalog.tool("files__deploy")
-        assert again is not None and again.tool is upstream.catalog.compiled["deploy"]
+        assert again is not None and again.tool is entry.tool
+
+        # Its schema changed: that tool alone is compiled again, and its check follows.
+        server.schemas["deploy"] = {**REGION_TOOL, "inputSchema": {"type": "object", "required": ["zone"]}}
+        spy.applied = anyio.Event()
+        await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
+        with anyio.fail_after(WAIT):
+            await spy.applied.wait()
+        assert sorted(compiled) == ["deploy", "deploy", "echo"]
+        changed = gw.router.catalog.tool("files__deploy")
+        assert changed is not None and changed.tool is upstream.catalog.compiled["deploy"] is not entry.tool
+        refused = await gw.router.handle(_call("files__deploy", {"region": "eu"}))
+        assert refused["isError"] is True and "zone" in refused["content"][0]["text"]
 
 
 async def test_a_tool_with_an_invalid_schema_is_listed_called_unchecked_and_logged_once(
