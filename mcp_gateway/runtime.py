@@ -158,6 +158,7 @@ async def running(config: Config, settings: Settings) -> AsyncIterator[Gateway]:
                 chain_id(settings),
                 settings.audit_queue_size,
                 timeout=settings.store_timeout,
+                probe_interval=settings.audit_probe_interval,
             )
             await writer.start(tg)
             arguments = ArgumentPolicy(

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     """Secret-looking name patterns, compared without case, `_`, `-`, `.` (`mcp_gateway.sensitive`)."""
     audit_max_argument_bytes: int = Field(default=4096, gt=0)
     audit_queue_size: int = Field(default=10_000, gt=0)
+    audit_probe_interval: float = Field(default=10.0, ge=0.1, le=3600)
+    """Seconds without an audit write after which the writer probes the store (a row written
+    and taken out again), so an idle gateway is not ready within this long of its store
+    ceasing to take rows. A gateway with calls to audit never probes: its commits tell."""
     audit_retention: str | None = None
     """Keep this long (`30d`, `12h`, ...; a whole number and s, m, h, d or w): older rows are
     pruned every `audit_prune_interval`, each chain keeping a checkpoint so it still

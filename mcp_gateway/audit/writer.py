@@ -14,9 +14,12 @@ is logged instead (a WARNING a denial, at most `LOG_LIMIT` a second).
 
 Health: the writer knows whether rows can be appended (`healthy`), and readiness follows it.
 It probes at start (a row written and taken out again: a read-only database, a full disk or
-a role without INSERT fails it), every failed commit makes it unhealthy, and while it is
-unhealthy it probes again every `PROBE_EVERY` seconds, so it is healthy again once the
-store takes rows, even when no call comes to try.
+a role without INSERT fails it), every failed commit makes it unhealthy, and a watcher
+probes whenever no write was tried for a while: every `PROBE_EVERY` seconds while
+unhealthy, so it is healthy again once the store takes rows, and every `probe_interval`
+(setting `audit_probe_interval`) while healthy, so an idle gateway whose store stops taking
+rows is not ready within that interval, not only once a call has failed. A busy writer's
+commits say the same, so it never probes: a commit pays a flag and a timestamp.
 
 This is on every call's path, so it uses asyncio's queue and futures directly (a few
 microseconds each) rather than heavier abstractions.
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import AuditUnavailable
 from ..store.audit import PostgresAppender, SqliteAppender
@@ -44,6 +47,9 @@ BATCH = 512
 
 PROBE_EVERY = 1.0
 """While the audit cannot be written, how often the writer tries again by itself."""
+
+PROBE_INTERVAL = 10.0
+"""While it can, how long the writer goes without a write before it probes (`audit_probe_interval`)."""
 
 LOG_LIMIT = 20
 """Unaudited denials logged one a line, at most this many a second (the rest counted)."""
@@ -83,12 +89,22 @@ class AuditWriter:
         queue_size: int = 10_000,
         push_timeout: float = 1.0,
         timeout: float = STORE_TIMEOUT,
+        probe_interval: float = PROBE_INTERVAL,
     ) -> None:
         self.store = store
         self.chain = chain
         self.push_timeout = push_timeout
         self.timeout = timeout
         """How long a caller waits for its row's commit."""
+        self.probe_interval = probe_interval
+        """While healthy, how long without a write before the watcher probes."""
+        self._tried = time.perf_counter()
+        """When the last write (commit or probe) ended (`perf_counter`)."""
+        self._committing = False
+        self._probing: asyncio.Future[None] | None = None
+        """Set while the watcher probes: the next commit waits for it (one store operation at a time)."""
+        self._watching: anyio.CancelScope | None = None
+        self._watched = anyio.Event()
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(queue_size)
         self._seq = 0
         self._prev = GENESIS
@@ -119,6 +135,7 @@ class AuditWriter:
             self._seq, self._prev = head
         await self.probe()
         tg.start_soon(self._run)
+        await tg.start(self._watch)
 
     @property
     def healthy(self) -> bool:
@@ -133,14 +150,49 @@ class AuditWriter:
                 await self.store.probe(row)
         except Exception as exc:  # any failure means the same thing: rows cannot be appended now
             error = _describe(exc)
-            if error != self.last_error:
+            # One line when health changes, not one a probe: the reason can vary from probe
+            # to probe (SQLite says "disk I/O error", then "readonly database"); `/readyz`
+            # shows the current one.
+            if self.last_error is None:
                 log.error("audit: the store does not take rows: %s", error)
+            elif error != self.last_error:
+                log.debug("audit: the store still does not take rows: %s", error)
             self.last_error = error
             return False
+        finally:
+            self._tried = time.perf_counter()
         if self.last_error is not None:
             log.warning("audit: the store takes rows again")
         self.last_error = None
         return True
+
+    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Probe whenever no write was tried for `probe_interval` (`PROBE_EVERY` while unhealthy).
+
+        Only between commits: it starts no probe while one is under way, and a commit that
+        comes meanwhile waits for the probe, so the store sees one operation at a time (an
+        asyncpg connection takes no second one) and health is set in the order written.
+        Stopped by `drain` before the store closes."""
+        try:
+            with anyio.CancelScope() as self._watching:
+                task_status.started()
+                while not self._closed:
+                    every = self.probe_interval if self.healthy else PROBE_EVERY
+                    wait = self._tried + every - time.perf_counter()
+                    if self._committing:
+                        wait = every  # the commit will tell
+                    if wait > 0:
+                        await anyio.sleep(wait)
+                        continue
+                    self._probing = probing = asyncio.get_running_loop().create_future()
+                    try:
+                        await self.probe()
+                    finally:
+                        self._probing = None
+                        if not probing.done():  # a commit cancelled while waiting cancels it
+                            probing.set_result(None)
+        finally:
+            self._watched.set()
 
     async def drain(self, timeout: float = 5.0, *, end: bool = False) -> None:
         """Stop taking rows and wait (up to `timeout`) for the queued ones to be written.
@@ -152,6 +204,12 @@ class AuditWriter:
             self._closed = True
             self._end = end
             with anyio.move_on_after(timeout, shield=True):
+                if self._watching is not None:
+                    # First: a probe under way is cut short (a PostgreSQL one abandons its
+                    # connection), so the last rows need not wait for it, and nothing but
+                    # the writer uses the store from here on.
+                    self._watching.cancel()
+                    await self._watched.wait()
                 await self._queue.put(None)
                 await self._stopped.wait()
         with anyio.CancelScope(shield=True):
@@ -262,15 +320,7 @@ class AuditWriter:
     async def _run(self) -> None:
         try:
             while True:
-                if self.healthy:
-                    first = await self._queue.get()
-                else:
-                    try:
-                        async with asyncio.timeout(PROBE_EVERY):
-                            first = await self._queue.get()
-                    except TimeoutError:
-                        await self.probe()
-                        continue
+                first = await self._queue.get()
                 if first is None:
                     await self._finish()
                     return
@@ -308,14 +358,19 @@ class AuditWriter:
         return rows
 
     async def _commit(self, batch: list[_Item]) -> None:
+        while self._probing is not None:
+            await self._probing
+        self._committing = True
         started = time.perf_counter()
         ok = False
         try:
             await self._write(batch)
             ok = self.last_error is None
         finally:
+            self._committing = False
+            self._tried = time.perf_counter()
             if self.on_commit is not None:
-                self.on_commit(len(batch), time.perf_counter() - started, ok)
+                self.on_commit(len(batch), self._tried - started, ok)
 
     async def _write(self, batch: list[_Item]) -> None:
         sent: list[dict[str, Any]] | None = None

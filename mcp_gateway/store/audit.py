@@ -300,8 +300,13 @@ class SqliteAppender:
             raise
 
     async def probe(self, row: dict[str, Any]) -> None:
-        """Write `row` and take it out again in one committed transaction: can rows be appended?"""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._probe, row)
+        """Write `row` and take it out again in one committed transaction: can rows be appended?
+
+        Checkpointed like a batch: each probe adds pages to the log (about 20 KB), and an
+        idle gateway probes every `audit_probe_interval` with no batch to checkpoint after."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._probe, row)
+        self._checkpoint_due(loop)
 
     def _insert_waiting(self, rows: Sequence[dict[str, Any]]) -> None:
         if self._slow is None:
@@ -341,6 +346,10 @@ class SqliteAppender:
                 _discard(conn)
                 raise
             await loop.run_in_executor(self._thread, self._insert_waiting, rows)
+        self._checkpoint_due(loop)
+
+    def _checkpoint_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a checkpoint on the worker thread, unless one ran within `CHECKPOINT_EVERY`."""
         now = loop.time()
         if self._checkpointing is None and now - self._checkpointed > self.CHECKPOINT_EVERY:
             self._checkpointed = now

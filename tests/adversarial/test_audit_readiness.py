@@ -1,6 +1,7 @@
 """A gateway that cannot write its audit denies every call, so it is not ready: `/readyz`
 answers 503 (the reason in the details an admin sees), and 200 again once rows can be
-written, whether the store became unwritable while serving or already was at the start.
+written, whether the store became unwritable while serving or already was at the start,
+and whether or not a call came to find out (an idle gateway probes its store).
 
 Real stores made unwritable for real: a SQLite file made immutable (`chattr +i`: tests run
 as root, for whom permission bits stop no write), a PostgreSQL role without INSERT on the
@@ -25,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_gateway.errors import GATEWAY_DENIED
 from mcp_gateway.store import open_engine, upgrade
 
+from ..audit.common import cli, rows_of
 from ..stores import PG_HOST, PG_PORT, PG_USER, postgres_database
 from ..support import ADMIN_TOKEN, GatewayProcess, TcpProxy, agent, recorder_upstream, serve, wait_ready, write_config
 
@@ -70,9 +72,9 @@ async def readiness(base: str, token: str | None = None) -> httpx2.Response:
         return await http.get(f"{base}/readyz")
 
 
-async def until_readiness(base: str, status: int) -> httpx2.Response:
+async def until_readiness(base: str, status: int, bound: float = BOUND) -> httpx2.Response:
     """`/readyz` as an admin sees it, once it answers `status` with every upstream connected."""
-    with anyio.fail_after(BOUND):
+    with anyio.fail_after(bound):
         while True:
             try:
                 response = await readiness(base, ADMIN_TOKEN)
@@ -261,3 +263,88 @@ async def test_a_gateway_whose_postgres_is_black_holed_turns_not_ready_when_its_
             proxy.cut()
             tg.cancel_scope.cancel()
     assert (tmp_path / "calls.log").read_text().splitlines() == ["before", "healed"]
+
+
+PROBE_INTERVAL = 0.5
+"""`audit_probe_interval` in the idle tests: short, so that waiting a few of them is quick."""
+
+IDLE_BOUND = 10.0
+"""How long an idle gateway may take to see its store change: the interval and the probe,
+with room for a noisy machine. Without the idle probe it never does."""
+
+
+def _outage_lines(log: Path) -> tuple[int, int]:
+    """How many times the gateway's log said the audit store stopped and started taking rows."""
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text
+    return text.count("audit: the store does not take rows"), text.count("audit: the store takes rows again")
+
+
+async def _verified(config: Path, url: str) -> None:
+    """The chain verifies, and the probes left no row behind."""
+    verified = cli(config, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    engine = open_engine(url)
+    try:
+        rows = await rows_of(engine)
+    finally:
+        await engine.dispose()
+    assert rows and not [r for r in rows if r["kind"] == "probe" or r["chain_seq"] == 0]
+
+
+async def test_an_idle_gateway_whose_sqlite_file_becomes_read_only_turns_not_ready_without_a_call(
+    sqlite_dir: Path,
+) -> None:
+    db = sqlite_dir / "gateway.db"
+    config = write_config(
+        sqlite_dir,
+        {"rec": recorder_upstream(sqlite_dir / "calls.log")},
+        database_url=f"sqlite:///{db}",
+        audit_probe_interval=PROBE_INTERVAL,
+    )
+    gateway = GatewayProcess(config)
+    await gateway.start()
+    base = gateway.url.rsplit("/mcp", 1)[0]
+    try:
+        await until_readiness(base, 200)
+        with immutable(db, db.with_name(db.name + "-wal")):
+            response = await until_readiness(base, 503, IDLE_BOUND)  # no call made: the probe saw it
+            assert "readonly" in audit_reason(response) or "disk I/O error" in audit_reason(response)
+            await anyio.sleep(4 * PROBE_INTERVAL)  # more probes, all failing: no more lines
+        await until_readiness(base, 200, IDLE_BOUND)
+        assert await denial_of(gateway.url, "after") is None
+    finally:
+        gateway.stop()
+    assert (sqlite_dir / "calls.log").read_text().splitlines() == ["after"]
+    assert _outage_lines(gateway.log) == (1, 1)
+    await _verified(config, f"sqlite:///{db}")
+
+
+async def test_an_idle_gateway_whose_postgres_role_loses_insert_on_the_audit_turns_not_ready_without_a_call(
+    tmp_path: Path,
+) -> None:
+    async with role_without_audit_insert() as (url, role, admin):
+        await admin.execute(f"GRANT INSERT ON audit TO {role}")
+        config = write_config(
+            tmp_path,
+            {"rec": recorder_upstream(tmp_path / "calls.log")},
+            database_url=url,
+            audit_probe_interval=PROBE_INTERVAL,
+        )
+        gateway = GatewayProcess(config)
+        await gateway.start()
+        base = gateway.url.rsplit("/mcp", 1)[0]
+        try:
+            await until_readiness(base, 200)
+            await admin.execute(f"REVOKE INSERT ON audit FROM {role}")
+            response = await until_readiness(base, 503, IDLE_BOUND)  # no call made: the probe saw it
+            assert "permission denied" in audit_reason(response), response.json()
+            await anyio.sleep(4 * PROBE_INTERVAL)
+            await admin.execute(f"GRANT INSERT ON audit TO {role}")
+            await until_readiness(base, 200, IDLE_BOUND)
+            assert await denial_of(gateway.url, "granted") is None
+        finally:
+            gateway.stop()
+        assert _outage_lines(gateway.log) == (1, 1)
+        await _verified(config, url)
+    assert (tmp_path / "calls.log").read_text().splitlines() == ["granted"]

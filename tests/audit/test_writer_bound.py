@@ -156,3 +156,93 @@ async def test_a_writer_whose_store_refuses_rows_is_unhealthy_from_the_start_and
         await writer.append(_decision("taken"))
         await writer.drain()
     assert _kinds(store) == [("decision", "taken", None)]
+
+
+class CountingStore(RefusingStore):
+    """Counts probes; notes whether a probe and a commit were ever under way at once."""
+
+    def __init__(self, probe_seconds: float = 0.0) -> None:
+        super().__init__()
+        self.refusing = False
+        self.probes = 0
+        self.probe_seconds = probe_seconds
+        self.busy = False
+        self.overlapped = False
+
+    async def _exclusive(self, work: Any) -> None:
+        self.overlapped |= self.busy
+        self.busy = True
+        try:
+            await work
+        finally:
+            self.busy = False
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self._exclusive(RefusingStore.append(self, rows))
+
+    async def probe(self, row: dict[str, Any]) -> None:
+        self.probes += 1
+        await self._exclusive(anyio.sleep(self.probe_seconds))
+        await RefusingStore.probe(self, row)
+
+
+async def until(condition: Any) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+async def test_an_idle_writer_probes_by_itself_so_its_health_follows_the_store() -> None:
+    store = CountingStore()
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.5, probe_interval=0.1)  # type: ignore[arg-type]
+        await writer.start(tg)
+        assert writer.healthy
+        store.refusing = True  # no row is appended: only a probe can find out
+        await until(lambda: not writer.healthy)
+        assert "permission denied" in (writer.last_error or "")
+        store.refusing = False
+        await until(lambda: writer.healthy)
+        await writer.drain()
+    assert store.rows == []
+
+
+async def test_a_writer_whose_rows_commit_never_probes() -> None:
+    store = CountingStore()
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.5, probe_interval=0.2)  # type: ignore[arg-type]
+        await writer.start(tg)
+        for i in range(40):  # a row every 20 ms for 0.8 s: commits tell the writer it is healthy
+            await writer.append(_decision(f"c{i}"))
+            await anyio.sleep(0.02)
+        busy_probes = store.probes
+        await until(lambda: store.probes > busy_probes)  # idle now: it probes again
+        await writer.drain()
+    assert busy_probes == 1  # the one at start
+
+
+async def test_the_store_never_sees_a_probe_and_a_commit_at_once() -> None:
+    store = CountingStore(probe_seconds=0.05)
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=1.0, probe_interval=0.01)  # type: ignore[arg-type]
+        await writer.start(tg)
+        for i in range(30):  # rows arrive while probes are under way
+            await writer.append(_decision(f"c{i}"))
+            await anyio.sleep(0.03)
+        await writer.drain()
+    assert store.probes > 1 and len(store.rows) == 30
+    assert not store.overlapped
+
+
+async def test_a_writer_stopped_while_probing_stops_at_once_and_leaves_no_task() -> None:
+    store = CountingStore()
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.5, probe_interval=0.01)  # type: ignore[arg-type]
+        await writer.start(tg)
+        store.probe_seconds = 3600.0  # the next probe is one the store never answers
+        await until(lambda: store.busy)
+        started = anyio.current_time()
+        await writer.drain(timeout=60, end=True)
+        assert anyio.current_time() - started < 5
+    # Leaving the task group proves no task of the writer's is left.
+    assert [r["kind"] for r in store.rows] == ["end"]
