@@ -31,6 +31,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import Target, open_loop, sequential, throughput
+from bench.observe_micro import hot_path
 from bench.procs import (
     ADMIN_HEADERS,
     ROOT,
@@ -81,44 +82,6 @@ async def scrape(gateway: Gateway) -> dict[str, float]:
             name = line.split("{", 1)[0]
             totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
-
-
-def hot_path(iterations: int = 10_000) -> dict[str, float]:
-    """Microseconds the observer adds to one allowed call, in process (no I/O, no noise from
-    the other processes): begin, decision, audit wait, upstream, completion, end."""
-    from mcp_gateway.identity import Principal
-    from mcp_gateway.observe.metrics import Metrics
-    from mcp_gateway.observe.observer import Observer
-    from mcp_gateway.policy_model import Decision, Target
-
-    principal = Principal("bench/load", "bench")
-    target = Target("fast", "tool", "echo")
-    decision = Decision("allow", "rule bench-all", "bench-all", 1)
-    params: dict[str, Any] = {"name": "echo", "arguments": {"text": "x"}}
-
-    def once(observer: Observer) -> None:
-        o = observer.begin("tools/call", principal.id, principal.team, params, TRACEPARENT)
-        observer.decided(target, decision)
-        with observer.audit_wait():
-            pass
-        with observer.upstream("fast", "tools/call"):
-            pass
-        observer.completed(target, principal.team, "tools/call", "allow", "ok")
-        observer.end(o, None)
-
-    result = {}
-    for name, observer in (("off", Observer()), ("metrics", Observer(Metrics()))):
-        for _ in range(1000):
-            once(observer)
-        best = float("inf")
-        for _ in range(25):  # the least of many short runs: what other processes' noise did not add to
-            started = time.perf_counter()
-            for _ in range(iterations):
-                once(observer)
-            best = min(best, (time.perf_counter() - started) / iterations * 1e6)
-        result[name] = round(best, 2)
-    result["metrics_cost"] = round(result["metrics"] - result["off"], 2)
-    return result
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -318,7 +281,8 @@ def markdown(r: dict[str, Any]) -> str:
         "## The request path's share (in process, microseconds per request)",
         "",
         "The observer's calls for one allowed call (begin, decision, audit wait, upstream, completion, end),",
-        f"least of 25 runs of 10,000: {hot['off']} us with everything off, {hot['metrics']} us with metrics on:",
+        "least of 25 runs of 10,000, in CPU time (`bench/observe_micro.py`):",
+        f"{hot['off']} us with everything off, {hot['metrics']} us with metrics on:",
         f"metrics cost **{hot['metrics_cost']} us** a request (two counters, two histograms).",
     ]
     lines += [
