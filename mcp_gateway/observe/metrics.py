@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from ..policy_model import Target
 
 PREFIX = "mcp_gateway"
 
@@ -228,7 +232,15 @@ class Metrics:
         series[bisect_left(LATENCY_BUCKETS, added)] += 1
         series[-1] += added
 
-    def call(self, server: str, tool: str, team: str, method: str, decision: str, outcome: str) -> None:
+    def call(self, target: Target, team: str, method: str, decision: str, outcome: str) -> None:
+        """A governed request ended. Its `tool` label is a catalog name (the decision point
+        reaches a target only with one), `_resource` for any resource (URIs under templates
+        are unbounded), `_unknown` for none, as its server is."""
+        server = target.server
+        if not server:
+            server = tool = UNKNOWN
+        else:
+            tool = RESOURCE if target.kind == "resource" else target.name
         key = (server, tool, team, method if method in METHODS else OTHER, decision, outcome)
         cell = self.calls.values.get(key)
         if cell is None:

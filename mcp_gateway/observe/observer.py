@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from ..policy_model import Decision, Target
 from . import tracing
-from .metrics import RESOURCE, UNKNOWN, Metrics, denial_reason, method_label
+from .metrics import Metrics, denial_reason, method_label
 
 access_log = logging.getLogger("mcp_gateway.access")
 """One line per request at INFO; off unless `access_log: true` (or this logger's level is set)."""
@@ -64,14 +64,6 @@ class Observation:
 
 def current() -> Observation | None:
     return _current.get()
-
-
-def _label(target: Target) -> str:
-    """A target's `tool` label: a catalog name (callers reach the decision only with one),
-    `_resource` for any resource (URIs under templates are unbounded), `_unknown` for none."""
-    if not target.server:
-        return UNKNOWN
-    return RESOURCE if target.kind == "resource" else target.name
 
 
 class Observer:
@@ -189,7 +181,7 @@ class Observer:
         """A governed request (or one leg of it) ended with `outcome`."""
         metrics = self.metrics
         if metrics is not None:
-            metrics.call(target.server or UNKNOWN, _label(target), team, method, decision, outcome)
+            metrics.call(target, team, method, decision, outcome)
         o = _current.get()
         if o is not None and o.detailed:
             o.outcome = outcome

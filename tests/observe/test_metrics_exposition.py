@@ -8,9 +8,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from mcp_gateway.observe.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
+from mcp_gateway.policy_model import Target
 
 LATENCIES = (0.0, 0.00005, 0.0001, 0.0003, 0.0015, 0.002, 0.04, 0.7, 12.0, 31.0, 0.00025, 0.0001)
 METHODS = ("tools/call", "resources/read", "tools/call", "made/up", "ping", "another/made-up")
+TARGETS = (  # a target, and its server and tool labels: a resource's URI or a name nobody serves is no label
+    (Target("x", "tool", "echo"), "x", "echo"),
+    (Target("y", "resource", "file:///etc/motd"), "y", "_resource"),
+    (Target("", "tool", "no_such_tool"), "_unknown", "_unknown"),
+    (Target("z", "prompt", "greet"), "z", "greet"),
+)
 
 
 def _exposition(registry: CollectorRegistry) -> list[str]:
@@ -42,8 +49,9 @@ def test_recorded_events_expose_as_prometheus_clients_own_instruments_would_for_
         metrics.request(method, team, result, seconds)
         requests.labels(label, team, result).inc()
         added.labels(label).observe(seconds)
-        metrics.call(server, "echo", team, method, "allow", "ok")
-        calls.labels(server, "echo", team, label, "allow", "ok").inc()
+        target, server_label, tool_label = TARGETS[n % len(TARGETS)]
+        metrics.call(target, team, method, "allow", "ok")
+        calls.labels(server_label, tool_label, team, label, "allow", "ok").inc()
         metrics.upstream_latency(server, seconds * 2)
         upstream.labels(server).observe(seconds * 2)
         if n % 4 == 0:
@@ -62,7 +70,7 @@ def test_a_made_up_method_is_counted_under_other_and_adds_no_series_or_cache_ent
     metrics = Metrics()
     for n in range(500):
         metrics.request(f"made/up/{n}", "ops", "ok", 0.001)
-        metrics.call("x", "echo", "ops", f"made/up/{n}", "allow", "ok")
+        metrics.call(Target("x", "tool", "echo"), "ops", f"made/up/{n}", "allow", "ok")
     text = generate_latest(metrics.registry).decode()
     assert 'mcp_gateway_requests_total{method="_other",result="ok",team="ops"} 500.0' in text
     assert 'mcp_gateway_added_latency_seconds_count{method="_other"} 500.0' in text
