@@ -4,6 +4,7 @@ one run against the fast upstream.
 
     python bench/observe.py                          # 5 rounds of 5 s per configuration
     python bench/observe.py --rounds 7 --seconds 5 --calls 3000
+    python bench/observe.py --configs metrics --baseline /tmp/old   # against another checkout's code
 
 Measures, per configuration: throughput at 32 clients (rounds rotate the order of the
 configurations, so a drift in the machine's speed weighs on all alike; the share is the
@@ -31,6 +32,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import Target, open_loop, sequential, throughput
+from bench.observe_micro import hot_path
 from bench.procs import (
     ADMIN_HEADERS,
     ROOT,
@@ -49,6 +51,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "metrics": {"metrics": True},
     "metrics+tracing": {"metrics": True, "otlp_endpoint": None},  # the sink's URL, filled in
 }
+BASELINE = "metrics, baseline"
+"""With `--baseline DIR`: metrics on, the gateway's code taken from DIR (a checkout of another
+commit), measured beside this checkout's as every configuration is: a change's before and after."""
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -83,45 +88,10 @@ async def scrape(gateway: Gateway) -> dict[str, float]:
     return totals
 
 
-def hot_path(iterations: int = 10_000) -> dict[str, float]:
-    """Microseconds the observer adds to one allowed call, in process (no I/O, no noise from
-    the other processes): begin, decision, audit wait, upstream, completion, end."""
-    from mcp_gateway.identity import Principal
-    from mcp_gateway.observe.metrics import Metrics
-    from mcp_gateway.observe.observer import Observer
-    from mcp_gateway.policy_model import Decision, Target
-
-    principal = Principal("bench/load", "bench")
-    target = Target("fast", "tool", "echo")
-    decision = Decision("allow", "rule bench-all", "bench-all", 1)
-    params: dict[str, Any] = {"name": "echo", "arguments": {"text": "x"}}
-
-    def once(observer: Observer) -> None:
-        o = observer.begin("tools/call", principal.id, principal.team, params, TRACEPARENT)
-        observer.decided(target, decision)
-        with observer.audit_wait():
-            pass
-        with observer.upstream("fast", "tools/call"):
-            pass
-        observer.completed(target, principal.team, "tools/call", "allow", "ok")
-        observer.end(o, None)
-
-    result = {}
-    for name, observer in (("off", Observer()), ("metrics", Observer(Metrics()))):
-        for _ in range(1000):
-            once(observer)
-        best = float("inf")
-        for _ in range(25):  # the least of many short runs: what other processes' noise did not add to
-            started = time.perf_counter()
-            for _ in range(iterations):
-                once(observer)
-            best = min(best, (time.perf_counter() - started) / iterations * 1e6)
-        result[name] = round(best, 2)
-    result["metrics_cost"] = round(result["metrics"] - result["off"], 2)
-    return result
-
-
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    configs = {name: CONFIGS[name] for name in CONFIGS if name == "off" or not args.configs or name in args.configs}
+    if args.baseline is not None:
+        configs[BASELINE] = {"metrics": True}
     fast = await fast_upstream()
     sink_port = free_port()
     sink = Proc([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), "--port", str(sink_port)], sink_port)
@@ -130,13 +100,14 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gateways: dict[str, Gateway] = {}
     targets: dict[str, Target] = {}
     try:
-        for name, settings in CONFIGS.items():
+        for name, settings in configs.items():
             settings = {k: (sink_url if k == "otlp_endpoint" else v) for k, v in settings.items()}
             config = write_gateway_config(
                 work / name, {"fast": {"url": f"http://127.0.0.1:{fast.port}/mcp", "namespace": ""}}, **settings
             )
             key = await create_key(config)
-            gateways[name] = Gateway(config)
+            env = {"PYTHONPATH": str(args.baseline), "PYTHONSAFEPATH": "1"} if name == BASELINE else None
+            gateways[name] = Gateway(config, env)
             await gateways[name].ready()
             targets[name] = Target(gateways[name].url, "echo", key, TRACEPARENT)
         direct = Target(f"http://127.0.0.1:{fast.port}/mcp", "echo", None, TRACEPARENT)
@@ -175,7 +146,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             spent = (gateways[name].cpu_seconds() - before) / max(result["calls"], 1) * 1000
             runs[name].append(result)
             cpu[name].append(spent)
-            if CONFIGS[name].get("otlp_endpoint", 1) is None:
+            if configs[name].get("otlp_endpoint", 1) is None:
                 await drained(sink_url)  # its exporter's backlog must not weigh on the next run
             return result["per_second"], spent
 
@@ -211,7 +182,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 result = await open_loop(targets[name], args.rate, args.rate_seconds)
                 spent = gateways[name].cpu_seconds() - before
                 fixed[name]["cpu"].append(spent / (result["n"] + 100) * 1000)  # with its 100 warm-up calls
-                if CONFIGS[name].get("otlp_endpoint", 1) is None:
+                if configs[name].get("otlp_endpoint", 1) is None:
                     await drained(sink_url)
                 fixed[name]["p50"].append(result["p50"])
                 fixed[name]["p99"].append(result["p99"])
@@ -235,7 +206,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "rounds": args.rounds,
             "round_seconds": args.seconds,
             "sink": await sink_counts(sink_url),
-            "metrics_scraped": await scrape(gateways["metrics"]),
+            "metrics_scraped": await scrape(gateways["metrics"]) if "metrics" in gateways else {},
         }
     finally:
         for gateway in gateways.values():
@@ -318,7 +289,8 @@ def markdown(r: dict[str, Any]) -> str:
         "## The request path's share (in process, microseconds per request)",
         "",
         "The observer's calls for one allowed call (begin, decision, audit wait, upstream, completion, end),",
-        f"least of 25 runs of 10,000: {hot['off']} us with everything off, {hot['metrics']} us with metrics on:",
+        "least of 25 runs of 10,000, in CPU time (`bench/observe_micro.py`):",
+        f"{hot['off']} us with everything off, {hot['metrics']} us with metrics on:",
         f"metrics cost **{hot['metrics_cost']} us** a request (two counters, two histograms).",
     ]
     lines += [
@@ -340,6 +312,10 @@ async def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--rate-rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument("--configs", nargs="*", choices=list(CONFIGS), help="measure only these (and off)")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout whose code runs one more gateway, metrics on (e.g. git worktree)"
+    )
     args = parser.parse_args()
     print("hot path: the observer's calls for one request, in process", flush=True)
     hot = hot_path()

@@ -6,7 +6,10 @@
 
 The observation of the request being served is found through a context variable, so the
 decision point needs no new parameters. Whatever is off costs a None check: no spans
-without an exporter, no access record unless `mcp_gateway.access` logs at INFO.
+without an exporter, no access record unless `mcp_gateway.access` logs at INFO. With
+metrics on (the default) and neither of those, an observation holds only what the metrics
+need (its start and its upstream time): the details a span or an access line shows are
+neither kept nor looked up (`Observation.detailed`), as every request pays for them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from ..policy_model import Decision, Target
 from . import tracing
-from .metrics import RESOURCE, UNKNOWN, Metrics, denial_reason, method_label
+from .metrics import Metrics, denial_reason, method_label
 
 access_log = logging.getLogger("mcp_gateway.access")
 """One line per request at INFO; off unless `access_log: true` (or this logger's level is set)."""
@@ -36,6 +39,10 @@ class Observation:
     """One request being served, as its observers see it. A plain class: the fields a
     request never sets stay class defaults, so making one costs four assignments."""
 
+    detailed: bool = False
+    """A span or an access line shows this request: the decision's details are kept."""
+    logged: bool = False
+    """The access log was on when the request began: it gets the request's line."""
     span: Span | None = None
     upstream: float = 0.0
     """Seconds spent waiting on upstreams: not the gateway's added latency."""
@@ -59,14 +66,6 @@ def current() -> Observation | None:
     return _current.get()
 
 
-def _label(target: Target) -> str:
-    """A target's `tool` label: a catalog name (callers reach the decision only with one),
-    `_resource` for any resource (URIs under templates are unbounded), `_unknown` for none."""
-    if not target.server:
-        return UNKNOWN
-    return RESOURCE if target.kind == "resource" else target.name
-
-
 class Observer:
     """Metrics (None: off), tracing (its tracer None: off) and the access log."""
 
@@ -80,40 +79,48 @@ class Observer:
         self, method: str, principal: str, team: str, params: dict[str, Any], header: str | None
     ) -> Observation | None:
         """The request's observation (None when nothing observes it)."""
-        if self.metrics is None and self.tracer is None and not access_log.isEnabledFor(logging.INFO):
+        logged = access_log.isEnabledFor(logging.INFO)
+        detailed = logged or self.tracer is not None
+        if not detailed and self.metrics is None:
             return None
         observation = Observation(method, principal, team, time.perf_counter())
-        if self.tracer is not None or access_log.isEnabledFor(logging.INFO):
+        if detailed:
+            observation.detailed, observation.logged = True, logged
             meta = params.get("_meta")
             sent = meta.get(tracing.TRACEPARENT) if isinstance(meta, dict) else None
             observation.traceparent = sent if isinstance(sent, str) else header
-        if self.tracer is not None:
-            observation.span = self.tracer.start_span(
-                method_label(method),  # a made-up method is not a span name of its own
-                context=tracing.parent(observation.traceparent),
-                kind=tracing.SERVER,
-                attributes={"mcp.method.name": method[:64], "mcp_gateway.team": team},
-            )
+            if self.tracer is not None:
+                observation.span = self.tracer.start_span(
+                    method_label(method),  # a made-up method is not a span name of its own
+                    context=tracing.parent(observation.traceparent),
+                    kind=tracing.SERVER,
+                    attributes={"mcp.method.name": method[:64], "mcp_gateway.team": team},
+                )
         observation.token = _current.set(observation)
         return observation
 
     def end(self, observation: Observation | None, error: BaseException | None) -> None:
         if observation is None:
             return
-        if observation.token is not None:
-            _current.reset(observation.token)
-            observation.token = None
         elapsed = time.perf_counter() - observation.started
-        added = max(0.0, elapsed - observation.upstream)
+        token = observation.token
+        if token is not None:
+            _current.reset(token)
+            observation.token = None
         if self.metrics is not None:
-            self.metrics.request(observation.method, observation.team, "ok" if error is None else "error", added)
+            added = elapsed - observation.upstream
+            self.metrics.request(
+                observation.method, observation.team, "ok" if error is None else "error", added if added > 0 else 0.0
+            )
+        if not observation.detailed:
+            return
         span = observation.span
         if span is not None:
             self._annotate(span, observation)
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.end()
-        if access_log.isEnabledFor(logging.INFO):
+        if observation.logged:
             self._access(observation, elapsed, error)
 
     @staticmethod
@@ -163,20 +170,21 @@ class Observer:
     def decided(self, target: Target, decision: Decision) -> None:
         """The request's decision (its span and access line carry it; a denial is counted)."""
         o = _current.get()
-        if o is not None:
+        if o is not None and o.detailed:
             o.server, o.target = target.server or None, target.name[:_MAX_TARGET] or None
             o.decision, o.rule_id = decision.effect, decision.rule_id
             o.policy_version, o.kill_switch_id = decision.policy_version, decision.kill_switch_id
-        if not decision.allowed and self.metrics is not None:
+        if self.metrics is not None and not decision.allowed:
             self.metrics.denied(denial_reason(decision.reason, decision.rule_id, decision.kill_switch_id))
 
     def completed(self, target: Target, team: str, method: str, decision: str, outcome: str) -> None:
         """A governed request (or one leg of it) ended with `outcome`."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.call(target, team, method, decision, outcome)
         o = _current.get()
-        if o is not None:
+        if o is not None and o.detailed:
             o.outcome = outcome
-        if self.metrics is not None:
-            self.metrics.call(target.server or UNKNOWN, _label(target), team, method, decision, outcome)
 
     def unaudited(self, target: Target, team: str, method: str) -> None:
         """An allowed request refused because its decision could not be audited."""
@@ -192,9 +200,11 @@ class Observer:
     def upstream(self, server: str, method: str) -> _Upstream:
         """Around one request sent upstream: its latency, its span; `.traceparent` is the
         span's, for the upstream (None without a span: the client's `_meta` goes as it came)."""
-        if self.metrics is None and self.tracer is None:
-            return _UNOBSERVED  # the access line does not show upstream time
-        return _Upstream(self, server, method)
+        if self.tracer is not None:
+            return _Traced(self.metrics, self.tracer, server, method)
+        if self.metrics is not None:
+            return _Timed(self.metrics, server)
+        return _UNOBSERVED  # the access line does not show upstream time
 
 
 class _Child:
@@ -223,48 +233,12 @@ _UNTRACED = _Child(None, "", tracing.INTERNAL)
 
 
 class _Upstream:
-    __slots__ = ("_method", "_observer", "_server", "_started", "span", "traceparent")
+    """An upstream request nobody measures; what the router reads of every kind (`.traceparent`)."""
 
-    def __init__(self, observer: Observer, server: str, method: str) -> None:
-        self._observer, self._server, self._method = observer, server, method
-        self.span: Span | None = None
-        self.traceparent: str | None = None
-
-    def __enter__(self) -> _Upstream:
-        tracer = self._observer.tracer
-        if tracer is not None:
-            o = _current.get()
-            if o is not None and o.span is not None:
-                self.span = tracer.start_span(
-                    f"{self._method} {self._server}",
-                    context=tracing.child_context(o.span),
-                    kind=tracing.CLIENT,
-                    attributes={"mcp_gateway.server": self._server},
-                )
-                self.traceparent = tracing.traceparent_of(self.span)
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        seconds = time.perf_counter() - self._started
-        o = _current.get()
-        if o is not None:
-            o.upstream += seconds
-        metrics = self._observer.metrics
-        if metrics is not None:
-            metrics.upstream_latency(self._server, seconds)
-        span = self.span
-        if span is not None:
-            if exc is not None:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            span.end()
-
-
-class _Unobserved(_Upstream):
-    """An upstream call nobody measures."""
-
-    def __init__(self) -> None:
-        self.span, self.traceparent = None, None
+    __slots__ = ()
+    span: Span | None = None
+    traceparent: str | None = None
+    """The request span's, for the upstream (None: the client's `_meta` goes as it came)."""
 
     def __enter__(self) -> _Upstream:
         return self
@@ -273,4 +247,63 @@ class _Unobserved(_Upstream):
         return None
 
 
-_UNOBSERVED = _Unobserved()
+_UNOBSERVED = _Upstream()
+
+
+class _Timed(_Upstream):
+    """An upstream request timed for the metrics (and the request's added latency), with no
+    span: what every request takes with metrics on, tracing off, so it does only that."""
+
+    __slots__ = ("_metrics", "_server", "_started")
+
+    def __init__(self, metrics: Metrics, server: str) -> None:
+        self._metrics, self._server = metrics, server
+
+    def __enter__(self) -> _Upstream:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        seconds = time.perf_counter() - self._started
+        o = _current.get()
+        if o is not None:
+            o.upstream += seconds
+        self._metrics.upstream_latency(self._server, seconds)
+
+
+class _Traced(_Upstream):
+    """An upstream request with a span of its own (and timed, as `_Timed`, for the metrics if on)."""
+
+    __slots__ = ("_method", "_metrics", "_server", "_started", "_tracer", "span", "traceparent")
+
+    def __init__(self, metrics: Metrics | None, tracer: Any, server: str, method: str) -> None:
+        self._metrics, self._tracer, self._server, self._method = metrics, tracer, server, method
+        self.span = None
+        self.traceparent = None
+
+    def __enter__(self) -> _Upstream:
+        o = _current.get()
+        if o is not None and o.span is not None:
+            self.span = self._tracer.start_span(
+                f"{self._method} {self._server}",
+                context=tracing.child_context(o.span),
+                kind=tracing.CLIENT,
+                attributes={"mcp_gateway.server": self._server},
+            )
+            self.traceparent = tracing.traceparent_of(self.span)
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        seconds = time.perf_counter() - self._started
+        o = _current.get()
+        if o is not None:
+            o.upstream += seconds
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.upstream_latency(self._server, seconds)
+        span = self.span
+        if span is not None:
+            if exc is not None:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
