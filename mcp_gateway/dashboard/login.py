@@ -68,13 +68,13 @@ def _split(value: str) -> tuple[str, str] | None:
     return (session_id, key) if dot and session_id and key else None
 
 
-async def open_session(gw: Gateway, token: str | None) -> tuple[str, str]:
-    """Open a session in the store: the cookie's value and the session's CSRF token. Raises
-    what the store raises when it does not answer (the caller shows a 503)."""
+async def open_session(gw: Gateway, operator: Operator, token: str | None) -> tuple[str, str]:
+    """Open `operator`'s session in the store: the cookie's value and the session's CSRF
+    token. Raises what the store raises when it does not answer (the caller shows a 503)."""
     session_id, key, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     now = time.time()
     sealed = None if token is None else _fernet(gw, key).encrypt_at_time(token.encode(), int(now)).decode()
-    await store.open_session(gw.engine, _digest(session_id), sealed, csrf, now, now + LIFETIME)
+    await store.open_session(gw.engine, _digest(session_id), operator.name, sealed, csrf, now, now + LIFETIME)
     return f"{session_id}.{key}", csrf
 
 

@@ -129,8 +129,9 @@ async def index(request: Request) -> Response:
             return _to_login()
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
-        value, csrf = await login.open_session(gateway(request), None)
-        session = DashboardSession(Operator(LOCAL_OPERATOR, Role.admin), csrf, None, value)
+        operator = Operator(LOCAL_OPERATOR, Role.admin)
+        value, csrf = await login.open_session(gateway(request), operator, None)
+        session = DashboardSession(operator, csrf, None, value)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
@@ -205,7 +206,7 @@ async def login_submit(request: Request) -> Response:
             refusals = request.app.state.login_refusals = LoginRefusals()
         refusals.note(request.client.host if request.client else "?")
         return _render("login.html", 401, error="That is not a valid admin token.")
-    value, _ = await login.open_session(gw, token)
+    value, _ = await login.open_session(gw, operator, token)
     response = RedirectResponse("/admin", status_code=303)
     login.set_cookie(response, request, value)
     return response

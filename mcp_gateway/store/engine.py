@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 MIGRATION_LOCK = 724_511_093
 """PostgreSQL advisory lock id: replicas starting together migrate one at a time."""
 
-HEAD = "0007"
+HEAD = "0008"
 """The newest migration. A store already there is not handed to Alembic at all, which
 keeps Alembic out of a running gateway's memory (a test holds this equal to Alembic's head)."""
 
