@@ -168,31 +168,39 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-REFUSED_LOG_INTERVAL = 60.0
-"""Seconds between two log lines about refused dashboard logins."""
+LOG_INTERVAL = 60.0
+"""Seconds between two log lines about one kind of thing anyone can make happen."""
 
 
-class LoginRefusals:
-    """Refused logins, logged at once and then at most once per `REFUSED_LOG_INTERVAL` with
-    how many there were: the form is open to anyone, and a line per attempt would let an
-    unauthenticated caller write the log as fast as it can post."""
+class Occasional:
+    """A WARNING about something anyone can cause at will (a refused login; a request the
+    store did not answer, during an outage), logged at once and then at most once per
+    `LOG_INTERVAL` with how many there were: a line each would let an unauthenticated
+    caller write the log as fast as it can send, and every open tab asks for six parts
+    every two seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
         self.unlogged = 0
         self.logged_at = float("-inf")
 
-    def note(self, peer: str) -> None:
+    def note(self, latest: str) -> None:
         self.unlogged += 1
         now = time.monotonic()
-        if now - self.logged_at < REFUSED_LOG_INTERVAL:
+        if now - self.logged_at < LOG_INTERVAL:
             return
         log.warning(
-            "dashboard: %d login(s) refused (not a valid admin token), the latest from %s "
-            "(one such line a minute at most)",
-            self.unlogged,
-            peer,
+            "dashboard: %d %s, the latest %s (one such line a minute at most)", self.unlogged, self.what, latest
         )
         self.unlogged, self.logged_at = 0, now
+
+
+def _occasional(request: Request, what: str) -> Occasional:
+    """This app's counter of `what`."""
+    counters: dict[str, Occasional] | None = getattr(request.app.state, "dashboard_occasional", None)
+    if counters is None:
+        counters = request.app.state.dashboard_occasional = {}
+    return counters.setdefault(what, Occasional(what))
 
 
 async def login_submit(request: Request) -> Response:
@@ -201,10 +209,8 @@ async def login_submit(request: Request) -> Response:
     gw = gateway(request)
     operator = await by_token(gw, token) if token else None
     if operator is None:
-        refusals: LoginRefusals | None = getattr(request.app.state, "login_refusals", None)
-        if refusals is None:
-            refusals = request.app.state.login_refusals = LoginRefusals()
-        refusals.note(request.client.host if request.client else "?")
+        peer = request.client.host if request.client else "?"
+        _occasional(request, "login(s) refused (not a valid admin token)").note(f"from {peer}")
         return _render("login.html", 401, error="That is not a valid admin token.")
     value, _ = await login.open_session(gw, operator, token)
     response = RedirectResponse("/admin", status_code=303)
@@ -336,7 +342,7 @@ def _guarded(
             response = await endpoint(request)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # Sessions live in the store: without it no page can say who is asking.
-            log.warning("dashboard: the store did not answer (%s)", type(exc).__name__)
+            _occasional(request, "request(s) the store did not answer").note(type(exc).__name__)
             response = _render("refused.html", 503, message="The store did not answer in time: try again shortly.")
         response.headers.update(SECURITY_HEADERS)
         return response

@@ -219,3 +219,29 @@ async def test_every_dashboard_route_answers_503_within_the_bound_during_a_store
         with anyio.fail_after(30):
             while (await client.get("/admin")).status_code != 200:
                 await anyio.sleep(0.2)
+
+
+async def test_requests_during_a_store_outage_log_a_line_a_while_not_a_line_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any cookie of the right shape makes the dashboard ask the store, so during an outage
+    anyone (and every open tab, six parts every two seconds) could write a WARNING per
+    request: one line at once, then the count at most once a minute, as refused logins."""
+    from mcp_gateway.store import open_engine
+
+    from ..support import free_port
+
+    async with dashboard_on(tmp_path, f"sqlite:///{tmp_path / 'gateway.db'}") as (base, gw), browser(base) as client:
+        client.cookies.set(COOKIE, "a" * 43 + "." + "b" * 43, path="/admin")
+        real = gw.engine
+        gw.engine = open_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/test", 2.0)
+        try:
+            with caplog.at_level(logging.WARNING, logger="mcp_gateway.dashboard"):
+                for _ in range(20):
+                    assert (await client.get("/admin/part/upstreams")).status_code == 503
+        finally:
+            await gw.engine.dispose()
+            gw.engine = real
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("mcp_gateway.dashboard")]
+    assert len(lines) == 1, lines
+    assert "store did not answer" in lines[0]
