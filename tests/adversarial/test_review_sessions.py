@@ -245,3 +245,45 @@ async def test_requests_during_a_store_outage_log_a_line_a_while_not_a_line_each
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("mcp_gateway.dashboard")]
     assert len(lines) == 1, lines
     assert "store did not answer" in lines[0]
+
+
+async def test_a_session_opened_on_one_replica_serves_and_ends_on_another_and_nowhere_else(tmp_path: Path) -> None:
+    """Two replicas on one PostgreSQL store share sessions; a gateway on another store
+    (its own secret and rows) finds nothing in the same cookie."""
+    write_policies(tmp_path / "policies", POLICY)
+    async with postgres_database() as shared, postgres_database() as elsewhere:
+        configs = []
+        for name, url in (("a", shared), ("b", shared), ("c", elsewhere)):
+            (tmp_path / name).mkdir()
+            write_policies(tmp_path / name / "policies", POLICY)
+            configs.append(
+                write_config(
+                    tmp_path / name, {"x": stdio_upstream()}, auth="keys", policies="policies", database_url=url
+                )
+            )
+        async with serve(configs[0]) as (a, _), serve(configs[1]) as (b, _), serve(configs[2]) as (c, _):
+            a, b, c = (u.removesuffix("/mcp") for u in (a, b, c))
+            async with browser(a) as on_a, browser(b) as on_b, browser(c) as on_c:
+                await log_in(on_a, ADMIN_TOKEN)
+                for other in (on_b, on_c):
+                    other.cookies.set(COOKIE, on_a.cookies[COOKIE], path="/admin")
+                assert (await on_c.get("/admin")).status_code == 303
+                page = await on_b.get("/admin")
+                assert page.status_code == 200
+                found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+                assert found is not None
+                assert (await on_b.post("/admin/logout", data={"csrf": found.group(1)})).status_code == 303
+                assert (await on_a.get("/admin")).status_code == 303
+
+
+async def test_a_logout_another_page_sends_ends_no_session(tmp_path: Path, store_url: str) -> None:
+    """Without the page's CSRF token (a page on another loopback port is same-site: the
+    cookie goes with it), or from another origin, a logout is refused and the session lives."""
+    async with dashboard_on(tmp_path, store_url) as (base, gw), browser(base) as client:
+        csrf = await log_in(client, ADMIN_TOKEN)
+        assert (await client.post("/admin/logout", data={"csrf": "forged"})).status_code == 403
+        assert (await client.post("/admin/logout")).status_code == 403
+        elsewhere = await client.post("/admin/logout", data={"csrf": csrf}, headers={"Origin": "https://evil.example"})
+        assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
+        assert (await client.get("/admin")).status_code == 200
+        assert await rows(gw) == 1
