@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jinja2
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -333,13 +334,20 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+STORE_TIMEOUTS = 3
+"""A dashboard request answers within this many `store_timeout`s: its session and its parts
+are a few store reads, each bounded, but waiting for one of the pool's connections is not
+(SQLAlchemy waits 30 s), and during a partition a few open tabs (six parts every two
+seconds) hold every connection until their own reads give up."""
+
 
 def _guarded(
     endpoint: Callable[[Request], Awaitable[Response]], role: Role | None
 ) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
         try:
-            response = await endpoint(request)
+            with anyio.fail_after(gateway(request).settings.store_timeout * STORE_TIMEOUTS):
+                response = await endpoint(request)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # Sessions live in the store: without it no page can say who is asking.
             _occasional(request, "request(s) the store did not answer").note(type(exc).__name__)

@@ -287,3 +287,36 @@ async def test_a_logout_another_page_sends_ends_no_session(tmp_path: Path, store
         assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
         assert (await client.get("/admin")).status_code == 200
         assert await rows(gw) == 1
+
+
+async def test_many_open_dashboard_tabs_during_a_partition_are_each_answered_within_the_bound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each tab asks for six parts every two seconds, and now each of those asks the store
+    who is asking: eight tabs (48 requests at once) are more than the pool's 30 connections.
+    Every request must still answer its 503 within the bound, not wait for a free connection."""
+    async with behind_a_forwarder(tmp_path, "keys") as (base, _, proxy), browser(base) as client:
+        await log_in(client, ADMIN_TOKEN)
+        cookie = client.cookies[COOKIE]
+        proxy.black_hole()
+        took: list[tuple[int, float]] = []
+
+        async def part(name: str) -> None:
+            async with browser(base) as tab:
+                tab.cookies.set(COOKIE, cookie, path="/admin")
+                started = time.monotonic()
+                with anyio.fail_after(60):
+                    response = await tab.get(f"/admin/part/{name}")
+                took.append((response.status_code, time.monotonic() - started))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                for name in ("upstreams", "inflight", "switches", "audit", "policy", "identity"):
+                    tg.start_soon(part, name)
+        proxy.heal()
+        with anyio.fail_after(30):  # and the pool is whole again once the store answers
+            while (await client.get("/admin")).status_code != 200:
+                await anyio.sleep(0.2)
+    assert {status for status, _ in took} == {503}
+    assert max(seconds for _, seconds in took) < BOUND + 1, sorted(round(s, 1) for _, s in took)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
