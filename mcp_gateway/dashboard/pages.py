@@ -335,18 +335,21 @@ SECURITY_HEADERS = {
 }
 
 STORE_TIMEOUTS = 3
-"""A dashboard request answers within this many `store_timeout`s: its session and its parts
-are a few store reads, each bounded, but waiting for one of the pool's connections is not
-(SQLAlchemy waits 30 s), and during a partition a few open tabs (six parts every two
-seconds) hold every connection until their own reads give up."""
+"""A page, part or login form answers within this many `store_timeout`s: its session and its
+parts are a few store reads, each bounded, but waiting for one of the pool's connections is
+not (SQLAlchemy waits 30 s), and during a partition a few open tabs (six parts every two
+seconds) hold every connection until their own reads give up. Only reads are cut short:
+an action is left to its own bounds, so a slow but healthy one (a large policy reload) is
+not stopped halfway."""
 
 
 def _guarded(
-    endpoint: Callable[[Request], Awaitable[Response]], role: Role | None
+    endpoint: Callable[[Request], Awaitable[Response]], role: Role | None, reads: bool
 ) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
+        bound = gateway(request).settings.store_timeout * STORE_TIMEOUTS if reads else None
         try:
-            with anyio.fail_after(gateway(request).settings.store_timeout * STORE_TIMEOUTS):
+            with anyio.fail_after(bound):
                 response = await endpoint(request)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # Sessions live in the store: without it no page can say who is asking.
@@ -379,7 +382,7 @@ def dashboard_routes() -> list[BaseRoute]:
         ("/admin/policy/reload", reload, "POST", Role.operator),
     ]
     routes: list[BaseRoute] = [
-        Route(path, _guarded(handler, role), methods=[method]) for path, handler, method, role in pages
+        Route(path, _guarded(handler, role, method == "GET"), methods=[method]) for path, handler, method, role in pages
     ]
     routes.append(Mount("/admin/static", StaticFiles(directory=HERE / "static"), name="dashboard-static"))
     return routes
