@@ -322,3 +322,25 @@ async def test_many_open_dashboard_tabs_during_a_partition_are_each_answered_wit
     # to be answered, far from the 30 s and more they waited for a connection.
     assert max(seconds for _, seconds in took) < BOUND + 3, sorted(round(s, 1) for _, s in took)
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+async def test_a_script_polling_the_local_admins_page_ends_no_browsers_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an `auth: none` loopback gateway each cookie-less GET /admin opens a session (its
+    CSRF token needs one). The local admin is alone there (no tokens exist), so only the
+    overall cap holds it: a health check polling the page does not log the browser out."""
+    monkeypatch.setattr(dashboard_sessions, "MAX_OPERATOR_SESSIONS", 3)
+    monkeypatch.setattr(dashboard_sessions, "MAX_SESSIONS", 20)
+    config = write_config(tmp_path, {"x": stdio_upstream()})
+    async with serve(config) as (url, gw), browser(url.removesuffix("/mcp")) as tab:
+        base = url.removesuffix("/mcp")
+        assert (await tab.get("/admin")).status_code == 200
+        for _ in range(10):
+            async with browser(base) as probe:
+                assert (await probe.get("/admin")).status_code == 200
+        assert (await tab.get("/admin/part/upstreams")).status_code == 200
+        for _ in range(20):
+            async with browser(base) as probe:
+                await probe.get("/admin")
+        assert await rows(gw) == 20
