@@ -25,7 +25,6 @@ async def open_session(
     digest: str,
     operator: str,
     sealed: str | None,
-    csrf: str,
     now: float,
     expires_at: float,
 ) -> None:
@@ -33,9 +32,7 @@ async def open_session(
     async with engine.begin() as conn:
         await conn.execute(delete(s).where(s.c.expires_at <= now))
         await conn.execute(
-            insert(s).values(
-                id=digest, operator=operator, sealed=sealed, csrf=csrf, created_at=now, expires_at=expires_at
-            )
+            insert(s).values(id=digest, operator=operator, sealed=sealed, created_at=now, expires_at=expires_at)
         )
         if sealed is not None:
             # The local admin (no token) is alone on its gateway, which has no tokens at all:
@@ -53,12 +50,12 @@ async def _cap(conn: AsyncConnection, which: ColumnElement[bool], most: int) -> 
         await conn.execute(delete(s).where(s.c.id.in_(oldest)))
 
 
-async def find_session(engine: AsyncEngine, digest: str, now: float) -> tuple[str | None, str] | None:
-    """The session's sealed token and CSRF token, or None (unknown, ended or expired)."""
+async def find_session(engine: AsyncEngine, digest: str, now: float) -> tuple[bool, str | None]:
+    """Whether the session is live (not unknown, ended or expired), and its sealed token."""
     s = t.dashboard_sessions
     async with engine.connect() as conn:
-        row = (await conn.execute(select(s.c.sealed, s.c.csrf).where(s.c.id == digest, s.c.expires_at > now))).first()
-    return None if row is None else (row.sealed, row.csrf)
+        row = (await conn.execute(select(s.c.sealed).where(s.c.id == digest, s.c.expires_at > now))).first()
+    return (False, None) if row is None else (True, row.sealed)
 
 
 async def end_session(engine: AsyncEngine, digest: str) -> None:

@@ -344,3 +344,16 @@ async def test_a_script_polling_the_local_admins_page_ends_no_browsers_session(
             async with browser(base) as probe:
                 await probe.get("/admin")
         assert await rows(gw) == 20
+
+
+async def test_reading_the_store_gives_no_sessions_csrf_token(tmp_path: Path, store_url: str) -> None:
+    """With the CSRF tokens (and now whose each is), a store reader could have a page that
+    the browser counts as the same site (another loopback port) post an operator's forms:
+    the token must come from the cookie's key, as the sealed token does, not the row."""
+    async with dashboard_on(tmp_path, store_url) as (base, gw), browser(base) as client:
+        csrf = await log_in(client, ADMIN_TOKEN)
+        async with gw.engine.connect() as conn:
+            stored = [dict(r._mapping) for r in await conn.execute(select(table))]
+        assert len(stored) == 1 and csrf not in repr(stored)
+        form = {"csrf": csrf, "scope": "server", "server": "x", "reason": "still acts"}
+        assert (await client.post("/admin/kill-switches", data=form)).status_code == 303
