@@ -4,10 +4,11 @@ The token may be an admin token or, with `oauth:` configured, an operator's acce
 from the identity provider (its role from the role claim; the session ends when it
 expires). A login opens a session in the store (`store.dashboard_sessions`), so any replica
 finds it and logging out ends it everywhere, a copy of the cookie included. The cookie
-carries the session id and a key; the store holds the id's digest, the CSRF token and the
-token encrypted with that key (Fernet, the key also bound to the replicas' shared secret).
-So neither half alone is a credential: someone who reads the store finds no token, and a
-cookie whose row is gone opens nothing. The cookie stays small whatever the token's size
+carries the session id and a key; the store holds the id's digest and the token encrypted
+with that key (Fernet, the key also bound to the replicas' shared secret). The CSRF token
+is derived from the key too. So neither half alone is a credential: someone who reads the
+store finds no token (nor a CSRF token to forge a form with), and a cookie whose row is
+gone opens nothing. The cookie stays small whatever the token's size
 (an identity provider's access token can be several kilobytes). The token is checked again
 on every request exactly as the REST API checks a bearer token: revoking the token, or
 lowering its role, takes effect on the next page.
@@ -63,19 +64,25 @@ def _fernet(gw: Gateway, key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
+def _csrf(key: str) -> str:
+    """The session's CSRF token: from the cookie's key, so the store holds none."""
+    mac = hmac.new(key.encode(), _PURPOSE + b" csrf", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
 def _split(value: str) -> tuple[str, str] | None:
     session_id, dot, key = value.partition(".")
     return (session_id, key) if dot and session_id and key else None
 
 
-async def open_session(gw: Gateway, token: str | None) -> tuple[str, str]:
-    """Open a session in the store: the cookie's value and the session's CSRF token. Raises
-    what the store raises when it does not answer (the caller shows a 503)."""
-    session_id, key, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+async def open_session(gw: Gateway, operator: Operator, token: str | None) -> tuple[str, str]:
+    """Open `operator`'s session in the store: the cookie's value and the session's CSRF
+    token. Raises what the store raises when it does not answer (the caller shows a 503)."""
+    session_id, key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = time.time()
     sealed = None if token is None else _fernet(gw, key).encrypt_at_time(token.encode(), int(now)).decode()
-    await store.open_session(gw.engine, _digest(session_id), sealed, csrf, now, now + LIFETIME)
-    return f"{session_id}.{key}", csrf
+    await store.open_session(gw.engine, _digest(session_id), operator.name, sealed, now, now + LIFETIME)
+    return f"{session_id}.{key}", _csrf(key)
 
 
 async def session_of(request: Request) -> DashboardSession | None:
@@ -87,10 +94,9 @@ async def session_of(request: Request) -> DashboardSession | None:
         return None
     session_id, key = parts
     gw = gateway(request)
-    found = await store.find_session(gw.engine, _digest(session_id), time.time())
-    if found is None:
+    live, sealed = await store.find_session(gw.engine, _digest(session_id), time.time())
+    if not live:
         return None
-    sealed, csrf = found
     if sealed is None:
         operator = Operator(LOCAL_OPERATOR, Role.admin) if local_caller(request) else None
         token = None
@@ -103,7 +109,7 @@ async def session_of(request: Request) -> DashboardSession | None:
     if operator is None:
         return None
     note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too
-    return DashboardSession(operator, csrf, token, raw or "")
+    return DashboardSession(operator, _csrf(key), token, raw or "")
 
 
 async def end_session(gw: Gateway, session: DashboardSession) -> None:

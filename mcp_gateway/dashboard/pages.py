@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jinja2
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -129,8 +130,9 @@ async def index(request: Request) -> Response:
             return _to_login()
         # The local admin of an `auth: none` loopback gateway needs no token, but still a
         # session: its CSRF token is what keeps other sites' pages from acting through it.
-        value, csrf = await login.open_session(gateway(request), None)
-        session = DashboardSession(Operator(LOCAL_OPERATOR, Role.admin), csrf, None, value)
+        operator = Operator(LOCAL_OPERATOR, Role.admin)
+        value, csrf = await login.open_session(gateway(request), operator, None)
+        session = DashboardSession(operator, csrf, None, value)
         response = await _page(request, session)
         login.set_cookie(response, request, value)
         return response
@@ -167,31 +169,39 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-REFUSED_LOG_INTERVAL = 60.0
-"""Seconds between two log lines about refused dashboard logins."""
+LOG_INTERVAL = 60.0
+"""Seconds between two log lines about one kind of thing anyone can make happen."""
 
 
-class LoginRefusals:
-    """Refused logins, logged at once and then at most once per `REFUSED_LOG_INTERVAL` with
-    how many there were: the form is open to anyone, and a line per attempt would let an
-    unauthenticated caller write the log as fast as it can post."""
+class Occasional:
+    """A WARNING about something anyone can cause at will (a refused login; a request the
+    store did not answer, during an outage), logged at once and then at most once per
+    `LOG_INTERVAL` with how many there were: a line each would let an unauthenticated
+    caller write the log as fast as it can send, and every open tab asks for six parts
+    every two seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
         self.unlogged = 0
         self.logged_at = float("-inf")
 
-    def note(self, peer: str) -> None:
+    def note(self, latest: str) -> None:
         self.unlogged += 1
         now = time.monotonic()
-        if now - self.logged_at < REFUSED_LOG_INTERVAL:
+        if now - self.logged_at < LOG_INTERVAL:
             return
         log.warning(
-            "dashboard: %d login(s) refused (not a valid admin token), the latest from %s "
-            "(one such line a minute at most)",
-            self.unlogged,
-            peer,
+            "dashboard: %d %s, the latest %s (one such line a minute at most)", self.unlogged, self.what, latest
         )
         self.unlogged, self.logged_at = 0, now
+
+
+def _occasional(request: Request, what: str) -> Occasional:
+    """This app's counter of `what`."""
+    counters: dict[str, Occasional] | None = getattr(request.app.state, "dashboard_occasional", None)
+    if counters is None:
+        counters = request.app.state.dashboard_occasional = {}
+    return counters.setdefault(what, Occasional(what))
 
 
 async def login_submit(request: Request) -> Response:
@@ -201,12 +211,9 @@ async def login_submit(request: Request) -> Response:
     peer = request.client.host if request.client else None
     operator = await by_token(gw, token, peer) if token else None
     if operator is None:
-        refusals: LoginRefusals | None = getattr(request.app.state, "login_refusals", None)
-        if refusals is None:
-            refusals = request.app.state.login_refusals = LoginRefusals()
-        refusals.note(peer or "?")
+        _occasional(request, "login(s) refused (not a valid admin token)").note(f"from {peer or '?'}")
         return _render("login.html", 401, error="That is not a valid admin token.")
-    value, _ = await login.open_session(gw, token)
+    value, _ = await login.open_session(gw, operator, token)
     response = RedirectResponse("/admin", status_code=303)
     login.set_cookie(response, request, value)
     return response
@@ -327,16 +334,26 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+STORE_TIMEOUTS = 3
+"""A page, part or login form answers within this many `store_timeout`s: its session and its
+parts are a few store reads, each bounded, but waiting for one of the pool's connections is
+not (SQLAlchemy waits 30 s), and during a partition a few open tabs (six parts every two
+seconds) hold every connection until their own reads give up. Only reads are cut short:
+an action is left to its own bounds, so a slow but healthy one (a large policy reload) is
+not stopped halfway."""
+
 
 def _guarded(
-    endpoint: Callable[[Request], Awaitable[Response]], role: Role | None
+    endpoint: Callable[[Request], Awaitable[Response]], role: Role | None, reads: bool
 ) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
+        bound = gateway(request).settings.store_timeout * STORE_TIMEOUTS if reads else None
         try:
-            response = await endpoint(request)
+            with anyio.fail_after(bound):
+                response = await endpoint(request)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # Sessions live in the store: without it no page can say who is asking.
-            log.warning("dashboard: the store did not answer (%s)", type(exc).__name__)
+            _occasional(request, "request(s) the store did not answer").note(type(exc).__name__)
             response = _render("refused.html", 503, message="The store did not answer in time: try again shortly.")
         response.headers.update(SECURITY_HEADERS)
         return response
@@ -365,7 +382,7 @@ def dashboard_routes() -> list[BaseRoute]:
         ("/admin/policy/reload", reload, "POST", Role.operator),
     ]
     routes: list[BaseRoute] = [
-        Route(path, _guarded(handler, role), methods=[method]) for path, handler, method, role in pages
+        Route(path, _guarded(handler, role, method == "GET"), methods=[method]) for path, handler, method, role in pages
     ]
     routes.append(Mount("/admin/static", StaticFiles(directory=HERE / "static"), name="dashboard-static"))
     return routes

@@ -201,11 +201,13 @@ dashboard_sessions = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("sealed", Text, nullable=True),
-    Column("csrf", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
+    Column("operator", String(128), nullable=False, server_default="", index=True),
 )
 """Dashboard logins. `id`: the SHA-256 of the session id the cookie carries. `sealed`: the
 operator's token, encrypted with a key only the cookie holds (NULL for the local admin of an
 `auth: none` loopback gateway), so reading the store yields no token. A row deleted (logout)
-is a cookie that opens nothing, on every replica."""
+is a cookie that opens nothing, on every replica. `operator`: who logged in (the audit's
+actor name), so one operator's logins are capped among its own sessions, not everyone's.
+No CSRF token: it derives from the cookie's key, so reading the store gives none."""
