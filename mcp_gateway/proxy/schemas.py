@@ -133,6 +133,12 @@ class CompiledTool:
         annotated = X_MCP_HEADER_KEY in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
         return cls(name if isinstance(name, str) else "", schema, validator, error, header_map, annotated)
 
+    def compiled_from(self, schema: Any) -> bool:
+        """Whether `schema` is the one this was compiled from, as JSON says: Python's `==`
+        holds `True == 1` and `False == 0`, which JSON Schema does not (`enum`, `const`), so
+        a schema relisted with `true` where it had `1` would keep the old check."""
+        return bool(self.schema == schema and jsonrpc.dumps(self.schema) == jsonrpc.dumps(schema))
+
     def argument_problem(self, arguments: dict[str, Any]) -> str | None:
         """What is wrong with `arguments` for this tool, or None when they fit its schema."""
         validator = self.validator

@@ -1,0 +1,156 @@
+"""Review of the session's merges (protocol facts, compiled tools, the router split, the body
+reader's turns, the scan's lead skip, the audit watcher, introspection shares, admin errors):
+what an upstream or a client could do with them, in process."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_gateway.identity import LOCAL
+from mcp_gateway.proxy import payload
+from mcp_gateway.proxy.schemas import CompiledTool
+from mcp_gateway.proxy.session import Call, Session
+from mcp_gateway.proxy.upstream import Events, Upstream
+
+from .fakes import HANDSHAKE, WAIT, ScriptedServer, hotpath
+
+pytestmark = pytest.mark.anyio
+
+
+async def _confirm(arguments: dict[str, Any], peer: Any) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": "confirmed"}]}
+
+
+def _call(name: str, arguments: dict[str, Any]) -> Call:
+    return Call(Session(LOCAL, protocol_version=HANDSHAKE), 1, "tools/call", {"name": name, "arguments": arguments})
+
+
+class _Applied(Events):
+    def __init__(self, router: Events) -> None:
+        self.router = router
+        self.applied = anyio.Event()
+
+    async def catalog_changed(self, upstream: Upstream) -> None:
+        await self.router.catalog_changed(upstream)
+        self.applied.set()
+
+
+def _confirm_tool(allowed: list[Any]) -> dict[str, Any]:
+    return {
+        "name": "confirm",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"sure": {"enum": allowed}},
+            "required": ["sure"],
+        },
+    }
+
+
+async def test_a_schema_relisted_with_true_where_it_had_1_is_compiled_again_and_checked_as_listed() -> None:
+    # Python's == holds True == 1 and False == 0; JSON Schema does not (`enum`, `const`).
+    server = ScriptedServer({"confirm": _confirm}, schemas=[_confirm_tool([1])])
+    async with hotpath({"files": server}) as gw:
+        refused = await gw.router.handle(_call("files__confirm", {"sure": True}))
+        assert refused["isError"] is True
+
+        upstream = gw.router.upstreams["files"]
+        spy = _Applied(gw.router)
+        upstream.events = spy
+        server.schemas["confirm"] = _confirm_tool([True])
+        await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
+        with anyio.fail_after(WAIT):
+            await spy.applied.wait()
+        listed = gw.router.catalog.snapshot.listing("tools")
+        assert [t["inputSchema"]["properties"]["sure"] for t in listed if t["name"] == "files__confirm"] == [
+            {"enum": [True]}
+        ]
+
+        passed = await gw.router.handle(_call("files__confirm", {"sure": True}))
+        assert passed["content"][0]["text"] == "confirmed"
+        wrong = await gw.router.handle(_call("files__confirm", {"sure": 1}))
+        assert wrong["isError"] is True
+        assert len(server.calls()) == 1
+
+
+async def test_an_upstream_relisting_changed_schemas_in_a_loop_gets_at_most_a_fifth_of_the_loop_for_compiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compiling a rich schema costs ~1 ms of CPU where reading it costs ~10 us: an upstream
+    that announces a list change in a loop, each list with new schemas, must not keep the
+    gateway compiling most of the time."""
+    cost = 0.02
+    spent: list[float] = []
+    compile_one = CompiledTool.compile.__func__  # type: ignore[attr-defined]
+
+    def costly(cls: type[CompiledTool], tool: dict[str, Any]) -> CompiledTool:
+        started = time.perf_counter()
+        while time.perf_counter() - started < cost:
+            pass
+        spent.append(time.perf_counter() - started)
+        return compile_one(cls, tool)  # type: ignore[no-any-return]
+
+    names = [f"tool{i}" for i in range(4)]
+    server = ScriptedServer(dict.fromkeys(names, _confirm))
+    async with hotpath({"files": server}) as gw:
+        assert gw.router.catalog.tool("files__tool0") is not None
+        monkeypatch.setattr(CompiledTool, "compile", classmethod(costly))
+        started = time.perf_counter()
+        version = 0
+        while time.perf_counter() - started < 2.0:
+            version += 1
+            for name in names:
+                server.schemas[name] = {"name": name, "inputSchema": {"type": "object", "description": f"v{version}"}}
+            await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
+            await anyio.sleep(0.01)
+        window = time.perf_counter() - started
+        monkeypatch.undo()
+    assert len(spent) >= len(names)  # it did compile the changed lists
+    assert sum(spent) / window < 0.3, f"compiling took {sum(spent):.2f}s of {window:.2f}s"
+
+
+# -- the scan's lead skip finds what the token-by-token scan found ---------------------------
+
+
+def _scan_before(buffer: bytes, chunks: list[int]) -> list[int]:
+    """The scan as it was before the lead skip (70b0a64), fed the same chunks."""
+    hits: list[int] = []
+    scanned = 0
+    data = bytearray()
+    for size in chunks:
+        data += buffer[len(data) : len(data) + size]
+        if len(data) < payload.SPLICE_AT:
+            continue
+        start = max(scanned - payload._OVERLAP, 0)
+        for token in payload._WATCH:
+            at = data.find(token, start)
+            while at >= 0 and len(hits) <= payload.Scan.MAX_HITS:
+                if at + len(token) > scanned:
+                    hits.append(at)
+                at = data.find(token, at + 1)
+        scanned = len(data)
+    return hits
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_scan_with_its_lead_skip_finds_every_watched_name_the_token_scan_found(seed: int) -> None:
+    rng = random.Random(seed)
+    pieces = [*payload._WATCH, b"\\", b'"', b"\\u00e9", b"x" * 97, b'"i', b'd"', b"\\u0", b"06"]
+    filler = bytearray(b"a" * (payload.SPLICE_AT + 4096))
+    for _ in range(rng.randrange(0, 90)):
+        at = rng.randrange(len(filler))
+        filler[at:at] = rng.choice(pieces)
+    buffer = bytes(filler)
+    chunks: list[int] = []
+    while sum(chunks) < len(buffer):
+        chunks.append(rng.choice([1, 2, 5, 11, 12, 13, 4096, 65536, payload.SPLICE_AT]))
+    scan = payload.Scan()
+    fed = 0
+    for size in chunks:
+        scan.feed(buffer[fed : fed + size])
+        fed += size
+    assert sorted(scan.hits) == sorted(_scan_before(buffer, chunks))
