@@ -11,8 +11,10 @@ from typing import Any
 import anyio
 import pytest
 
+from mcp_gateway.audit.writer import PROBE_EVERY, AuditWriter
+from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.identity import LOCAL
-from mcp_gateway.proxy import payload
+from mcp_gateway.proxy import http11, payload
 from mcp_gateway.proxy.schemas import CompiledTool
 from mcp_gateway.proxy.session import Call, Session
 from mcp_gateway.proxy.upstream import Events, Upstream
@@ -154,3 +156,73 @@ def test_the_scan_with_its_lead_skip_finds_every_watched_name_the_token_scan_fou
         scan.feed(buffer[fed : fed + size])
         fed += size
     assert sorted(scan.hits) == sorted(_scan_before(buffer, chunks))
+
+
+# -- a body reader cancelled in its turn leaves the body whole -------------------------------
+
+
+async def test_a_body_reader_cancelled_while_giving_the_loop_its_turn_loses_no_bytes_and_no_count() -> None:
+    response = http11.Response()
+    parts = [bytes([i]) * (64 * 1024) for i in range(12)]
+    for part in parts:
+        response._push(part)
+    response._push(None)
+    taken: list[bytes] = []
+    with anyio.CancelScope() as scope:
+        while True:
+            if response._handed >= http11.TURN_BYTES:
+                scope.cancel()  # the next look gives the loop its turn: cancelled there
+            chunk = await response._next()
+            assert chunk is not None
+            taken.append(chunk)
+    assert scope.cancelled_caught
+    assert len(taken) == http11.TURN_BYTES // len(parts[0])
+    assert response._buffered == sum(len(p) for p in parts) - sum(len(t) for t in taken)
+    rest = await response.read()
+    assert b"".join(taken) + rest == b"".join(parts)
+    assert response._buffered == 0
+
+
+# -- the audit writer's watcher ----------------------------------------------------------------
+
+
+class _FlakyStore:
+    """An audit store that refuses every write while `refusing`."""
+
+    def __init__(self) -> None:
+        self.refusing = False
+        self.rows: list[dict[str, Any]] = []
+
+    async def head(self, chain: str) -> tuple[int, str] | None:
+        return (self.rows[-1]["chain_seq"], self.rows[-1]["hash"]) if self.rows else None
+
+    async def append(self, rows: list[dict[str, Any]]) -> None:
+        if self.refusing:
+            raise OSError("disk full")
+        self.rows.extend(rows)
+
+    async def probe(self, row: dict[str, Any]) -> None:
+        if self.refusing:
+            raise OSError("disk full")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_writer_made_unhealthy_by_a_commit_is_healthy_again_within_a_probe_every_not_its_idle_interval() -> (
+    None
+):
+    store = _FlakyStore()
+    async with anyio.create_task_group() as tg:
+        writer = AuditWriter(store, "c", timeout=0.5, probe_interval=60.0)  # type: ignore[arg-type]
+        await writer.start(tg)
+        await anyio.sleep(0.05)  # the watcher is asleep for the idle interval
+        store.refusing = True
+        with pytest.raises(AuditUnavailable):
+            await writer.append({"ts": time.time(), "kind": "decision", "decision": "allow"})
+        assert not writer.healthy
+        store.refusing = False  # the store is back; no call comes to tell
+        with anyio.fail_after(PROBE_EVERY * 3):
+            while not writer.healthy:
+                await anyio.sleep(0.02)
+        await writer.drain()
