@@ -113,15 +113,17 @@ class CompiledTool:
     carry `Mcp-Param-*` headers that need checking against its arguments."""
 
     @classmethod
-    def compile(cls, tool: dict[str, Any]) -> CompiledTool:
+    def compile(cls, tool: dict[str, Any], *, unchecked: str | None = None) -> CompiledTool:
+        """`unchecked`: why the arguments are not to be checked at all (the schema is too
+        large to compile); its `Mcp-Param-*` headers are still mapped."""
         schema = tool.get("inputSchema")
         name = tool.get("name")
         validator: Any = None
-        error: str | None = None
+        error: str | None = unchecked
         header_map: dict[tuple[str, ...], str] = {}
         if isinstance(schema, dict):
-            validator = _Flat.compile(schema)
-            if validator is None:
+            validator = _Flat.compile(schema) if unchecked is None else None
+            if validator is None and unchecked is None:
                 try:
                     kind = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
                     kind.check_schema(schema)

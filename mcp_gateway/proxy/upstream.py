@@ -15,6 +15,7 @@ handshake.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from anyio.abc import TaskGroup
 from mcp.shared.inbound import encode_header_value
 
@@ -78,6 +80,13 @@ MAX_PAGES = 100
 COMPILE_TURN = 0.005
 """Seconds of compiling tools between two yields to the event loop (a rich schema takes
 ~0.7 ms, a flat one ~5 us): an upstream listing a thousand rich tools cannot hold the loop."""
+THREAD_SCHEMA_BYTES = 16 * 1024
+"""A tool schema larger than this (as JSON) is compiled on a worker thread: compiling costs
+~3 us a byte (`jsonschema` checking the schema against its metaschema), and done on the
+loop, one 2 MB schema held it ~7 s, every call and health check of every upstream waiting."""
+MAX_SCHEMA_BYTES = 1024 * 1024
+"""A tool schema larger than this is not compiled at all: its arguments are not checked (the
+upstream remains their judge, as for an invalid schema), and it is logged."""
 REFRESH_PAUSE = 0.05
 """Seconds a refresh waits after the first list change, so a burst of them is read once."""
 REFRESH_COMPILE_SHARE = 0.2
@@ -398,14 +407,28 @@ class Upstream:
             name = tool["name"]
             if name in compiled:
                 continue
+            schema = tool.get("inputSchema")
             kept = before.get(name)
-            if kept is not None and kept.compiled_from(tool.get("inputSchema")):
+            if kept is not None and kept.compiled_from(schema):
                 compiled[name] = kept
                 continue
-            compiled[name] = done = CompiledTool.compile(tool)
+            size = len(jsonrpc.dumps(schema)) if isinstance(schema, dict) else 0
+            if size > THREAD_SCHEMA_BYTES:
+                self._compiling += time.perf_counter() - turn
+                unchecked = f"{size} bytes, more than {MAX_SCHEMA_BYTES}" if size > MAX_SCHEMA_BYTES else None
+                started = time.perf_counter()
+                compile_one = functools.partial(CompiledTool.compile, tool, unchecked=unchecked)
+                done = await anyio.to_thread.run_sync(compile_one, abandon_on_cancel=True)
+                self._compiling += time.perf_counter() - started
+                turn = time.perf_counter()
+            else:
+                done = CompiledTool.compile(tool)
+            compiled[name] = done
             if done.schema_error is not None:
                 log.warning(
-                    "%s: tool %r has an invalid input schema; arguments are not checked: %s",
+                    "%s: tool %r has an input schema of %s the gateway compiles; arguments are not checked"
+                    if size > MAX_SCHEMA_BYTES
+                    else "%s: tool %r has an invalid input schema; arguments are not checked: %s",
                     self.name,
                     name,
                     done.schema_error,

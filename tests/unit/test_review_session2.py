@@ -4,6 +4,7 @@ what an upstream or a client could do with them, in process."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -11,10 +12,12 @@ from typing import Any
 import anyio
 import pytest
 
+from mcp_gateway import jsonrpc
 from mcp_gateway.audit.writer import PROBE_EVERY, AuditWriter
 from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.identity import LOCAL
 from mcp_gateway.proxy import http11, payload
+from mcp_gateway.proxy import upstream as upstream_module
 from mcp_gateway.proxy.schemas import CompiledTool
 from mcp_gateway.proxy.session import Call, Session
 from mcp_gateway.proxy.upstream import Events, Upstream
@@ -226,3 +229,58 @@ async def test_a_writer_made_unhealthy_by_a_commit_is_healthy_again_within_a_pro
             while not writer.healthy:
                 await anyio.sleep(0.02)
         await writer.drain()
+
+
+# -- a large schema does not hold the loop -----------------------------------------------------
+
+
+def _wide_tool(name: str, properties: int) -> dict[str, Any]:
+    """A schema `_Flat` cannot take (patterns): `jsonschema` checks it, at ~3 us a byte."""
+    props = {f"p{i}": {"type": "string", "minLength": 1, "pattern": "^[a-z]+$"} for i in range(properties)}
+    return {"name": name, "inputSchema": {"type": "object", "properties": props, "required": ["p0"]}}
+
+
+async def test_an_upstream_listing_a_large_schema_does_not_hold_the_loop_while_it_is_compiled() -> None:
+    gaps: list[float] = []
+
+    async def ticking() -> None:
+        last = time.perf_counter()
+        while True:
+            await anyio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    big = _wide_tool("wide", 6000)  # ~330 KB: about a second of compiling on a busy machine
+    started = time.process_time()
+    CompiledTool.compile(big)
+    alone = time.process_time() - started
+    server = ScriptedServer({"wide": _confirm}, schemas=[big])
+    async with anyio.create_task_group() as ticker:
+        ticker.start_soon(ticking)
+        async with hotpath({"files": server}) as gw:
+            entry = gw.router.catalog.tool("files__wide")
+            assert entry is not None and entry.tool.validator is not None  # checked, all the same
+            refused = await gw.router.handle(_call("files__wide", {"p0": "A"}))
+            assert refused["isError"] is True
+        ticker.cancel_scope.cancel()
+    assert max(gaps) < max(0.25, alone / 3), f"the loop waited {max(gaps):.2f}s (compiling alone: {alone:.2f}s)"
+
+
+async def test_a_schema_past_the_compiled_size_is_listed_and_called_unchecked_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_SCHEMA_BYTES", 32 * 1024)
+    caplog.set_level(logging.WARNING, "mcp_gateway.proxy.upstream")
+    wide = _wide_tool("wide", 1000)
+    size = len(jsonrpc.dumps(wide["inputSchema"]))
+    server = ScriptedServer({"wide": _confirm}, schemas=[wide])
+    async with hotpath({"files": server}) as gw:
+        entry = gw.router.catalog.tool("files__wide")
+        assert entry is not None and entry.tool.validator is None
+        result = await gw.router.handle(_call("files__wide", {"p0": "A"}))
+        assert result["content"][0]["text"] == "confirmed"
+    assert [r.getMessage() for r in caplog.records if "arguments are not checked" in r.getMessage()] == [
+        f"files: tool 'wide' has an input schema of {size} bytes, more than 32768 the gateway compiles;"
+        " arguments are not checked"
+    ]
