@@ -16,6 +16,8 @@ from mcp_gateway import jsonrpc
 from mcp_gateway.audit.writer import PROBE_EVERY, AuditWriter
 from mcp_gateway.errors import AuditUnavailable
 from mcp_gateway.identity import LOCAL
+from mcp_gateway.oauth.shares import Shares
+from mcp_gateway.oauth.verified import TokenRejected
 from mcp_gateway.proxy import http11, payload
 from mcp_gateway.proxy import upstream as upstream_module
 from mcp_gateway.proxy.schemas import CompiledTool
@@ -284,3 +286,66 @@ async def test_a_schema_past_the_compiled_size_is_listed_and_called_unchecked_an
         f"files: tool 'wide' has an input schema of {size} bytes, more than 32768 the gateway compiles;"
         " arguments are not checked"
     ]
+
+
+# -- what held -------------------------------------------------------------------------------
+
+
+async def test_a_name_two_upstreams_reach_after_renaming_is_checked_by_the_schema_of_the_one_that_holds_it() -> None:
+    strict = {"name": "b__c", "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}}
+    loose = {"name": "c", "inputSchema": {"type": "object"}}
+    first = ScriptedServer({"b__c": _confirm}, schemas=[strict])
+    second = ScriptedServer({"c": _confirm}, schemas=[loose])
+    async with hotpath({"a": first, "a__b": second}) as gw:
+        entry = gw.router.catalog.tool("a__b__c")
+        assert entry is not None and entry.upstream.name == "a" and entry.original == "b__c"
+        assert any("collides" in c for c in gw.router.catalog.snapshot.conflicts)
+        refused = await gw.router.handle(_call("a__b__c", {"n": "not a number"}))
+        assert refused["isError"] is True
+        passed = await gw.router.handle(_call("a__b__c", {"n": 3}))
+        assert passed["content"][0]["text"] == "confirmed"
+    assert len(first.calls()) == 1 and second.calls() == []
+
+
+async def test_a_tool_listed_twice_by_one_upstream_is_checked_by_the_definition_it_is_listed_with() -> None:
+    strict = {"name": "t", "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}}
+    loose = {"name": "t", "inputSchema": {"type": "object"}}
+    server = ScriptedServer({"t": _confirm})
+
+    async def listing(message: dict[str, Any]) -> dict[str, Any]:
+        if message["method"] == "tools/list":
+            return {"tools": [strict, loose]}
+        return await answer(message)
+
+    answer = server._answer
+    server._answer = listing  # type: ignore[method-assign]
+    async with hotpath({"files": server}) as gw:
+        listed = [t for t in gw.router.catalog.snapshot.listing("tools") if t["name"] == "files__t"]
+        assert [t["inputSchema"] for t in listed] == [strict["inputSchema"]]
+        refused = await gw.router.handle(_call("files__t", {"n": "x"}))
+        assert refused["isError"] is True
+    assert server.calls() == []
+
+
+async def test_an_introspection_slot_is_given_back_when_its_question_is_cancelled_or_fails() -> None:
+    shares = Shares(total=2, each=1)
+    with anyio.CancelScope() as scope, shares.slot("10.0.0.1"):
+        assert shares.by_client == {"10.0.0.1": 1}
+        with pytest.raises(TokenRejected), shares.slot("10.0.0.1"):  # the same address: past its share
+            pass
+        scope.cancel()
+        await anyio.sleep(1)
+    with pytest.raises(RuntimeError), shares.slot("2001:db8::1"):
+        with pytest.raises(TokenRejected), shares.slot("2001:db8::2"):  # the same /64
+            pass
+        raise RuntimeError("the provider failed")
+    assert shares.open == 0 and shares.by_client == {}
+
+
+def test_the_protocol_error_codes_are_those_the_gateway_answered_with_before_they_came_from_the_sdk() -> None:
+    from mcp_gateway import protocol
+
+    assert (protocol.HEADER_MISMATCH, protocol.MISSING_REQUIRED_CLIENT_CAPABILITY) == (-32020, -32021)
+    assert protocol.UNSUPPORTED_PROTOCOL_VERSION == -32022 and protocol.RESOURCE_NOT_FOUND == -32002
+    assert (protocol.PARSE_ERROR, protocol.INVALID_REQUEST, protocol.METHOD_NOT_FOUND) == (-32700, -32600, -32601)
+    assert (protocol.INVALID_PARAMS, protocol.INTERNAL_ERROR) == (-32602, -32603)
