@@ -23,8 +23,9 @@ from mcp_gateway.proxy import upstream as upstream_module
 from mcp_gateway.proxy.schemas import CompiledTool
 from mcp_gateway.proxy.session import Call, Session
 from mcp_gateway.proxy.upstream import Events, Upstream
+from mcp_gateway.transport import http as http_transport
 
-from .fakes import HANDSHAKE, WAIT, ScriptedServer, hotpath
+from .fakes import HANDSHAKE, WAIT, ScriptedServer, hotpath, modern_post
 
 pytestmark = pytest.mark.anyio
 
@@ -349,3 +350,26 @@ def test_the_protocol_error_codes_are_those_the_gateway_answered_with_before_the
     assert protocol.UNSUPPORTED_PROTOCOL_VERSION == -32022 and protocol.RESOURCE_NOT_FOUND == -32002
     assert (protocol.PARSE_ERROR, protocol.INVALID_REQUEST, protocol.METHOD_NOT_FOUND) == (-32700, -32600, -32601)
     assert (protocol.INVALID_PARAMS, protocol.INTERNAL_ERROR) == (-32602, -32603)
+
+
+async def test_param_headers_sent_for_a_tool_whose_schema_mirrors_nothing_cost_no_walk_of_its_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Walking a schema for its `x-mcp-header` annotations costs ~50 ms a MB: a client adding
+    a junk `Mcp-Param-*` header to each call must not make the gateway walk one that has none."""
+    walks: list[Any] = []
+    validate = http_transport.validate_mcp_param_headers
+
+    def counting(schema: Any, arguments: Any, headers: Any) -> Any:
+        walks.append(schema)
+        return validate(schema, arguments, headers)
+
+    monkeypatch.setattr(http_transport, "validate_mcp_param_headers", counting)
+    server = ScriptedServer({"wide": _confirm}, schemas=[_wide_tool("wide", 50)])
+    async with hotpath({"files": server}) as gw, gw.client() as http:
+        body, headers = modern_post("tools/call", {"name": "files__wide", "arguments": {"p0": "a"}})
+        response = await http.post("/mcp", json=body, headers={**headers, "mcp-param-p0": "a", "mcp-param-x": "1"})
+        assert response.status_code == 200
+        assert response.json()["result"]["content"][0]["text"] == "confirmed"
+    assert walks == []
+    assert len(server.calls()) == 1
