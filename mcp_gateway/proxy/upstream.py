@@ -90,13 +90,15 @@ MAX_SCHEMA_BYTES = 1024 * 1024
 upstream remains their judge, as for an invalid schema), and it is logged."""
 REFRESH_PAUSE = 0.05
 """Seconds a refresh waits after the first list change, so a burst of them is read once."""
-REFRESH_COMPILE_SHARE = 0.2
-"""At most this share of the time goes to compiling one upstream's changed tools: after a
-refresh that compiled for `c` seconds, the next starts no sooner than `c * (1 / share - 1)`
-after it (nor sooner than `REFRESH_PAUSE` after the change that wakes it). Compiling a rich
-schema costs ~100 times reading it: without this, an upstream announcing list changes in a
-loop, each list with new schemas, kept the gateway compiling most of the time (measured:
-61% of the loop, four tools at 20 ms each)."""
+REFRESH_SHARE = 0.2
+"""At most this share of the time goes to re-reading one upstream's changed lists: after a
+refresh that took `r` seconds, the next starts no sooner than `r * (1 / share - 1)` after it
+(nor sooner than `REFRESH_PAUSE` after the notice that wakes it). A refresh costs the gateway
+the parsing of every page (up to `MAX_PAGES` answers) and the compiling of each changed tool
+schema, ~100 times the reading: without this, an upstream announcing list changes in a loop
+kept the gateway reading most of the time (measured: 54% with a 60 ms list; 61% compiling
+four changed tools at 20 ms each). Wall time, so a slow upstream's lists are also re-read
+less often: its own changes reach clients later, no one else's."""
 
 State = Literal["connecting", "ready", "down", "disabled"]
 
@@ -165,8 +167,6 @@ class Upstream:
         self._dirty: set[str] = set()
         self._refresh_wake = anyio.Event()
         self._listen_scope: anyio.CancelScope | None = None
-        self._compiling = 0.0
-        """Seconds spent compiling tools in the last catalog read (yields to the loop apart)."""
 
     # -- supervision -----------------------------------------------------------------
 
@@ -403,7 +403,6 @@ class Upstream:
         before = self.catalog.compiled
         compiled: dict[str, CompiledTool] = {}
         turn = time.perf_counter()
-        self._compiling = 0.0
         for tool in tools:
             name = tool["name"]
             if name in compiled:
@@ -415,16 +414,13 @@ class Upstream:
                 continue
             size = len(jsonrpc.dumps(schema)) if isinstance(schema, dict) else 0
             if size > THREAD_SCHEMA_BYTES:
-                self._compiling += time.perf_counter() - turn
                 unchecked = f"{size} bytes, more than {MAX_SCHEMA_BYTES}" if size > MAX_SCHEMA_BYTES else None
-                started = time.perf_counter()
                 compile_one = (
                     functools.partial(CompiledTool.compile, tool)
                     if unchecked is None
                     else functools.partial(CompiledTool.compile, tool, unchecked=unchecked)
                 )
                 done = await anyio.to_thread.run_sync(compile_one, abandon_on_cancel=True)
-                self._compiling += time.perf_counter() - started
                 turn = time.perf_counter()
             else:
                 done = CompiledTool.compile(tool)
@@ -439,28 +435,27 @@ class Upstream:
                     done.schema_error,
                 )
             if time.perf_counter() - turn >= COMPILE_TURN:
-                self._compiling += time.perf_counter() - turn
                 await anyio.lowlevel.checkpoint()
                 turn = time.perf_counter()
-        self._compiling += time.perf_counter() - turn
         return compiled
 
     async def _refresher(self, conn: RpcConnection) -> None:
         """Re-read the lists an upstream said changed, coalescing bursts of notifications."""
-        rested = 0.0  # when the last refresh's compiling has been paid for (`perf_counter`)
+        rested = 0.0  # when the last refresh has been paid for (`perf_counter`)
         while True:
             await self._refresh_wake.wait()
             self._refresh_wake = anyio.Event()
             await anyio.sleep(max(REFRESH_PAUSE, rested - time.perf_counter()))
             kinds, self._dirty = self._dirty, set()
-            self._compiling = 0.0
+            began = time.perf_counter()
             try:
                 self.catalog = await self._read_catalog(conn, kinds)
             except GatewayError as exc:
                 log.warning("%s: refreshing %s failed: %s", self.name, ", ".join(sorted(kinds)), exc)
                 continue
             finally:
-                rested = time.perf_counter() + self._compiling * (1 / REFRESH_COMPILE_SHARE - 1)
+                ended = time.perf_counter()
+                rested = ended + (ended - began) * (1 / REFRESH_SHARE - 1)
             await self.events.catalog_changed(self)
 
     async def _on_notification(self, message: Message) -> None:

@@ -373,3 +373,31 @@ async def test_param_headers_sent_for_a_tool_whose_schema_mirrors_nothing_cost_n
         assert response.json()["result"]["content"][0]["text"] == "confirmed"
     assert walks == []
     assert len(server.calls()) == 1
+
+
+async def test_an_upstream_announcing_list_changes_in_a_loop_gets_its_lists_read_at_most_a_fifth_of_the_time() -> None:
+    """Reading a list costs the gateway its parsing (up to 100 pages of `max_response_bytes`)
+    even when nothing in it changed: a flood of `list_changed` must not keep it reading."""
+    cost = 0.06
+    reads: list[float] = []
+    server = ScriptedServer({"t": _confirm})
+    answer = server._answer
+
+    async def costly(message: dict[str, Any]) -> dict[str, Any]:
+        if message["method"] == "tools/list":
+            started = time.perf_counter()
+            while time.perf_counter() - started < cost:  # as a large list's parsing would
+                pass
+            reads.append(time.perf_counter() - started)
+        return await answer(message)
+
+    server._answer = costly  # type: ignore[method-assign]
+    async with hotpath({"files": server}):
+        reads.clear()
+        started = time.perf_counter()
+        while time.perf_counter() - started < 2.0:
+            await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
+            await anyio.sleep(0.01)
+        window = time.perf_counter() - started
+    assert len(reads) >= 2  # it did read the lists again
+    assert sum(reads) / window < 0.3, f"reading took {sum(reads):.2f}s of {window:.2f}s"
