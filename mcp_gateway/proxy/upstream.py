@@ -95,7 +95,7 @@ REFRESH_SHARE = 0.2
 refresh that took `r` seconds, the next starts no sooner than `r * (1 / share - 1)` after it
 (nor sooner than `REFRESH_PAUSE` after the notice that wakes it). A refresh costs the gateway
 the parsing of every page (up to `MAX_PAGES` answers) and the compiling of each changed tool
-schema, ~100 times the reading: without this, an upstream announcing list changes in a loop
+schema (~100 times its parsing): without this, an upstream announcing list changes in a loop
 kept the gateway reading most of the time (measured: 54% with a 60 ms list; 61% compiling
 four changed tools at 20 ms each). Wall time, so a slow upstream's lists are also re-read
 less often: its own changes reach clients later, no one else's."""
