@@ -182,7 +182,11 @@ class AuditWriter:
                     if self._committing:
                         wait = every  # the commit will tell
                     if wait > 0:
-                        await anyio.sleep(wait)
+                        # Never longer than `PROBE_EVERY`: a commit that fails meanwhile makes
+                        # it unhealthy, and from then on the store is to be tried every
+                        # `PROBE_EVERY`, not once the idle interval is over (an idle
+                        # gateway, out of its load balancer, has no other way back).
+                        await anyio.sleep(min(wait, PROBE_EVERY))
                         continue
                     self._probing = probing = asyncio.get_running_loop().create_future()
                     try:

@@ -113,15 +113,17 @@ class CompiledTool:
     carry `Mcp-Param-*` headers that need checking against its arguments."""
 
     @classmethod
-    def compile(cls, tool: dict[str, Any]) -> CompiledTool:
+    def compile(cls, tool: dict[str, Any], *, unchecked: str | None = None) -> CompiledTool:
+        """`unchecked`: why the arguments are not to be checked at all (the schema is too
+        large to compile); its `Mcp-Param-*` headers are still mapped."""
         schema = tool.get("inputSchema")
         name = tool.get("name")
         validator: Any = None
-        error: str | None = None
+        error: str | None = unchecked
         header_map: dict[tuple[str, ...], str] = {}
         if isinstance(schema, dict):
-            validator = _Flat.compile(schema)
-            if validator is None:
+            validator = _Flat.compile(schema) if unchecked is None else None
+            if validator is None and unchecked is None:
                 try:
                     kind = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
                     kind.check_schema(schema)
@@ -132,6 +134,12 @@ class CompiledTool:
                 header_map = x_mcp_header_map(schema)
         annotated = X_MCP_HEADER_KEY in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
         return cls(name if isinstance(name, str) else "", schema, validator, error, header_map, annotated)
+
+    def compiled_from(self, schema: Any) -> bool:
+        """Whether `schema` is the one this was compiled from, as JSON says: Python's `==`
+        holds `True == 1` and `False == 0`, which JSON Schema does not (`enum`, `const`), so
+        a schema relisted with `true` where it had `1` would keep the old check."""
+        return bool(self.schema == schema and jsonrpc.dumps(self.schema) == jsonrpc.dumps(schema))
 
     def argument_problem(self, arguments: dict[str, Any]) -> str | None:
         """What is wrong with `arguments` for this tool, or None when they fit its schema."""

@@ -50,7 +50,6 @@ from ..protocol import (
     LATEST_MODERN_VERSION,
     LOG_LEVEL_META_KEY,
     MCP_NAME_HEADER,
-    MCP_PARAM_HEADER_PREFIX,
     MCP_PROTOCOL_VERSION_HEADER,
     MCP_SESSION_ID_HEADER,
     MODERN_PROTOCOL_VERSIONS,
@@ -419,7 +418,7 @@ class McpEndpoint:
             name = params.get("name")
             entry = self.router.catalog.tool(name) if isinstance(name, str) else None
             arguments = params.get("arguments")
-            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.tool, headers):
+            if entry is not None and isinstance(arguments, dict) and _mentions_param_headers(entry.tool):
                 return validate_mcp_param_headers(entry.tool.schema, arguments, headers)
         return None
 
@@ -635,6 +634,10 @@ async def _refuse(send: Send, request_id: Any, exc: GatewayError, default: int =
     await sse.send_json(send, status, jsonrpc.error(request_id, exc))
 
 
-def _mentions_param_headers(tool: CompiledTool, headers: dict[str, str]) -> bool:
-    """Whether `Mcp-Param-*` validation has anything to check for this call."""
-    return any(name.startswith(MCP_PARAM_HEADER_PREFIX) for name in headers) or tool.annotated
+def _mentions_param_headers(tool: CompiledTool) -> bool:
+    """Whether `Mcp-Param-*` validation has anything to check for this call: only a schema
+    that mentions `x-mcp-header` has positions to compare headers with. Without one, the
+    headers a client sends are checked against nothing (the SDK's check walks the schema to
+    find no position and passes them); walking it anyway cost ~50 ms a MB of schema, paid on
+    the loop for any call that carried a junk `Mcp-Param-*` header."""
+    return tool.annotated
