@@ -222,6 +222,13 @@ async def test_an_auth_none_gateway_opens_the_page_to_its_own_machine_with_a_csr
             )
             assert done.status_code == 303
             assert len(gw.snapshots.current.policy.switches) == 1
+            # Logged out, the local admin is sent back to its page, not to a token form it
+            # has no token for.
+            assert (await client.post("/admin/logout", data={"csrf": csrf.group(1)})).status_code == 303
+            form = await client.get("/admin/login")
+            assert form.status_code == 303 and form.headers["location"] == "/admin"
+            again = await client.get("/admin")
+            assert again.status_code == 200 and "local-admin" in again.text
 
 
 async def test_every_dashboard_route_serves_its_role_and_refuses_a_smaller_one(gateway: Any) -> None:
