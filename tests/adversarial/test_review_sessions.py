@@ -204,7 +204,8 @@ async def test_every_dashboard_route_answers_503_within_the_bound_during_a_store
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ask, "page", "GET", "/admin")
                 tg.start_soon(ask, "part", "GET", "/admin/part/upstreams")
-                tg.start_soon(ask, "login form", "GET", "/admin/login")
+                if auth == "keys":  # the local admin's login form is a redirect to its page
+                    tg.start_soon(ask, "login form", "GET", "/admin/login")
                 tg.start_soon(ask, "engage", "POST", "/admin/kill-switches", {"csrf": csrf, "scope": "global"})
                 tg.start_soon(ask, "logout", "POST", "/admin/logout", {"csrf": csrf})
                 if auth == "keys":
