@@ -362,8 +362,10 @@ class AuditWriter:
         return rows
 
     async def _commit(self, batch: list[_Item]) -> None:
-        while self._probing is not None:
-            await self._probing
+        while (probing := self._probing) is not None:
+            # Shielded: a commit cancelled while it waits must not cancel the watcher's future
+            # (a cancelled one would raise in the next commit that waits on it).
+            await asyncio.shield(probing)
         self._committing = True
         started = time.perf_counter()
         ok = False
