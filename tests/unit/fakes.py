@@ -33,6 +33,7 @@ from mcp_gateway.policy.snapshot import PolicySnapshot, Snapshots
 from mcp_gateway.policy_model import KillSwitch, Rule
 from mcp_gateway.proxy.router import Router
 from mcp_gateway.proxy.rpc import RpcConnection
+from mcp_gateway.proxy.session import Call, Session
 from mcp_gateway.proxy.upstream import Events, Upstream
 from mcp_gateway.transport.http import HttpOptions, McpEndpoint
 
@@ -496,3 +497,21 @@ async def streamed(app: Any, method: str, headers: dict[str, str], body: Any = N
         with anyio.fail_after(WAIT):
             async for _ in chunks:
                 pass  # let the app finish writing
+
+
+def tool_call(name: str, arguments: dict[str, Any]) -> Call:
+    """A handshake-era client's `tools/call`, as the router is handed it."""
+    return Call(Session(LOCAL, protocol_version=HANDSHAKE), 1, "tools/call", {"name": name, "arguments": arguments})
+
+
+class CatalogApplied(Events):
+    """Forwards an upstream's events to the router and says when a catalog change was applied
+    (`applied`; replace it with a new Event to wait for the next one)."""
+
+    def __init__(self, router: Events) -> None:
+        self.router = router
+        self.applied = anyio.Event()
+
+    async def catalog_changed(self, upstream: Upstream) -> None:
+        await self.router.catalog_changed(upstream)
+        self.applied.set()

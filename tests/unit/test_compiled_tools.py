@@ -11,12 +11,10 @@ import pytest
 from mcp.shared.inbound import mcp_param_headers, x_mcp_header_map
 
 from mcp_gateway.config import HttpUpstream
-from mcp_gateway.identity import LOCAL
 from mcp_gateway.proxy.schemas import CompiledTool
-from mcp_gateway.proxy.session import Call, Session
 from mcp_gateway.proxy.upstream import Events, Upstream, UpstreamCatalog
 
-from .fakes import HANDSHAKE, WAIT, ScriptedServer, hotpath, modern_post
+from .fakes import WAIT, CatalogApplied, ScriptedServer, hotpath, modern_post, tool_call
 
 pytestmark = pytest.mark.anyio
 
@@ -39,22 +37,6 @@ async def _deploy(arguments: dict[str, Any], peer: Any) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": "deployed"}]}
 
 
-class _Changed(Events):
-    """Forwards an upstream's events to the router and says when a catalog change was applied."""
-
-    def __init__(self, router: Events) -> None:
-        self.router = router
-        self.applied = anyio.Event()
-
-    async def catalog_changed(self, upstream: Upstream) -> None:
-        await self.router.catalog_changed(upstream)
-        self.applied.set()
-
-
-def _call(name: str, arguments: dict[str, Any]) -> Call:
-    return Call(Session(LOCAL, protocol_version=HANDSHAKE), 1, "tools/call", {"name": name, "arguments": arguments})
-
-
 async def test_a_tool_is_compiled_when_its_upstream_lists_it_and_not_again_per_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -72,15 +54,15 @@ async def test_a_tool_is_compiled_when_its_upstream_lists_it_and_not_again_per_c
         entry = gw.router.catalog.tool("files__deploy")
         assert entry is not None
         for _ in range(3):
-            result = await gw.router.handle(_call("files__deploy", {"region": "eu"}))
+            result = await gw.router.handle(tool_call("files__deploy", {"region": "eu"}))
             assert result["content"][0]["text"] == "deployed"
-            refused = await gw.router.handle(_call("files__deploy", {"region": 7}))
+            refused = await gw.router.handle(tool_call("files__deploy", {"region": 7}))
             assert refused["isError"] is True
         assert sorted(compiled) == ["deploy", "echo"]
         assert gw.router.catalog.tool("files__deploy") is entry
 
         upstream = gw.router.upstreams["files"]
-        spy = _Changed(gw.router)
+        spy = CatalogApplied(gw.router)
         upstream.events = spy
         await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
         with anyio.fail_after(WAIT):
@@ -99,7 +81,7 @@ async def test_a_tool_is_compiled_when_its_upstream_lists_it_and_not_again_per_c
         assert sorted(compiled) == ["deploy", "deploy", "echo"]
         changed = gw.router.catalog.tool("files__deploy")
         assert changed is not None and changed.tool is upstream.catalog.compiled["deploy"] is not entry.tool
-        refused = await gw.router.handle(_call("files__deploy", {"region": "eu"}))
+        refused = await gw.router.handle(tool_call("files__deploy", {"region": "eu"}))
         assert refused["isError"] is True and "zone" in refused["content"][0]["text"]
 
 
@@ -111,7 +93,7 @@ async def test_a_tool_with_an_invalid_schema_is_listed_called_unchecked_and_logg
     async with hotpath({"files": server}) as gw:
         assert "files__broken" in [t["name"] for t in gw.router.catalog.snapshot.listing("tools")]
         for arguments in ({"x": "anything"}, {"x": 1}, {}):
-            result = await gw.router.handle(_call("files__broken", arguments))
+            result = await gw.router.handle(tool_call("files__broken", arguments))
             assert result["content"][0]["text"] == "deployed"
         assert len(server.calls()) == 3
     warnings = [r.getMessage() for r in caplog.records if "invalid input schema" in r.getMessage()]

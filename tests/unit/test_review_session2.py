@@ -15,37 +15,20 @@ import pytest
 from mcp_gateway import jsonrpc
 from mcp_gateway.audit.writer import PROBE_EVERY, AuditWriter
 from mcp_gateway.errors import AuditUnavailable
-from mcp_gateway.identity import LOCAL
 from mcp_gateway.oauth.shares import Shares
 from mcp_gateway.oauth.verified import TokenRejected
 from mcp_gateway.proxy import http11, payload
 from mcp_gateway.proxy import upstream as upstream_module
 from mcp_gateway.proxy.schemas import CompiledTool
-from mcp_gateway.proxy.session import Call, Session
-from mcp_gateway.proxy.upstream import Events, Upstream
 from mcp_gateway.transport import http as http_transport
 
-from .fakes import HANDSHAKE, WAIT, ScriptedServer, hotpath, modern_post
+from .fakes import WAIT, CatalogApplied, ScriptedServer, hotpath, modern_post, tool_call
 
 pytestmark = pytest.mark.anyio
 
 
 async def _confirm(arguments: dict[str, Any], peer: Any) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": "confirmed"}]}
-
-
-def _call(name: str, arguments: dict[str, Any]) -> Call:
-    return Call(Session(LOCAL, protocol_version=HANDSHAKE), 1, "tools/call", {"name": name, "arguments": arguments})
-
-
-class _Applied(Events):
-    def __init__(self, router: Events) -> None:
-        self.router = router
-        self.applied = anyio.Event()
-
-    async def catalog_changed(self, upstream: Upstream) -> None:
-        await self.router.catalog_changed(upstream)
-        self.applied.set()
 
 
 def _confirm_tool(allowed: list[Any]) -> dict[str, Any]:
@@ -63,11 +46,11 @@ async def test_a_schema_relisted_with_true_where_it_had_1_is_compiled_again_and_
     # Python's == holds True == 1 and False == 0; JSON Schema does not (`enum`, `const`).
     server = ScriptedServer({"confirm": _confirm}, schemas=[_confirm_tool([1])])
     async with hotpath({"files": server}) as gw:
-        refused = await gw.router.handle(_call("files__confirm", {"sure": True}))
+        refused = await gw.router.handle(tool_call("files__confirm", {"sure": True}))
         assert refused["isError"] is True
 
         upstream = gw.router.upstreams["files"]
-        spy = _Applied(gw.router)
+        spy = CatalogApplied(gw.router)
         upstream.events = spy
         server.schemas["confirm"] = _confirm_tool([True])
         await server.deliver({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, None)
@@ -78,9 +61,9 @@ async def test_a_schema_relisted_with_true_where_it_had_1_is_compiled_again_and_
             {"enum": [True]}
         ]
 
-        passed = await gw.router.handle(_call("files__confirm", {"sure": True}))
+        passed = await gw.router.handle(tool_call("files__confirm", {"sure": True}))
         assert passed["content"][0]["text"] == "confirmed"
-        wrong = await gw.router.handle(_call("files__confirm", {"sure": 1}))
+        wrong = await gw.router.handle(tool_call("files__confirm", {"sure": 1}))
         assert wrong["isError"] is True
         assert len(server.calls()) == 1
 
@@ -264,7 +247,7 @@ async def test_an_upstream_listing_a_large_schema_does_not_hold_the_loop_while_i
         async with hotpath({"files": server}) as gw:
             entry = gw.router.catalog.tool("files__wide")
             assert entry is not None and entry.tool.validator is not None  # checked, all the same
-            refused = await gw.router.handle(_call("files__wide", {"p0": "A"}))
+            refused = await gw.router.handle(tool_call("files__wide", {"p0": "A"}))
             assert refused["isError"] is True
         ticker.cancel_scope.cancel()
     assert max(gaps) < max(0.25, alone / 3), f"the loop waited {max(gaps):.2f}s (compiling alone: {alone:.2f}s)"
@@ -281,7 +264,7 @@ async def test_a_schema_past_the_compiled_size_is_listed_and_called_unchecked_an
     async with hotpath({"files": server}) as gw:
         entry = gw.router.catalog.tool("files__wide")
         assert entry is not None and entry.tool.validator is None
-        result = await gw.router.handle(_call("files__wide", {"p0": "A"}))
+        result = await gw.router.handle(tool_call("files__wide", {"p0": "A"}))
         assert result["content"][0]["text"] == "confirmed"
     assert [r.getMessage() for r in caplog.records if "arguments are not checked" in r.getMessage()] == [
         f"files: tool 'wide' has an input schema of {size} bytes, more than 32768 the gateway compiles;"
@@ -301,9 +284,9 @@ async def test_a_name_two_upstreams_reach_after_renaming_is_checked_by_the_schem
         entry = gw.router.catalog.tool("a__b__c")
         assert entry is not None and entry.upstream.name == "a" and entry.original == "b__c"
         assert any("collides" in c for c in gw.router.catalog.snapshot.conflicts)
-        refused = await gw.router.handle(_call("a__b__c", {"n": "not a number"}))
+        refused = await gw.router.handle(tool_call("a__b__c", {"n": "not a number"}))
         assert refused["isError"] is True
-        passed = await gw.router.handle(_call("a__b__c", {"n": 3}))
+        passed = await gw.router.handle(tool_call("a__b__c", {"n": 3}))
         assert passed["content"][0]["text"] == "confirmed"
     assert len(first.calls()) == 1 and second.calls() == []
 
@@ -323,7 +306,7 @@ async def test_a_tool_listed_twice_by_one_upstream_is_checked_by_the_definition_
     async with hotpath({"files": server}) as gw:
         listed = [t for t in gw.router.catalog.snapshot.listing("tools") if t["name"] == "files__t"]
         assert [t["inputSchema"] for t in listed] == [strict["inputSchema"]]
-        refused = await gw.router.handle(_call("files__t", {"n": "x"}))
+        refused = await gw.router.handle(tool_call("files__t", {"n": "x"}))
         assert refused["isError"] is True
     assert server.calls() == []
 
