@@ -5,6 +5,7 @@ random loopback port, and SDK clients pointed at it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -366,3 +367,27 @@ class GatewayProcess:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
+
+
+# -- the dashboard, as a browser without JavaScript uses it -------------------------------------
+
+
+def dashboard_client(base: str) -> httpx2.AsyncClient:
+    """A client for the dashboard at `base` (no `/mcp`) that keeps its cookies and shows redirects."""
+    return httpx2.AsyncClient(base_url=base, timeout=30, follow_redirects=False)
+
+
+def page_csrf(html: str) -> str:
+    """The CSRF token a dashboard page's forms carry."""
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match is not None, "no CSRF token on the page"
+    return match.group(1)
+
+
+async def dashboard_log_in(client: httpx2.AsyncClient, token: str = ADMIN_TOKEN) -> str:
+    """Log `client` in with `token`; the CSRF token of its page."""
+    response = await client.post("/admin/login", data={"token": token})
+    assert response.status_code == 303, response.text
+    page = await client.get("/admin")
+    assert page.status_code == 200, page.text
+    return page_csrf(page.text)

@@ -3,7 +3,6 @@ the page escapes. (The clicking is in tests/browser.)"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +17,10 @@ from mcp_gateway.dashboard.login import COOKIE
 from ..support import (
     ADMIN_TOKEN,
     admin_client,
+    dashboard_client,
+    dashboard_log_in,
     free_port,
+    page_csrf,
     serve,
     stdio_upstream,
     wait_ready,
@@ -40,21 +42,14 @@ async def gateway(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield url.removesuffix("/mcp"), gw
 
 
-def browser(base: str) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(base_url=base, timeout=30, follow_redirects=False)
+browser = dashboard_client
 
 
 @asynccontextmanager
 async def logged_in(base: str, token: str = ADMIN_TOKEN) -> AsyncIterator[tuple[httpx2.AsyncClient, str]]:
     """A client holding a session cookie, and the CSRF token its page carries."""
     async with browser(base) as client:
-        response = await client.post("/admin/login", data={"token": token})
-        assert response.status_code == 303, response.text
-        page = await client.get("/admin")
-        assert page.status_code == 200
-        match = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert match is not None
-        yield client, match.group(1)
+        yield client, await dashboard_log_in(client, token)
 
 
 async def switches(base: str) -> list[dict[str, Any]]:
@@ -215,16 +210,15 @@ async def test_an_auth_none_gateway_opens_the_page_to_its_own_machine_with_a_csr
             assert COOKIE in page.cookies
             refused = await client.post("/admin/kill-switches", data={"scope": "global", "reason": "forged"})
             assert refused.status_code == 403
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-            assert csrf is not None
+            csrf = page_csrf(page.text)
             done = await client.post(
-                "/admin/kill-switches", data={"csrf": csrf.group(1), "scope": "global", "reason": "from the page"}
+                "/admin/kill-switches", data={"csrf": csrf, "scope": "global", "reason": "from the page"}
             )
             assert done.status_code == 303
             assert len(gw.snapshots.current.policy.switches) == 1
             # Logged out, the local admin is sent back to its page, not to a token form it
             # has no token for.
-            assert (await client.post("/admin/logout", data={"csrf": csrf.group(1)})).status_code == 303
+            assert (await client.post("/admin/logout", data={"csrf": csrf})).status_code == 303
             form = await client.get("/admin/login")
             assert form.status_code == 303 and form.headers["location"] == "/admin"
             again = await client.get("/admin")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +36,7 @@ from ..support import (
     ADMIN_TOKEN,
     ADMIN_TOKEN_ENV,
     admin_client,
+    dashboard_log_in,
     environ,
     free_port,
     raw_client,
@@ -181,14 +181,6 @@ async def test_a_flood_of_refused_dashboard_logins_writes_one_log_line_not_one_p
     assert "from 127.0.0.1" in lines[0]
 
 
-async def _dashboard_session(http: httpx2.AsyncClient) -> str:
-    """Log `http` in with the configured admin token; the page's CSRF token."""
-    assert (await http.post("/admin/login", data={"token": ADMIN_TOKEN})).status_code == 303
-    match = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/admin")).text)
-    assert match is not None
-    return match.group(1)
-
-
 async def test_a_nul_in_a_dashboard_form_is_refused_and_fails_no_audit_batch_on_postgresql(tmp_path: Path) -> None:
     """The REST API refuses a NUL in a body before anything is written; the dashboard's
     forms skipped that check, so an operator's reason with a NUL reached the audit row
@@ -199,7 +191,7 @@ async def test_a_nul_in_a_dashboard_form_is_refused_and_fails_no_audit_batch_on_
         config = write_config(tmp_path, {}, auth="keys", policies=None, database_url=database)
         async with serve(config) as (url, gw):
             async with httpx2.AsyncClient(base_url=url.removesuffix("/mcp"), timeout=30) as http:
-                csrf = await _dashboard_session(http)
+                csrf = await dashboard_log_in(http)
                 release = await http.post(
                     "/admin/kill-switches/nothing/release", data={"csrf": csrf, "reason": "drill\x00"}
                 )

@@ -5,14 +5,12 @@ SQLite against PostgreSQL."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import httpx2
 import pytest
 from sqlalchemy import func, select, update
 
@@ -26,6 +24,9 @@ from ..support import (
     ADMIN_TOKEN,
     TcpProxy,
     admin_client,
+    dashboard_client,
+    dashboard_log_in,
+    page_csrf,
     recorder_upstream,
     serve,
     stdio_upstream,
@@ -52,19 +53,7 @@ async def dashboard_on(tmp_path: Path, store_url: str) -> AsyncIterator[tuple[st
         yield url.removesuffix("/mcp"), gw
 
 
-def browser(base: str) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(base_url=base, timeout=30, follow_redirects=False)
-
-
-async def log_in(client: httpx2.AsyncClient, token: str) -> str:
-    """Log `client` in with `token`; the CSRF token of its page."""
-    response = await client.post("/admin/login", data={"token": token})
-    assert response.status_code == 303, response.text
-    page = await client.get("/admin")
-    assert page.status_code == 200, page.text
-    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert match is not None
-    return match.group(1)
+browser, log_in = dashboard_client, dashboard_log_in
 
 
 async def made_token(base: str, name: str, role: str) -> str:
@@ -183,9 +172,7 @@ async def test_every_dashboard_route_answers_503_within_the_bound_during_a_store
         else:  # the local admin of an `auth: none` loopback gateway: a session of its own
             page = await client.get("/admin")
             assert page.status_code == 200
-            found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-            assert found is not None
-            csrf = found.group(1)
+            csrf = page_csrf(page.text)
         cookie = client.cookies[COOKIE]
         proxy.black_hole()
         answers: dict[str, tuple[int, float, str]] = {}
@@ -271,9 +258,7 @@ async def test_a_session_opened_on_one_replica_serves_and_ends_on_another_and_no
                 assert (await on_c.get("/admin")).status_code == 303
                 page = await on_b.get("/admin")
                 assert page.status_code == 200
-                found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-                assert found is not None
-                assert (await on_b.post("/admin/logout", data={"csrf": found.group(1)})).status_code == 303
+                assert (await on_b.post("/admin/logout", data={"csrf": page_csrf(page.text)})).status_code == 303
                 assert (await on_a.get("/admin")).status_code == 303
 
 

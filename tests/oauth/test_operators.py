@@ -10,7 +10,7 @@ import pytest
 
 from mcp_gateway.store.audit import Filters, query
 
-from ..support import admin_client, agent, create_key, raw_client, wait_ready
+from ..support import admin_client, agent, create_key, page_csrf, raw_client, wait_ready
 from .common import oauth_gateway
 from .provider import Provider
 
@@ -87,7 +87,6 @@ async def test_an_operator_whose_access_token_is_larger_than_a_cookie_logs_in_to
 ) -> None:
     """Identity providers put groups and more in access tokens; one of 6 KB cannot be a
     cookie (4 KB at most), and the session must not depend on its size."""
-    import re
     import time
 
     roles = {"operator": "operator"}
@@ -102,10 +101,8 @@ async def test_an_operator_whose_access_token_is_larger_than_a_cookie_logs_in_to
             assert login.status_code == 303, login.text
             page = await http.get("/admin")
             assert page.status_code == 200 and "oidc:ops-big" in page.text
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-            assert csrf is not None
             engaged = await http.post(
-                "/admin/kill-switches", data={"csrf": csrf.group(1), "scope": "global", "reason": "big token"}
+                "/admin/kill-switches", data={"csrf": page_csrf(page.text), "scope": "global", "reason": "big token"}
             )
             assert engaged.status_code == 303
     assert len(gw.snapshots.current.policy.switches) == 1
