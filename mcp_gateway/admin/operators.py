@@ -45,6 +45,11 @@ def tokenless(gw: Gateway) -> bool:
     return gw.settings.admin_token is None and not gw.snapshots.current.admin_tokens and gw.oauth is None
 
 
+def peer_of(request: Request) -> str | None:
+    """The caller's address, as the connection gives it (the gateway reads no proxy headers)."""
+    return request.client.host if request.client else None
+
+
 def local_caller(request: Request) -> bool:
     """The one caller let in without a credential: a loopback listener, peer and Host, on an
     `auth: none` gateway that has no admin token (development mode, this machine only).
@@ -110,7 +115,7 @@ async def authenticate(request: Request) -> Operator | None:
     token = auth.bearer(request.headers.get("authorization"))
     if token is None:
         return None
-    return await by_token(request.app.state.gateway, token, request.client.host if request.client else None)
+    return await by_token(request.app.state.gateway, token, peer_of(request))
 
 
 USE_INTERVAL = 60.0

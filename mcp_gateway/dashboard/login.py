@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..admin.common import gateway
-from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller, note_use
+from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller, note_use, peer_of
 from ..roles import Role
 from ..runtime import Gateway
 from ..store import dashboard_sessions as store
@@ -105,7 +105,7 @@ async def session_of(request: Request) -> DashboardSession | None:
             token = _fernet(gw, key).decrypt(sealed.encode(), ttl=LIFETIME).decode()
         except (InvalidToken, UnicodeDecodeError):
             return None
-        operator = await by_token(gw, token, request.client.host if request.client else None)
+        operator = await by_token(gw, token, peer_of(request))
     if operator is None:
         return None
     note_use(request, operator)  # as the REST API does: `last_used_at` shows dashboard use too

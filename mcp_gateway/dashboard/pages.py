@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..admin.common import gateway
 from ..admin.models import EngageSwitch, ReleaseSwitch
-from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller
+from ..admin.operators import LOCAL_OPERATOR, Operator, by_token, local_caller, peer_of
 from ..admin.policy import reload_policy
 from ..admin.switches import engage_switch, release_switch
 from ..errors import ApiError, AuditUnavailable
@@ -210,7 +210,7 @@ async def login_submit(request: Request) -> Response:
     form = await _form(request)
     token = (form or {}).get("token", "").strip()
     gw = gateway(request)
-    peer = request.client.host if request.client else None
+    peer = peer_of(request)
     operator = await by_token(gw, token, peer) if token else None
     if operator is None:
         _occasional(request, "login(s) refused (not a valid admin token)").note(f"from {peer or '?'}")
