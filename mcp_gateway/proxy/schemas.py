@@ -13,6 +13,7 @@ gateway logs it once, when the tool is compiled.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import reprlib
 from dataclasses import dataclass
@@ -94,6 +95,14 @@ class _Flat:
         return None
 
 
+_ANNOTATION = X_MCP_HEADER_KEY.encode()
+
+
+def schema_text(schema: Any) -> bytes:
+    """A tool schema's JSON text: what its size, its annotations and its changes are read from."""
+    return jsonrpc.dumps(schema)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledTool:
     """One tool's input schema, compiled: its argument check and its `Mcp-Param-*` header map."""
@@ -111,12 +120,17 @@ class CompiledTool:
     annotated: bool
     """Whether the schema mentions `x-mcp-header` at all: only then may a client's request
     carry `Mcp-Param-*` headers that need checking against its arguments."""
+    digest: bytes
+    """The SHA-256 of the schema's JSON text, to tell whether a relisted schema changed."""
 
     @classmethod
-    def compile(cls, tool: dict[str, Any], *, unchecked: str | None = None) -> CompiledTool:
-        """`unchecked`: why the arguments are not to be checked at all (the schema is too
-        large to compile); its `Mcp-Param-*` headers are still mapped."""
+    def compile(cls, tool: dict[str, Any], *, text: bytes | None = None, unchecked: str | None = None) -> CompiledTool:
+        """`text`: the schema's JSON, when the caller has it already. `unchecked`: why the
+        arguments are not to be checked at all (the schema is too large to compile); its
+        `Mcp-Param-*` headers are still mapped."""
         schema = tool.get("inputSchema")
+        if text is None:
+            text = schema_text(schema)
         name = tool.get("name")
         validator: Any = None
         error: str | None = unchecked
@@ -132,14 +146,16 @@ class CompiledTool:
                     error = exc.message
             if find_invalid_x_mcp_header(schema) is None:
                 header_map = x_mcp_header_map(schema)
-        annotated = X_MCP_HEADER_KEY in jsonrpc.dumps(schema).decode() if isinstance(schema, dict) else False
-        return cls(name if isinstance(name, str) else "", schema, validator, error, header_map, annotated)
+        annotated = isinstance(schema, dict) and _ANNOTATION in text
+        digest = hashlib.sha256(text).digest()
+        return cls(name if isinstance(name, str) else "", schema, validator, error, header_map, annotated, digest)
 
-    def compiled_from(self, schema: Any) -> bool:
-        """Whether `schema` is the one this was compiled from, as JSON says: Python's `==`
-        holds `True == 1` and `False == 0`, which JSON Schema does not (`enum`, `const`), so
-        a schema relisted with `true` where it had `1` would keep the old check."""
-        return bool(self.schema == schema and jsonrpc.dumps(self.schema) == jsonrpc.dumps(schema))
+    def compiled_from(self, text: bytes) -> bool:
+        """Whether the schema whose JSON is `text` is the one this was compiled from. Compared
+        as JSON, not with Python's `==`, which holds `True == 1` and `False == 0` where JSON
+        Schema does not (`enum`, `const`): a schema relisted with `true` where it had `1`
+        would keep the old check."""
+        return hashlib.sha256(text).digest() == self.digest
 
     def argument_problem(self, arguments: dict[str, Any]) -> str | None:
         """What is wrong with `arguments` for this tool, or None when they fit its schema."""

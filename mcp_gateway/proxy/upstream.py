@@ -49,7 +49,7 @@ from ..protocol import (
 )
 from . import http_client, stdio_client
 from .rpc import RpcConnection, Sink
-from .schemas import CompiledTool
+from .schemas import CompiledTool, schema_text
 
 log = logging.getLogger(__name__)
 
@@ -408,22 +408,19 @@ class Upstream:
             if name in compiled:
                 continue
             schema = tool.get("inputSchema")
+            text = schema_text(schema)
             kept = before.get(name)
-            if kept is not None and kept.compiled_from(schema):
+            if kept is not None and kept.compiled_from(text):
                 compiled[name] = kept
                 continue
-            size = len(jsonrpc.dumps(schema)) if isinstance(schema, dict) else 0
+            size = len(text) if isinstance(schema, dict) else 0
             if size > THREAD_SCHEMA_BYTES:
                 unchecked = f"{size} bytes, more than {MAX_SCHEMA_BYTES}" if size > MAX_SCHEMA_BYTES else None
-                compile_one = (
-                    functools.partial(CompiledTool.compile, tool)
-                    if unchecked is None
-                    else functools.partial(CompiledTool.compile, tool, unchecked=unchecked)
-                )
+                compile_one = functools.partial(CompiledTool.compile, tool, text=text, unchecked=unchecked)
                 done = await anyio.to_thread.run_sync(compile_one, abandon_on_cancel=True)
                 turn = time.perf_counter()
             else:
-                done = CompiledTool.compile(tool)
+                done = CompiledTool.compile(tool, text=text)
             compiled[name] = done
             if done.schema_error is not None:
                 log.warning(

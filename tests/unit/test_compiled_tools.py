@@ -43,9 +43,9 @@ async def test_a_tool_is_compiled_when_its_upstream_lists_it_and_not_again_per_c
     compiled: list[str] = []
     compile_one = CompiledTool.compile.__func__  # type: ignore[attr-defined]
 
-    def counting(cls: type[CompiledTool], tool: dict[str, Any]) -> CompiledTool:
+    def counting(cls: type[CompiledTool], tool: dict[str, Any], **options: Any) -> CompiledTool:
         compiled.append(tool["name"])
-        return compile_one(cls, tool)  # type: ignore[no-any-return]
+        return compile_one(cls, tool, **options)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(CompiledTool, "compile", classmethod(counting))
     server = ScriptedServer({"deploy": _deploy}, schemas=[REGION_TOOL])

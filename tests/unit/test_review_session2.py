@@ -78,12 +78,12 @@ async def test_an_upstream_relisting_changed_schemas_in_a_loop_gets_at_most_a_fi
     spent: list[float] = []
     compile_one = CompiledTool.compile.__func__  # type: ignore[attr-defined]
 
-    def costly(cls: type[CompiledTool], tool: dict[str, Any]) -> CompiledTool:
+    def costly(cls: type[CompiledTool], tool: dict[str, Any], **options: Any) -> CompiledTool:
         started = time.perf_counter()
         while time.perf_counter() - started < cost:
             pass
         spent.append(time.perf_counter() - started)
-        return compile_one(cls, tool)  # type: ignore[no-any-return]
+        return compile_one(cls, tool, **options)  # type: ignore[no-any-return]
 
     names = [f"tool{i}" for i in range(4)]
     server = ScriptedServer(dict.fromkeys(names, _confirm))
